@@ -1,0 +1,1 @@
+"""CrossCodeEval-format data, metrics, the mode runner, tables, figures and statistics."""

@@ -1,0 +1,1 @@
+"""Models: loading (HF path or id, GGUF), Titans memory, generation, training."""

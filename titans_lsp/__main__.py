@@ -1,0 +1,3 @@
+from titans_lsp.cli import main
+
+raise SystemExit(main())
