@@ -87,19 +87,22 @@ class DenseStore:
 
     def add(self, texts: list[str], progress=None) -> None:
         """Encode the texts not stored yet (in batches; ``progress(done, total)`` after each)."""
-        import numpy as np
-
         todo = self.missing(texts)
         step = self.batch_size * 4
         for start in range(0, len(todo), step):
             batch = todo[start:start + step]
-            vectors = self.encode(batch)
-            base = 0 if self.matrix is None else len(self.matrix)
-            self.matrix = vectors if self.matrix is None else np.concatenate([self.matrix, vectors])
-            for i, text in enumerate(batch):
-                self.keys[text_key(text)] = base + i
+            self.append(batch, self.encode(batch))
             if progress is not None:
                 progress(min(start + step, len(todo)), len(todo))
+
+    def append(self, texts: list[str], vectors) -> None:
+        """Store already-encoded vectors (lets a caller encode outside its lock)."""
+        import numpy as np
+
+        base = 0 if self.matrix is None else len(self.matrix)
+        self.matrix = vectors if self.matrix is None else np.concatenate([self.matrix, vectors])
+        for i, text in enumerate(texts):
+            self.keys.setdefault(text_key(text), base + i)
 
     def rows(self, texts: list[str]):
         import numpy as np

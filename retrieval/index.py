@@ -50,10 +50,14 @@ class FileEntry:
 
 class WorkspaceIndex:
     def __init__(self, root: str | Path, state_dir: str | Path | None = None, dense_model: str | None = "default",
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+                 max_bytes: int = DEFAULT_MAX_BYTES, dense_sync_limit: int | None = None):
+        """``dense_sync_limit``: how many not-yet-encoded chunks a dense query may encode before it
+        answers (None: all, exact - the eval; 0 or a small number for the server, which then runs
+        ``build_dense`` in a background thread and gets dense results over what is encoded so far)."""
         self.root = Path(root).resolve()
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.dense_model = dense_model
+        self.dense_sync_limit = dense_sync_limit
         self.rules = WorkspaceFilter(self.root, max_bytes)
         self.bm25 = IncrementalBM25()
         self.entries: dict[str, FileEntry] = {}
@@ -98,6 +102,9 @@ class WorkspaceIndex:
             doc_ids.append(self.bm25.add(bm25_tokens(chunk.text)))
             self.doc_file.append(rel)
             self.doc_chunk.append(chunk)
+        if self._dense is not None:  # new chunks whose text is encoded already need no encoding
+            self._grow_rows()
+            self._map_rows(doc_ids)
         self.entries[rel] = FileEntry(stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1, chunks, doc_ids)
 
     def _remove(self, rel: str) -> None:
@@ -264,25 +271,55 @@ class WorkspaceIndex:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("dense cache %s is unreadable (%s); re-encoding", self._dense_path(), exc)
             self._dense = store
+            self._map_rows(self._pending_dense())  # one pass: rows for every text in the disk cache
         return self._dense
 
-    def build_dense(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Encode the live chunks not encoded yet (new or changed text only). Returns how many chunks
-        needed a row. The server can run this in the background; a dense query does it on demand."""
-        with self.lock:
-            return self._encode_pending(progress)
+    def build_dense(self, progress: Callable[[int, int], None] | None = None, batch: int = 256) -> int:
+        """Encode the live chunks not encoded yet (new or changed text only); returns how many.
+        Meant for a background thread: batches are encoded outside the lock, so queries keep running
+        (a dense query sees the chunks encoded so far when ``dense_sync_limit`` lets it answer early)."""
+        encoded = 0
+        while True:
+            with self.lock:
+                store = self.dense
+                pending = self._pending_dense()
+                total = encoded + len(pending)
+                pending = pending[:batch]
+                texts = [self.doc_chunk[d].text for d in pending]
+            if not texts:
+                return encoded
+            vectors = store.encode(texts)
+            with self.lock:
+                store.append(texts, vectors)
+                self._map_rows(pending)
+            encoded += len(texts)
+            if progress is not None:
+                progress(encoded, total)
 
-    def _encode_pending(self, progress: Callable[[int, int], None] | None = None) -> int:
-        store = self.dense
+    def _pending_dense(self) -> np.ndarray:
+        n = self._grow_rows()
+        return np.flatnonzero(self.bm25.alive[:n] & (self._doc_row[:n] < 0))
+
+    def _grow_rows(self) -> int:
         n = self.bm25.n_docs
-        if len(self._doc_row) < n:  # new documents: row unknown until encoded
-            self._doc_row = np.concatenate([self._doc_row, np.full(n - len(self._doc_row), -1, dtype=np.int64)])
-        pending = np.flatnonzero(self.bm25.alive[:n] & (self._doc_row[:n] < 0))
-        if len(pending):  # texts already encoded (unchanged chunks, cache on disk) cost nothing
-            texts = [self.doc_chunk[d].text for d in pending]
-            store.add(texts, progress)
-            self._doc_row[pending] = store.rows(texts)
-        return len(pending)
+        if len(self._doc_row) < n:  # new documents: no row until encoded
+            extra = max(n - len(self._doc_row), len(self._doc_row))
+            self._doc_row = np.concatenate([self._doc_row, np.full(extra, -1, dtype=np.int64)])
+        return n
+
+    def _map_rows(self, docs) -> None:
+        """Give documents whose text is encoded already (unchanged chunks, the disk cache) their row."""
+        docs = np.asarray(docs, dtype=np.int64)
+        if len(docs):
+            self._doc_row[docs] = self._dense.rows([self.doc_chunk[d].text for d in docs])
+
+    def _encode_pending(self, limit: int | None) -> None:
+        pending = self._pending_dense()
+        if limit is not None:
+            pending = pending[:limit]
+        if len(pending):
+            self.dense.add([self.doc_chunk[d].text for d in pending])
+            self._map_rows(pending)
 
     # ---- queries
     def files(self) -> list[str]:
@@ -325,12 +362,13 @@ class WorkspaceIndex:
         return self._top_snippets(scores, live, k, next_chunk, name)
 
     def _dense_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        self._encode_pending()  # lazy and incremental
+        self._encode_pending(self.dense_sync_limit)  # lazy and incremental
         n = self.bm25.n_docs
         rows = self._doc_row[:n]
         have = self.bm25.alive[:n] & (rows >= 0)
         scores = np.full(n, -np.inf)
-        scores[have] = self.dense.matrix[rows[have]] @ self.dense.encode([query])[0]
+        if have.any():
+            scores[have] = self.dense.matrix[rows[have]] @ self.dense.encode([query])[0]
         return scores, have
 
     def _top_snippets(self, scores: np.ndarray, live: np.ndarray, k: int, next_chunk: bool, name: str) -> list[Snippet]:
