@@ -46,6 +46,18 @@ def make_queries(index, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
+def typing_queries(index, files: int, steps: int, seed: int) -> list[tuple[str, str]]:
+    """Successive prefixes of the same file, as a user typing further down it produces."""
+    rng = random.Random(seed)
+    py = [rel for rel in index.files() if rel.endswith(".py") and len(index.entries[rel].chunks) > 10]
+    out = []
+    for rel in rng.sample(py, files):
+        lines = (index.root / rel).read_text(encoding="utf-8", errors="replace").split("\n")
+        start = rng.randrange(10, max(11, len(lines) - steps * 3))
+        out += [(rel, "\n".join(lines[:start + 3 * i])) for i in range(steps)]
+    return out
+
+
 def time_queries(index, queries, retriever) -> list[float]:
     times = []
     for rel, prefix in queries:
@@ -95,16 +107,17 @@ def main(argv: list[str] | None = None) -> dict:
 
         # --- queries
         queries = make_queries(index, args.queries, args.seed)
-        time_queries(index, queries[:5], "bm25")  # warm the per-file statistics caches like a live server
-        results["bm25_query"] = ms_stats(time_queries(index, queries, "bm25"))
-        # a new current file changes the excluded statistics: the first query in a file costs more
+        # typing: 20 files, 10 successive cut points in each (statistics are cached per current file)
+        typing = typing_queries(index, 20, 10, args.seed + 3)
+        results["bm25_query_typing"] = ms_stats(time_queries(index, typing, "bm25"))
+        # worst case: every query in another file with cold caches (as after each save)
         cold = []
-        for query in queries[:30]:
-            index.bm25._cache.clear()
+        for query in queries:
+            index.bm25.clear_caches()
             cold += time_queries(index, [query], "bm25")
-        results["bm25_query_first_in_file"] = ms_stats(cold)
+        results["bm25_query_cold"] = ms_stats(cold)
         results["imports_query"] = ms_stats(time_queries(index, queries, "imports"))
-        print("bm25", results["bm25_query"], "imports", results["imports_query"], flush=True)
+        print("bm25 typing", results["bm25_query_typing"], "cold", results["bm25_query_cold"], "imports", results["imports_query"], flush=True)
 
         # --- one-file updates (edit on disk, re-index the file, then the next query)
         rng = random.Random(args.seed + 1)

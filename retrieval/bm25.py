@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 K1, B, EPSILON = 1.5, 0.75, 0.25  # rank_bm25.BM25Okapi defaults, as used by CrossCodeEval
+SATURATION_CACHE = 8_000_000  # postings whose tf part is kept between queries (about 100 MB)
 
 
 class IncrementalBM25:
@@ -34,6 +35,8 @@ class IncrementalBM25:
         self._tail: dict[int, tuple[list[int], list[int]]] = {}
         self._doc_terms: dict[int, tuple[np.ndarray, int]] = {}  # live doc -> (term ids, length)
         self._cache: dict = {}  # statistics derived for a given exclusion set, per generation
+        self._saturation: dict = {}  # exclusion set -> term id -> (docs, tf part)
+        self._cached_postings = 0
         self.generation = 0
 
     def _grow(self, array: np.ndarray, size: int) -> np.ndarray:
@@ -48,7 +51,7 @@ class IncrementalBM25:
         if term_id is None:
             term_id = self.vocab[term] = len(self.vocab)
             self._post_docs.append(np.zeros(0, dtype=np.int32))
-            self._post_tfs.append(np.zeros(0, dtype=np.float32))
+            self._post_tfs.append(np.zeros(0, dtype=np.float64))
             self.df = self._grow(self.df, term_id + 1)
         return term_id
 
@@ -87,13 +90,20 @@ class IncrementalBM25:
 
     def _changed(self) -> None:
         self.generation += 1
+        if self._cache or self._saturation:
+            self.clear_caches()
+
+    def clear_caches(self) -> None:
+        """Forget derived statistics (they are recomputed by the next query)."""
         self._cache.clear()
+        self._saturation.clear()
+        self._cached_postings = 0
 
     def _postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
         tail = self._tail.pop(term_id, None)
         if tail is not None:
             self._post_docs[term_id] = np.concatenate([self._post_docs[term_id], np.asarray(tail[0], dtype=np.int32)])
-            self._post_tfs[term_id] = np.concatenate([self._post_tfs[term_id], np.asarray(tail[1], dtype=np.float32)])
+            self._post_tfs[term_id] = np.concatenate([self._post_tfs[term_id], np.asarray(tail[1], dtype=np.float64)])
         docs, tfs = self._post_docs[term_id], self._post_tfs[term_id]
         if len(docs) and not self.alive[docs].all() and (~self.alive[docs]).sum() * 4 > len(docs):
             keep = self.alive[docs]  # compact: drop postings of removed documents
@@ -124,31 +134,45 @@ class IncrementalBM25:
                 n -= 1
                 total -= length
                 live[doc] = False
-        present = df > 0
         idf = np.zeros(len(df), dtype=np.float64)
-        if n > 0 and present.any():
-            values = np.log(n - df[present] + 0.5) - np.log(df[present] + 0.5)
-            eps = self.epsilon * (math.fsum(values) / len(values))  # fsum: order-independent, exact
-            values[values < 0] = eps
-            idf[present] = values
+        if n > 0 and (df > 0).any():
+            # idf depends on a term's df only: compute it once per distinct df and sum per df value,
+            # which is fast and independent of the vocabulary's order (incremental == rebuild)
+            terms_per_df = np.bincount(df[df > 0])
+            table = np.log(n - np.arange(len(terms_per_df)) + 0.5) - np.log(np.arange(len(terms_per_df)) + 0.5)
+            used = terms_per_df > 0
+            mean_idf = math.fsum((table[used] * terms_per_df[used]).tolist()) / int(terms_per_df.sum())
+            table[table < 0] = self.epsilon * mean_idf
+            table[0] = 0.0
+            idf = table[df]
         avgdl = total / n if n > 0 else 1.0
         norm = self.k1 * (1 - self.b + self.b * self.doc_len[:self.n_docs] / avgdl)
         if len(self._cache) > 8:
-            self._cache.clear()
+            self.clear_caches()
         self._cache[exclude] = result = (idf, norm, live)
         return result
 
     def scores(self, query_tokens: list[str], exclude: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         """BM25 score of every document id for the query, and the mask of documents that count."""
-        idf, norm, live = self._stats(tuple(sorted(exclude)))
+        key = tuple(sorted(exclude))
+        idf, norm, live = self._stats(key)
+        saturation = self._saturation.setdefault(key, {})  # per-term tf parts, valid for these statistics
         scores = np.zeros(self.n_docs, dtype=np.float64)
         for term, count in Counter(query_tokens).items():  # first-occurrence order: deterministic
             term_id = self.vocab.get(term)
             if term_id is None or idf[term_id] == 0.0:
                 continue
-            docs, tfs = self._postings(term_id)
-            tf = tfs.astype(np.float64)
-            scores[docs] += (count * idf[term_id]) * (tf * (self.k1 + 1) / (tf + norm[docs]))
+            part = saturation.get(term_id)
+            if part is None:
+                docs, tf = self._postings(term_id)
+                values = norm[docs]
+                values += tf
+                np.divide(tf * (self.k1 + 1), values, out=values)
+                part = (docs, values)
+                if len(docs) >= 1000 and self._cached_postings + len(docs) <= SATURATION_CACHE:
+                    saturation[term_id] = part  # common terms: reused while typing in the same file
+                    self._cached_postings += len(docs)
+            scores[part[0]] += (count * idf[term_id]) * part[1]
         return scores, live
 
     # persistence: plain arrays, no per-document Python objects
@@ -163,7 +187,7 @@ class IncrementalBM25:
             "n_docs": self.n_docs, "n_alive": self.n_alive, "total_len": self.total_len,
             "post_lengths": lengths,
             "post_docs": np.concatenate(self._post_docs) if self._post_docs else np.zeros(0, np.int32),
-            "post_tfs": np.concatenate(self._post_tfs) if self._post_tfs else np.zeros(0, np.float32),
+            "post_tfs": np.concatenate(self._post_tfs) if self._post_tfs else np.zeros(0, np.float64),
             "live_docs": live_docs, "term_lengths": term_lengths,
             "doc_terms": np.concatenate([self._doc_terms[d][0] for d in live_docs]) if len(live_docs) else np.zeros(0, np.int64),
         }

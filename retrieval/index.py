@@ -374,13 +374,13 @@ class WorkspaceIndex:
     def _top_snippets(self, scores: np.ndarray, live: np.ndarray, k: int, next_chunk: bool, name: str) -> list[Snippet]:
         """Best chunks first (ties: file path, then chunk order), each replaced by its following chunk,
         duplicates dropped - CrossCodeEval's rg1 selection."""
-        candidates = np.flatnonzero(live)
-        if len(candidates) == 0:
+        n_live = int(live.sum())
+        if n_live == 0:
             return []
-        values = scores[candidates]
-        want = min(len(candidates), 4 * k + 8)  # room for duplicates dropped below
-        threshold = np.partition(values, len(values) - want)[len(values) - want]
-        pool = candidates[values >= threshold]
+        masked = np.where(live, scores, -np.inf)
+        want = min(n_live, 4 * k + 8)  # room for duplicates dropped below
+        threshold = np.partition(masked, len(masked) - want)[len(masked) - want]
+        pool = np.flatnonzero((masked >= threshold) & live)
         order = sorted(pool.tolist(), key=lambda d: (-scores[d], self.doc_file[d], self.doc_chunk[d].index))
         out: list[Snippet] = []
         seen: set[str] = set()
