@@ -9,6 +9,8 @@ from functools import lru_cache
 RG1_CHUNK_LINES = 10  # CrossCodeEval: 10 non-empty lines per chunk, non-overlapping windows
 WORD_RE = re.compile(r"\w+")
 FULL_BODY_MAX_LINES = 12  # short functions are shown whole; longer ones as signature + docstring
+DOCSTRING_MAX_LINES = 4
+CLASS_MAX_LINES = 16
 
 
 @dataclass(frozen=True)
@@ -66,30 +68,49 @@ def _docstring(body) -> object | None:
     return None
 
 
+def _docstring_lines(lines: list[str], doc) -> list[str]:
+    start, end = doc.start_point[0], doc.end_point[0]
+    if end - start + 1 <= DOCSTRING_MAX_LINES:
+        return lines[start:end + 1]
+    indent = re.match(r"\s*", lines[start]).group(0)
+    return lines[start:start + DOCSTRING_MAX_LINES - 1] + [indent + "... (docstring continues)"]
+
+
+def _header_lines(lines: list[str], definition) -> list[str]:
+    """The ``def``/``class`` line(s) up to the body (decorators excluded)."""
+    body = definition.child_by_field_name("body")
+    start = definition.start_point[0]
+    stop = body.start_point[0] if body is not None and body.start_point[0] > start else start + 1
+    return lines[start:stop]
+
+
 def _summary(lines: list[str], node, definition, full_max: int) -> str:
-    """Header lines (decorators included) + docstring; the whole source when short."""
+    """Decorators + header + (shortened) docstring; a short function whole; for a class, also its
+    attributes and method signatures, capped so one definition fits a cross-file block."""
     start, end = node.start_point[0], node.end_point[0]
     if definition.type == "function_definition" and end - start + 1 <= full_max:
         return "\n".join(lines[start:end + 1])
+    out = lines[start:definition.start_point[0]] + _header_lines(lines, definition)
     body = definition.child_by_field_name("body")
-    header_end = body.start_point[0] if body is not None and body.start_point[0] > definition.start_point[0] else end + 1
-    out = lines[start:header_end]
-    if body is not None:
-        doc = _docstring(body)
-        if doc is not None:
-            out += lines[doc.start_point[0]:doc.end_point[0] + 1]
-        if definition.type == "class_definition":
-            for item in body.named_children:
-                inner = item.child_by_field_name("definition") if item.type == "decorated_definition" else item
-                if inner is not None and inner.type == "function_definition":
-                    inner_body = inner.child_by_field_name("body")
-                    stop = inner_body.start_point[0] if inner_body is not None and inner_body.start_point[0] > inner.start_point[0] else inner.start_point[0] + 1
-                    out += lines[item.start_point[0]:stop]
-                elif item.type == "expression_statement" and item.named_children and item.named_children[0].type == "assignment":
-                    out += lines[item.start_point[0]:min(item.end_point[0], item.start_point[0] + 2) + 1]
-        elif body.start_point[0] > definition.start_point[0]:
-            indent = re.match(r"\s*", lines[body.start_point[0]]).group(0) or "    "
-            out.append(indent + "...")
+    if body is None:
+        return "\n".join(out)
+    doc = _docstring(body)
+    if doc is not None:
+        out += _docstring_lines(lines, doc)
+    if definition.type == "function_definition":
+        if body.start_point[0] > definition.start_point[0]:
+            out.append((re.match(r"\s*", lines[body.start_point[0]]).group(0) or "    ") + "...")
+        return "\n".join(out)
+    for item in body.named_children:
+        if len(out) >= CLASS_MAX_LINES:
+            out.append((re.match(r"\s*", lines[item.start_point[0]]).group(0)) + "...")
+            break
+        inner = item.child_by_field_name("definition") if item.type == "decorated_definition" else item
+        if inner is not None and inner.type == "function_definition":
+            header = _header_lines(lines, inner)
+            out += lines[item.start_point[0]:inner.start_point[0]] + (header if len(header) <= 2 else header[:1])
+        elif item.type == "expression_statement" and item.named_children and item.named_children[0].type == "assignment":
+            out.append(lines[item.start_point[0]])
     return "\n".join(out)
 
 

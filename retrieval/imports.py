@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from .chunking import Chunk, definition_chunks, python_parser
 
 PY_SUFFIXES = (".py", ".pyi")
+UNUSED_FIRST = [False]
 
 
 @dataclass(frozen=True)
@@ -216,5 +217,7 @@ def import_context(prefix: str, current_file: str | None, modules: ModuleMap, re
             resolved = lookup.find(target_rel, attr)
             if resolved is not None and resolved[1] is not None:
                 add(resolved[0], resolved[1], offset)
-    ranked = sorted(found.values(), key=lambda s: (-s.position, s.filename, s.name))
+    # nearest use to the cursor first; imported-but-unused names after them (see UNUSED_FIRST)
+    unused_rank = -1 if UNUSED_FIRST else 1
+    ranked = sorted(found.values(), key=lambda s: (unused_rank if s.position < 0 else 0, -s.position, s.filename, s.name))
     return ranked[:limit]
