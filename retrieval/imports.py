@@ -178,9 +178,16 @@ def _uses(prefix: str, alias: str) -> list[tuple[int, str | None]]:
     return [(m.start(), m.group(1)) for m in pattern.finditer(prefix)]
 
 
-def import_context(prefix: str, current_file: str | None, modules: ModuleMap, read: Callable[[str], str | None],
-                   limit: int = 20, lookup: DefinitionLookup | None = None) -> list[ImportSnippet]:
-    """Definitions of what the prefix imports and uses, nearest use to the cursor first."""
+def import_context(prefix: str, current_file: str | None, modules, read: Callable[[str], str | None] | None = None,
+                   limit: int = 20, lookup: DefinitionLookup | None = None, root_package: str = "") -> list[ImportSnippet]:
+    """Definitions of what the prefix imports and uses, nearest use to the cursor first.
+
+    ``modules``: a ModuleMap (with ``read``: rel -> text), or simply the repository as a dict
+    rel -> text (the eval's case; ``root_package`` names the root when it is itself a package).
+    """
+    if isinstance(modules, dict):
+        files = modules
+        modules, read = ModuleMap(files, root_package), files.get
     lookup = lookup or DefinitionLookup(modules, read)
     current = current_file or ""
     found: dict[tuple[str, str], ImportSnippet] = {}

@@ -77,3 +77,15 @@ def test_aliases_and_reexport(index):
 
 def test_unresolvable_imports_are_skipped(index):
     assert names(index, "import numpy as np\nfrom os import path\nnp.zeros(3)\n") == []
+
+
+def test_import_context_over_a_plain_dict():
+    from titans_lsp.retrieval.imports import import_context
+
+    got = import_context("from shop.pricing import tax\nrate = tax.vat_for(", "src/shop/checkout/cart.py", dict(FILES))
+    assert [(s.filename, s.name) for s in got] == [("src/shop/pricing/tax.py", "vat_for")]
+
+
+def test_plain_dotted_import_attribute(index):
+    assert names(index, "import shop.pricing.discounts\n\nbonus = shop.pricing.discounts.loyalty_bonus(c)\n") == [
+        ("src/shop/pricing/discounts.py", "def loyalty_bonus(customer):")]
