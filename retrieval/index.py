@@ -353,6 +353,8 @@ class WorkspaceIndex:
             return self.import_snippets(prefix, current, k)
         query = last_nonempty_lines(prefix)
         exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
+        if not query.strip():
+            return []  # nothing typed yet: no query (and no 100k-way tie to sort)
         if name == "bm25":
             scores, live = self.bm25.scores(bm25_tokens(query), exclude)
         else:

@@ -158,3 +158,10 @@ def test_unknown_retriever_is_an_error(tmp_path):
     index.build()
     with pytest.raises(ValueError, match="unknown retriever"):
         index.retrieve("x", None, "tfidf")
+
+
+def test_empty_query_returns_nothing(real_repo, tmp_path):
+    index = WorkspaceIndex(real_repo, None, dense_model=None)
+    index.build()
+    assert index.retrieve("", "util.py", "bm25") == []
+    assert index.retrieve("\n\n   \n", "util.py", "bm25") == []
