@@ -68,6 +68,8 @@ def test_single_file_load_applies_the_same_rules(workspace):
                 "conf/credentials.py", "conf/settings.py", "app/link.py", "linked_pkg/inner.py", "app/blob.py", "big.py"):
         assert rules.load(workspace / rel) is None, rel
     assert rules.load(workspace / "app" / "keep.gen.py") is not None
+    assert rules.load(workspace / ".." / "outside" / "escape.py") is None  # a path that walks out
+    assert rules.load("../outside/escape.py") is None
 
 
 def test_canary_never_retrieved(workspace, tmp_path):
