@@ -10,6 +10,7 @@ reverse); each hit is replaced by the chunk that follows it in its file; duplica
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from .chunking import bm25_tokens, last_nonempty_lines, rg1_chunks
@@ -47,6 +48,14 @@ def candidate_chunks(current_file: str, repo_files: dict[str, str], max_files: i
     return texts, ids
 
 
+@lru_cache(maxsize=1)
+def default_encoder():
+    """The default dense encoder, loaded once per process (pass ``encoder=`` for another model)."""
+    from .dense import DenseStore
+
+    return DenseStore("default")
+
+
 def rank_scores(query: str, docs: list[str], ranker: str = "bm25", encoder=None) -> list[float]:
     if ranker == "bm25":
         from rank_bm25 import BM25Okapi
@@ -54,9 +63,7 @@ def rank_scores(query: str, docs: list[str], ranker: str = "bm25", encoder=None)
         return [float(s) for s in BM25Okapi([bm25_tokens(d) for d in docs]).get_scores(bm25_tokens(query))]
     if ranker in ("dense", "cosine_sim"):
         if encoder is None:
-            from .dense import DenseStore
-
-            encoder = DenseStore("default")
+            encoder = default_encoder()
         vectors = encoder.encode([query.strip()] + [d.strip() for d in docs])
         return [float(x) for x in vectors[1:] @ vectors[0]]
     raise ValueError(f"unknown ranker {ranker!r} (bm25 or dense)")
