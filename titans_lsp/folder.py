@@ -154,7 +154,7 @@ class FolderState:
 
     def _memory_paths(self, engine: CompletionEngine) -> tuple[Path, Path]:
         tag = self.memory_tag(engine)
-        return self.state_dir / f"memory-{tag}.pt", self.state_dir / f"primed-{tag}.json"
+        return self.state_dir / f"memory-{tag}.safetensors", self.state_dir / f"primed-{tag}.json"
 
     def ensure_memory(self, engine: CompletionEngine) -> None:
         """Give the workspace a memory state: the persisted one when there is one, else a fresh one."""
@@ -169,7 +169,7 @@ class FolderState:
                 try:
                     from titans_lsp.model.memory import MemoryState
 
-                    self.workspace.memory = MemoryState.load(memory_path)
+                    self.workspace.memory = MemoryState.load(memory_path, device=engine.loaded.device)
                     self.primed = {str(k): int(v) for k, v in json.loads(primed_path.read_text()).items()}
                     self.workspace.memory_version += 1
                     log.info("%s: resumed memory with %d primed files from %s", self.name, len(self.primed), memory_path)
@@ -188,9 +188,7 @@ class FolderState:
         memory_path, primed_path = self._memory_paths(engine)
         memory_path.parent.mkdir(parents=True, exist_ok=True)
         with engine.model_lock:  # no priming writes while the state is serialized
-            tmp = memory_path.with_name(memory_path.name + ".tmp")
-            self.workspace.memory.save(tmp)
-            os.replace(tmp, memory_path)
+            self.workspace.memory.save(memory_path)  # atomic (temp file + rename)
         tmp_json = primed_path.with_name(primed_path.name + ".tmp")
         tmp_json.write_text(json.dumps(self.primed, sort_keys=True))
         os.replace(tmp_json, primed_path)
@@ -222,8 +220,8 @@ class FolderState:
     def prime_file(self, engine: CompletionEngine, rel: str, should_yield: Callable[[], bool] | None = None,
                    wait: Callable[[], None] | None = None) -> bool:
         """Write one file into memory. When a completion needs the model the engine stops priming
-        between chunks; ``wait()`` then blocks until the model is free and the file is written again
-        from its start (so a file is never recorded as primed while only partly written)."""
+        between chunks; ``wait()`` then blocks until the model is free and priming resumes at the
+        first unwritten token."""
         from titans_lsp.retrieval.workspace import decode_source
 
         path = self.root / rel
@@ -234,15 +232,17 @@ class FolderState:
             log.warning("%s: cannot read %s for priming (%s); skipped", self.name, rel, exc)
             return False
         self.ensure_memory(engine)
-        for _attempt in range(20):
-            stats = engine.prime(self.workspace, [text], should_yield=should_yield)
+        ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        offset = 0
+        while offset < len(ids):
+            stats = engine.prime(self.workspace, [ids[offset:]], should_yield=should_yield)
             if not getattr(stats, "stopped_early", False):
                 break
+            offset += int(getattr(stats, "offset_in_text", 0))
+            if should_yield is not None and wait is None:
+                return False
             if wait is not None:
                 wait()
-        else:
-            log.warning("%s: priming %s kept being interrupted; skipped", self.name, rel)
-            return False
         self.primed[rel] = mtime
         self.prime_writes += 1
         self.last_primed = rel
@@ -297,6 +297,8 @@ class FolderState:
         memory = self.workspace.memory
         if memory is not None:
             summary["fingerprint"] = _fingerprint(memory)
+            summary["tokensWritten"] = getattr(memory, "tokens_written", None)
+            summary["updates"] = getattr(memory, "updates", None)
         return summary
 
 
@@ -314,23 +316,9 @@ def _plain(value):
 
 
 def _fingerprint(memory) -> float | None:
-    """Sum of absolute values of the memory's tensors: changes when the memory is written."""
-    import torch
-
-    tensors = []
-    state_dict = getattr(memory, "state_dict", None)
-    if callable(state_dict):
-        try:
-            tensors = [t for t in state_dict().values() if torch.is_tensor(t)]
-        except Exception:  # noqa: BLE001
-            tensors = []
-    if not tensors:
-        for value in vars(memory).values():
-            if torch.is_tensor(value):
-                tensors.append(value)
-            elif isinstance(value, (list, tuple, dict)):
-                items = value.values() if isinstance(value, dict) else value
-                tensors.extend(t for t in items if torch.is_tensor(t))
-    if not tensors:
+    """Sum of absolute values of the memory's weights: changes whenever the memory is written."""
+    weights = getattr(memory, "weights", None)
+    if not isinstance(weights, dict):
         return None
-    return round(float(sum(t.detach().float().abs().sum() for t in tensors)), 6)
+    total = sum(float(w.detach().float().abs().sum()) for ws in weights.values() for w in ws)
+    return round(total, 6)
