@@ -262,12 +262,16 @@ async def test_memory_modes_complete(env, mode):
 
 @needs_memory
 async def test_memory_is_primed_reprimed_on_edit_and_separate_per_folder(env):
-    await set_settings(env, env.alpha, {"mode": "memory"})
-    await command(env.client, "titans-lsp.primeWorkspace", {"folder": env.alpha.as_uri()})
+    for folder in (env.alpha, env.beta):
+        await set_settings(env, folder, {"mode": "memory"})
+        await command(env.client, "titans-lsp.primeWorkspace", {"folder": folder.as_uri()})
     st = await status(env.client)
     alpha, beta = folder_status(st, env.alpha), folder_status(st, env.beta)
-    assert alpha["filesPrimed"] == alpha["filesIndexed"]
-    assert beta["filesPrimed"] == 0  # beta is in mode none: nothing written into its memory
+    for folder in (alpha, beta):
+        assert folder["filesPrimed"] == folder["filesIndexed"] > 0
+        assert folder["memory"]["gates"] and folder["memory"]["tokensWritten"] > 0
+    # Same files, same untrained memory: the two states agree before alpha changes.
+    assert alpha["memory"]["fingerprint"] == pytest.approx(beta["memory"]["fingerprint"])
 
     (env.alpha / "pkg" / "config.py").write_text(FIXTURE_FILES["pkg/config.py"] + "\n\nDEFAULT_PATH = 'settings.json'\n")
 
@@ -276,9 +280,16 @@ async def test_memory_is_primed_reprimed_on_edit_and_separate_per_folder(env):
         return now["primeWrites"] > alpha["primeWrites"] and now["lastPrimed"] == "pkg/config.py" and now
 
     after = await wait_for(reprimed, 60, what="re-prime of pkg/config.py")
+    assert after["lastIndexed"] == "pkg/config.py" and after["indexUpdates"] > alpha["indexUpdates"]
     assert after["memory"]["version"] > alpha["memory"]["version"]
+    assert after["memory"]["fingerprint"] != pytest.approx(alpha["memory"]["fingerprint"])
     beta_after = folder_status(await status(env.client), env.beta)
     assert beta_after["memory"]["fingerprint"] == beta["memory"]["fingerprint"]  # untouched by alpha's writes
+    assert beta_after["primeWrites"] == beta["primeWrites"]
+
     await command(env.client, "titans-lsp.resetMemory", {"folder": env.alpha.as_uri()})
-    assert folder_status(await status(env.client), env.alpha)["filesPrimed"] == 0
+    reset = folder_status(await status(env.client), env.alpha)
+    assert reset["filesPrimed"] == 0 and reset["memory"]["tokensWritten"] == 0
+    assert folder_status(await status(env.client), env.beta)["filesPrimed"] == beta["filesPrimed"]
     await set_settings(env, env.alpha, {"mode": "concat"})
+    await set_settings(env, env.beta, LONG)

@@ -158,6 +158,10 @@ class FolderState:
 
     def ensure_memory(self, engine: CompletionEngine) -> None:
         """Give the workspace a memory state: the persisted one when there is one, else a fresh one."""
+        with self.lock:  # the inference and background threads may both get here first
+            self._ensure_memory(engine)
+
+    def _ensure_memory(self, engine: CompletionEngine) -> None:
         patch = engine.ensure_memory()
         tag = self.memory_tag(engine)
         if self.workspace.memory is not None and self.memory_loaded_for == tag:
