@@ -293,3 +293,27 @@ async def test_memory_is_primed_reprimed_on_edit_and_separate_per_folder(env):
     assert folder_status(await status(env.client), env.beta)["filesPrimed"] == beta["filesPrimed"]
     await set_settings(env, env.alpha, {"mode": "concat"})
     await set_settings(env, env.beta, LONG)
+
+
+async def test_folder_added_later_gets_its_settings_index_and_watcher(env, tmp_path):
+    gamma = write_fixture(tmp_path / "gamma")
+    env.client.settings[gamma.as_uri()] = {"mode": "none", "maxNewTokens": 12}
+    env.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(added=[types.WorkspaceFolder(uri=gamma.as_uri(), name="gamma")], removed=[])))
+
+    async def ready():
+        st = await status(env.client)
+        folder = next((f for f in st["folders"] if f["folder"] == gamma.as_uri()), None)
+        return folder is not None and folder["filesIndexed"] == len(FIXTURE_FILES) and folder
+
+    folder = await wait_for(ready, 30, what="the added folder indexed")
+    assert folder["mode"] == "none" and folder["settings"]["maxNewTokens"] == 12
+    (gamma / "extra.py").write_text("VALUE = 1\n")
+    await wait_for(lambda: _files_indexed(env, gamma, len(FIXTURE_FILES) + 1), 30, what="watcher on the added folder")
+    env.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(added=[], removed=[types.WorkspaceFolder(uri=gamma.as_uri(), name="gamma")])))
+
+    async def removed():
+        return all(f["folder"] != gamma.as_uri() for f in (await status(env.client))["folders"])
+
+    await wait_for(removed, 10, what="folder removed")
