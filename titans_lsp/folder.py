@@ -131,14 +131,18 @@ class FolderState:
         index = self.workspace.index
         if index is None:
             return False
+        rel = self.rel(path)
+        was_indexed = rel in set(index.files())
         if path.exists():
             indexed = index.update_file(path)
         else:
             index.remove_file(path)
             indexed = False
-            self.primed.pop(self.rel(path) or "", None)
-        self.index_updates += 1
-        self.last_indexed = self.rel(path)
+        if not indexed:
+            self.primed.pop(rel or "", None)
+        if indexed or was_indexed:  # editor swap files and other excluded paths do not count
+            self.index_updates += 1
+            self.last_indexed = rel
         return indexed
 
     def save_index(self) -> None:
