@@ -44,9 +44,12 @@ class PrefixCache:
     key: str = ""
     ids: list[int] = field(default_factory=list)
     past: object | None = None  # transformers Cache
+    # Recurrent (DeltaNet) layers cannot be cut back, so their states are copied at a few prompt
+    # positions (the start of the cursor's line, the prompt's end): (position, states) pairs.
+    snapshots: list[tuple[int, list]] = field(default_factory=list)
 
     def clear(self) -> None:
-        self.key, self.ids, self.past = "", [], None
+        self.key, self.ids, self.past, self.snapshots = "", [], None, []
 
 
 def model_supports_cropping(model) -> bool:
@@ -54,6 +57,49 @@ def model_supports_cropping(model) -> bool:
     layers cannot, so for them we reuse only when the new prompt extends the cached one."""
     layer_types = getattr(model.config, "layer_types", None) or []
     return not any("linear" in t for t in layer_types)
+
+
+def _linear_layers(past) -> list:
+    """The cache layers that hold recurrent (conv + DeltaNet) state instead of KV."""
+    return [layer for layer in getattr(past, "layers", []) if hasattr(layer, "recurrent_states")]
+
+
+def snapshot_recurrent(past) -> list:
+    """Copies of every recurrent layer's conv/recurrent states (small: no sequence dimension)."""
+    states = []
+    for layer in _linear_layers(past):
+        states.append(({i: (t.clone() if t is not None else None) for i, t in layer.conv_states.items()},
+                       {i: (t.clone() if t is not None else None) for i, t in layer.recurrent_states.items()},
+                       dict(layer.has_previous_state)))
+    return states
+
+
+def restore_to(past, position: int, states: list) -> None:
+    """Put ``past`` back to ``position`` tokens: attention layers are cropped, recurrent layers
+    get the states snapshotted at that position."""
+    for layer, (conv, recurrent, has_previous) in zip(_linear_layers(past), states):
+        for i, t in conv.items():
+            if t is not None:
+                layer.conv_states[i].copy_(t)
+        for i, t in recurrent.items():
+            if t is not None:
+                layer.recurrent_states[i].copy_(t)
+        layer.has_previous_state.update(has_previous)
+    for layer in getattr(past, "layers", []):
+        if not hasattr(layer, "recurrent_states") and layer.get_seq_length() > position:
+            layer.crop(position - layer.get_seq_length())  # a negative count: tokens to remove
+
+
+def _line_start_position(tokenizer, ids: Sequence[int], lowest: int) -> int | None:
+    """Index just after the last token of ``ids`` that contains a newline (above ``lowest``):
+    the start of the cursor's line, a position the next keystrokes on this line share."""
+    for i in range(len(ids) - 1, lowest, -1):
+        piece = tokenizer.decode([ids[i - 1]])
+        if "\n" in piece:
+            # A token like "\n    " also holds the new line's indentation, which typing can change.
+            position = i if piece.endswith("\n") else i - 1
+            return position if position > lowest else None
+    return None
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -139,14 +185,24 @@ def greedy_generate(
     token_texts = TokenTexts.of(tokenizer) if heal_text else []
 
     # Reuse the longest shared prefix of the cached tokens (at least one new token must be fed).
+    croppable = model_supports_cropping(model)
     reused, past = 0, None
     if cache is not None and cache.past is not None and cache.key == cache_key:
         shared = min(_common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
-        if shared == len(cache.ids) or (shared > 0 and model_supports_cropping(model)):
-            past = cache.past
-            if shared < len(cache.ids):
-                past.crop(shared - len(cache.ids))
-            reused = shared
+        if croppable:
+            if shared > 0:
+                past, reused = cache.past, shared
+                if shared < len(cache.ids):
+                    past.crop(shared - len(cache.ids))
+        elif shared == len(cache.ids):
+            past, reused = cache.past, shared  # the new prompt extends everything cached
+        else:
+            usable = [(pos, states) for pos, states in cache.snapshots if 0 < pos <= shared]
+            if usable:
+                reused, states = max(usable, key=lambda item: item[0])
+                past = cache.past
+                restore_to(past, reused, states)
+    snapshots = [(pos, st) for pos, st in (cache.snapshots if cache is not None and past is not None else []) if pos <= reused]
     if past is None:
         past = DynamicCache(config=model.config)
         reused = 0
@@ -159,8 +215,20 @@ def greedy_generate(
 
     check_cancel()
     start = time.perf_counter()
-    new_ids = torch.tensor([prompt_ids[reused:]], device=device)
+    checkpoint = None if croppable or cache is None else _line_start_position(tokenizer, prompt_ids, reused)
+    if checkpoint is not None and checkpoint < len(prompt_ids):
+        # Prefill up to the cursor's line, keep the recurrent states there, then the rest.
+        model(input_ids=torch.tensor([prompt_ids[reused:checkpoint]], device=device), cache=past, use_cache=True)
+        snapshots.append((checkpoint, snapshot_recurrent(past)))
+        check_cancel()
+        reused_for_tail = checkpoint
+    else:
+        reused_for_tail = reused
+    new_ids = torch.tensor([prompt_ids[reused_for_tail:]], device=device)
     logits = model(input_ids=new_ids, cache=past, use_cache=True).logits[0, -1]
+    if not croppable and cache is not None:
+        snapshots.append((len(prompt_ids), snapshot_recurrent(past)))
+        snapshots = snapshots[-3:]
     prefill_s = time.perf_counter() - start
     fed = list(prompt_ids)
 
@@ -203,7 +271,7 @@ def greedy_generate(
         decoded += 1
 
     if cache is not None:
-        cache.key, cache.ids, cache.past = cache_key, fed, past
+        cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
     return GenerationResult(token_ids=generated, text=text, prefilled=len(prompt_ids) - reused, reused=reused,
                             decoded=decoded, stop_reason=stop_reason, prefill_s=prefill_s,
                             decode_s=time.perf_counter() - decode_start, alternatives=runner_ups)

@@ -103,3 +103,20 @@ def test_healing_constrains_first_token_to_the_removed_text(default_model):
 def test_no_healing_after_a_newline(tiny):
     ids = tiny.tokenizer("import os\n", add_special_tokens=False).input_ids
     assert heal_prompt(tiny.tokenizer, ids) == (ids, "")
+
+
+def test_typing_on_a_line_reuses_recurrent_state_snapshot(tiny):
+    """Keystrokes on one line change the prompt's last tokens: pure-attention caches are cropped,
+    DeltaNet states come back from the snapshot at the start of the line; tokens stay identical."""
+    tok = tiny.tokenizer
+    cache = PrefixCache()
+    head = "import os\nimport sys\n\nclass Server:\n    def __init__(self, host, port):\n        self.host = host\n"
+    line = "        self.port = port"
+    results = []
+    for n in range(4, len(line) + 1, 5):
+        ids = tok(head + line[:n], add_special_tokens=False).input_ids
+        reused = greedy_generate(tiny.model, tok, ids, 6, cache=cache, cache_key="k")
+        assert reused.token_ids == greedy_generate(tiny.model, tok, ids, 6).token_ids
+        results.append(reused)
+    line_start = len(tok(head, add_special_tokens=False).input_ids)
+    assert all(r.reused >= line_start - 1 for r in results[1:]), [r.reused for r in results]
