@@ -33,6 +33,8 @@ class GenerationResult:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     alternatives: list[int] = field(default_factory=list)  # runner-up first tokens, best first
+    drafted: int = 0  # prompt-lookup guesses verified
+    accepted: int = 0  # guesses that matched greedy decoding (tokens gained without a forward pass)
 
 
 @dataclass
@@ -102,6 +104,22 @@ def _line_start_position(tokenizer, ids: Sequence[int], lowest: int) -> int | No
     return None
 
 
+def lookup_draft(ids: Sequence[int], max_tokens: int, ngram_sizes: Sequence[int] = (3, 2)) -> list[int]:
+    """Prompt-lookup guess: the tokens that followed the latest earlier occurrence of the last
+    n tokens of ``ids`` (longest n first); [] when there is none. Code repeats itself a lot."""
+    if max_tokens <= 0:
+        return []
+    length = len(ids)
+    for n in ngram_sizes:
+        if length <= n:
+            continue
+        tail = list(ids[-n:])
+        for start in range(length - n - 1, -1, -1):
+            if ids[start] == tail[0] and list(ids[start:start + n]) == tail:
+                return list(ids[start + n:start + n + max_tokens])
+    return []
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -164,6 +182,7 @@ def greedy_generate(
     cache_key: str = "",
     first_token: int | None = None,
     alternatives: int = 0,
+    lookahead: int = 8,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
 
@@ -174,6 +193,9 @@ def greedy_generate(
     ``cache``: the document's :class:`PrefixCache`, reused and updated in place.
     ``first_token``: force the first generated token (to branch alternatives).
     ``alternatives``: also return this many runner-up first tokens (for several items).
+    ``lookahead``: most prompt-lookup guesses verified per forward pass (0: plain greedy). The
+    output is the same either way: a guess is kept only where it equals the greedy token.
+    Used only where the cache can be cut back (not DeltaNet layers).
     """
     from transformers import DynamicCache
 
@@ -237,9 +259,30 @@ def greedy_generate(
     text = ""
     stop_reason = "max_tokens"
     decode_start = time.perf_counter()
-    decoded = 0
+    decoded = drafted = accepted = 0
     runner_ups: list[int] = []
-    for step in range(max_new_tokens):
+
+    def take(token: int) -> bool:
+        """Append one chosen token; True when decoding is over (eos, stop, or max tokens)."""
+        nonlocal remaining_heal, text, stop_reason
+        if token in eos_ids:
+            stop_reason = "eos"
+            return True
+        generated.append(token)
+        if remaining_heal:
+            piece = token_texts[token] if token_texts else tokenizer.decode([token])
+            remaining_heal = remaining_heal[len(piece):] if remaining_heal.startswith(piece) else ""
+        full = tokenizer.decode(generated)
+        text = full[len(heal_text):] if full.startswith(heal_text) else full
+        if not remaining_heal and stop is not None and stop(text):
+            stop_reason = "stop"
+            return True
+        return len(generated) >= max_new_tokens
+
+    use_lookup = lookahead > 0 and croppable
+    done = False
+    step = 0
+    while not done:
         if step == 0 and first_token is not None:
             token = int(first_token)
         else:
@@ -251,30 +294,41 @@ def greedy_generate(
                 top = torch.topk(scores, alternatives + 1)
                 runner_ups = [int(t) for t, v in zip(top.indices, top.values) if int(t) != token and v > float("-inf")]
                 runner_ups = [t for t in runner_ups if t not in eos_ids][:alternatives]
-        if token in eos_ids:
-            stop_reason = "eos"
-            break
-        generated.append(token)
-        if remaining_heal:
-            piece = token_texts[token] if token_texts else tokenizer.decode([token])
-            remaining_heal = remaining_heal[len(piece):] if remaining_heal.startswith(piece) else ""
-        full = tokenizer.decode(generated)
-        text = full[len(heal_text):] if full.startswith(heal_text) else full
-        if not remaining_heal and stop is not None and stop(text):
-            stop_reason = "stop"
-            break
-        if step == max_new_tokens - 1:
+        step += 1
+        if take(token):
             break
         check_cancel()
-        logits = model(input_ids=torch.tensor([[token]], device=device), cache=past, use_cache=True).logits[0, -1]
+        # Prompt lookup: guess the next tokens by copying what followed the latest earlier
+        # occurrence of the last few tokens, and verify the guesses in the same forward pass.
+        draft = []
+        if use_lookup and not remaining_heal:
+            draft = lookup_draft(fed + [token], min(lookahead, max_new_tokens - len(generated)))
+        out = model(input_ids=torch.tensor([[token] + draft], device=device), cache=past, use_cache=True).logits[0]
         fed.append(token)
         decoded += 1
+        drafted += len(draft)
+        logits = out[0]
+        for j, guess in enumerate(draft):
+            if int(torch.argmax(out[j].float())) != guess:
+                break
+            # The guess is what greedy decoding would have chosen: take it without another pass.
+            accepted += 1
+            step += 1
+            done = take(guess)
+            if done:
+                break
+            fed.append(guess)
+            logits = out[j + 1]
+        extra = past.get_seq_length() - len(fed)
+        if extra > 0:
+            past.crop(-extra)  # drop the rejected (or unneeded) guesses
 
     if cache is not None:
         cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
     return GenerationResult(token_ids=generated, text=text, prefilled=len(prompt_ids) - reused, reused=reused,
                             decoded=decoded, stop_reason=stop_reason, prefill_s=prefill_s,
-                            decode_s=time.perf_counter() - decode_start, alternatives=runner_ups)
+                            decode_s=time.perf_counter() - decode_start, alternatives=runner_ups,
+                            drafted=drafted, accepted=accepted)
 
 
 def _as_list(value) -> list[int]:
