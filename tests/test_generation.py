@@ -113,7 +113,7 @@ def test_typing_on_a_line_reuses_recurrent_state_snapshot(tiny):
     head = "import os\nimport sys\n\nclass Server:\n    def __init__(self, host, port):\n        self.host = host\n"
     line = "        self.port = port"
     results = []
-    for n in range(4, len(line) + 1, 5):
+    for n in range(4, len(line) + 1, 8):
         ids = tok(head + line[:n], add_special_tokens=False).input_ids
         reused = greedy_generate(tiny.model, tok, ids, 6, cache=cache, cache_key="k")
         assert reused.token_ids == greedy_generate(tiny.model, tok, ids, 6).token_ids
@@ -132,6 +132,8 @@ def test_lookup_draft_copies_what_followed_the_last_ngram():
 def test_prompt_lookup_decoding_equals_plain_greedy(tiny):
     """Speculative prompt-lookup decoding keeps only guesses equal to the greedy token: the
     output must be identical to plain greedy, with and without a reused cache."""
+    if "linear_attention" in (getattr(tiny.model.config, "layer_types", None) or []):
+        pytest.skip("prompt lookup needs a cache that can be cut back; DeltaNet models decode plainly")
     tok = tiny.tokenizer
     text = ("class Server:\n    def __init__(self, host, port):\n        self.host = host\n        self.port = port\n\n"
             "class Client:\n    def __init__(self, host, port):\n        self.")
@@ -143,8 +145,7 @@ def test_prompt_lookup_decoding_equals_plain_greedy(tiny):
     for cut in (len(ids) - 10, len(ids)):
         again = greedy_generate(tiny.model, tok, ids[:cut], 24, cache=cache, cache_key="k", lookahead=8)
         assert again.token_ids == greedy_generate(tiny.model, tok, ids[:cut], 24, lookahead=0).token_ids
-    if "linear_attention" not in (getattr(tiny.model.config, "layer_types", None) or []):
-        assert fast.drafted > 0
+    assert fast.drafted > 0
 
 
 def test_prompt_lookup_accepts_guesses_when_the_model_copies():
