@@ -231,8 +231,13 @@ def greedy_generate(
     if cache is not None:
         cache.clear()  # whatever happens below, the old entry is consumed
 
+    fed = list(prompt_ids[:reused])  # the token ids ``past`` holds, kept in step with it
+
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
+            # Keep what was computed: the next keystroke's prompt shares most of it.
+            if cache is not None:
+                cache.key, cache.ids, cache.past, cache.snapshots = cache_key, list(fed), past, snapshots
             raise Cancelled()
 
     check_cancel()
@@ -242,6 +247,7 @@ def greedy_generate(
         # Prefill up to the cursor's line, keep the recurrent states there, then the rest.
         model(input_ids=torch.tensor([prompt_ids[reused:checkpoint]], device=device), cache=past, use_cache=True)
         snapshots.append((checkpoint, snapshot_recurrent(past)))
+        fed = list(prompt_ids[:checkpoint])
         check_cancel()
         reused_for_tail = checkpoint
     else:
@@ -253,6 +259,7 @@ def greedy_generate(
         snapshots = snapshots[-3:]
     prefill_s = time.perf_counter() - start
     fed = list(prompt_ids)
+    check_cancel()
 
     generated: list[int] = []
     remaining_heal = heal_text

@@ -182,3 +182,22 @@ def test_prompt_lookup_accepts_guesses_when_the_model_copies():
     assert plain.token_ids == [(3 + i) % 8 for i in range(20)]
     assert fast.token_ids == plain.token_ids
     assert fast.accepted > 10 and fast.decoded < plain.decoded / 2
+
+
+def test_cancelled_request_keeps_its_prefill_for_the_next_keystroke(tiny):
+    """Editors cancel most requests while the user types: their prefill must not be thrown away."""
+    tok = tiny.tokenizer
+    cache = PrefixCache()
+    ids = tok("class Server:\n    def __init__(self, host, port):\n        self.host = host\n", add_special_tokens=False).input_ids
+    event = threading.Event()
+
+    def stop(text: str) -> bool:
+        event.set()  # the next keystroke arrives while decoding
+        return False
+
+    with pytest.raises(Cancelled):
+        greedy_generate(tiny.model, tok, ids, 8, stop=stop, cancel=event, cache=cache, cache_key="k")
+    longer = ids + tok("        self.port", add_special_tokens=False).input_ids
+    again = greedy_generate(tiny.model, tok, longer, 4, cache=cache, cache_key="k")
+    assert again.reused >= len(ids) - 1
+    assert again.token_ids == greedy_generate(tiny.model, tok, longer, 4).token_ids

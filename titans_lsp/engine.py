@@ -133,6 +133,7 @@ class CompletionEngine:
         self.model_lock = threading.Lock()  # one forward at a time: completions and priming share the model
         self._waiting = 0  # completions waiting for the model; priming yields while > 0
         self._waiting_lock = threading.Lock()
+        self.lookahead = 8  # prompt-lookup guesses per decoding step (0: plain greedy); same output either way
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -268,12 +269,12 @@ class CompletionEngine:
     def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key) -> list[GenerationResult]:
         first = greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text, stop=stop,
                                 cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                alternatives=max(0, min(request.num_items, 3) - 1))
+                                alternatives=max(0, min(request.num_items, 3) - 1), lookahead=self.lookahead)
         results = [first]
         for token in first.alternatives:
             results.append(greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text,
                                            stop=stop, cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                           first_token=token))
+                                           first_token=token, lookahead=self.lookahead))
         return results
 
     def _cache_key(self, mode: str, workspace: Workspace) -> str:
