@@ -108,6 +108,9 @@ class RequestRecord:
     generated: int = 0
     accepted: int = 0
     prompt_ids: list[int] = field(default_factory=list)
+    path: str = ""  # the trace file and text before the cursor (to rebuild the prompt for the baseline)
+    prefix: str = ""
+    future: object | None = field(default=None, repr=False)  # server backend: the pending response
 
     @property
     def latency_ms(self) -> float | None:
@@ -149,7 +152,7 @@ def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, 
                 next_at = trace.keys[i + 1].at if i + 1 < len(trace.keys) else key.at + 10.0
                 if next_at - key.at > debounce:
                     _sleep_until(t0 + (key.at + debounce) / speed)
-                    record = RequestRecord(sent=time.perf_counter())
+                    record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix)
                     pending = threading.Event()
                     records.append(record)
                     worker.submit(run, record, trace.path, key, pending)
@@ -232,4 +235,5 @@ def format_table(results: dict) -> str:
 
 
 def asdict_records(records: list[RequestRecord]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items() if k != "prompt_ids"} | {"latency_ms": r.latency_ms} for r in records]
+    return [{k: v for k, v in asdict(r).items() if k not in ("prompt_ids", "prefix", "future")} | {"latency_ms": r.latency_ms}
+            for r in records]

@@ -7,6 +7,7 @@ reuse those parts unchanged.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import statistics
 import threading
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from titans_lsp import bench
+from titans_lsp.benchserver import replay_server
 from titans_lsp.engine import MEMORY_MODES, CompletionEngine, CompletionRequest, CompletionSettings, Workspace
 from titans_lsp.model.generation import heal_prompt
 from titans_lsp.paths import cache_root
@@ -72,7 +74,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     notes: list[str] = []
     results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
                      "debounce_ms": args.debounce_ms, "model": engine.loaded.source.label, "device": str(engine.loaded.device),
-                     "lookahead": engine.lookahead, "modes": {}}
+                     "lookahead": engine.lookahead, "backend": "server (stdio)" if args.server else "engine (in-process)",
+                     "modes": {}}
 
     settings_for = lambda mode: CompletionSettings(mode=mode, max_new_tokens=args.max_new_tokens)  # noqa: E731
     _warm_up(engine, settings_for("none"))
@@ -82,9 +85,16 @@ def run_bench(args: argparse.Namespace) -> dict:
         if mode in MEMORY_MODES and not memory_ok:
             notes.append(f"{mode}: skipped (no memory patch in this build: titans_lsp.model.patching missing)")
             continue
-        workspace = Workspace(index=index)
-        records = _replay_mode(engine, traces, settings_for(mode), workspace, args)
+        if args.server:
+            records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
+                                                            args.debounce_ms / 1000.0, args.speed))
+            _fill_prompts(engine, records, settings_for(mode), index)
+        else:
+            records = _replay_mode(engine, traces, settings_for(mode), Workspace(index=index), args)
+            server_rss = None
         summary = bench.summarize(records)
+        if server_rss is not None:
+            summary["server_peak_rss_mb"] = server_rss
         base = _baseline(engine, records)
         pooled_baseline += base
         summary["baseline"] = bench.percentiles(base) | {"requests": len(base)}
@@ -98,6 +108,22 @@ def run_bench(args: argparse.Namespace) -> dict:
     results["peak_rss_mb"] = bench.peak_rss_mb()
     results["notes"] = notes
     return results
+
+
+def _serve_args(args) -> list[str]:
+    serve = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
+    return serve + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+
+
+def _fill_prompts(engine, records, settings, index) -> None:
+    """Server backend: the server does not return its prompt, so the baseline's prompt is the
+    same prefix laid out fresh by the same layout code (the bench's own index for concat)."""
+    for record in records:
+        if record.latency_ms is None:
+            continue
+        request = CompletionRequest(prefix=record.prefix, path=record.path, settings=settings, doc_key="baseline")
+        workspace = Workspace(index=index)
+        record.prompt_ids = engine._prompt_ids(request, workspace, engine.context_for(request, workspace))
 
 
 def _memory_available() -> bool:

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--no-lookup", action="store_true", help="disable prompt-lookup speculative decoding")
     parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
+    parser.add_argument("--server", action="store_true",
+                        help="replay through `titans-lsp serve` over stdio (the real server) instead of the engine in-process")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
