@@ -70,7 +70,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         raise UserError(str(exc)) from exc
     traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,
                                seed=args.seed)
-    index = ChunkIndex(root) if any(m in ("concat", "hybrid") for m in modes) else None
+    index = _workspace_index(root, cache_root(args.cache_dir)) if any(m in ("concat", "hybrid") for m in modes) else None
     notes: list[str] = []
     results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
                      "debounce_ms": args.debounce_ms, "model": engine.loaded.source.label, "device": str(engine.loaded.device),
@@ -108,6 +108,17 @@ def run_bench(args: argparse.Namespace) -> dict:
     results["peak_rss_mb"] = bench.peak_rss_mb()
     results["notes"] = notes
     return results
+
+
+def _workspace_index(root: Path, cache: Path):
+    """The real workspace index (BM25; retrieval package), or the bench's stand-in where absent."""
+    try:
+        from titans_lsp.retrieval.index import WorkspaceIndex
+    except ImportError:
+        return ChunkIndex(root)
+    index = WorkspaceIndex(root, state_dir=cache / "bench" / "index", dense_model=None)
+    index.build()
+    return index
 
 
 def _serve_args(args) -> list[str]:
