@@ -25,7 +25,7 @@ from titans_lsp.model.generation import Cancelled, GenerationResult, PrefixCache
 from titans_lsp.layout import DocumentLayout, lines_before_cursor, stable_prefix_ids
 from titans_lsp.model.loading import LoadedModel, load_model
 from titans_lsp.postprocess import clean_completion, make_stop
-from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block
+from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +262,10 @@ class CompletionEngine:
         if request.doc_key is None:
             return build_prompt_ids(self.tokenizer, block, request.prefix, settings.max_seq, settings.max_new_tokens)
         layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
+        lead = leading_special_ids(self.tokenizer)  # BOS for models that use one, as build_prompt_ids
         block_ids = self.tokenizer(block, add_special_tokens=False).input_ids if block else []
-        room = settings.max_seq - settings.max_new_tokens - len(block_ids)
-        return block_ids + stable_prefix_ids(self.tokenizer, request.prefix, room, layout)
+        room = settings.max_seq - settings.max_new_tokens - len(lead) - len(block_ids)
+        return lead + block_ids + stable_prefix_ids(self.tokenizer, request.prefix, room, layout)
 
     def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key) -> list[GenerationResult]:
         first = greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text, stop=stop,
