@@ -198,7 +198,7 @@ class TitansPatch:
 
     # -- parameters -------------------------------------------------------------------------
     def gate_values(self) -> dict[int, float]:
-        return {i: float(self.memory[str(i)].gate_value()) for i in self.layers}
+        return {i: float(self.memory[str(i)].gate_value().detach()) for i in self.layers}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Retrieve projections, gates, output projections (+ mag mix); optionally initial weights and

@@ -87,3 +87,36 @@ def test_empty_data_is_a_clear_error(patched, tmp_path):
         Trainer(patch, lm.tokenizer, [Repository("empty", [])], [], TrainConfig(), tmp_path)
     with pytest.raises(NotImplementedError):
         TrainConfig(inner_loop="second_order")
+
+
+def _write_repo(root, repo: Repository):
+    for rel, text in repo.files:
+        path = root / repo.name / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / repo.name
+
+
+def test_train_command_end_to_end_and_resume(tiny_llama_dir, tmp_path, capsys):
+    from titans_lsp.cli import main
+
+    dirs = [str(_write_repo(tmp_path / "data", toy_repository(s))) for s in range(3)]
+    out = tmp_path / "ckpt"
+    common = ["train", "--model", str(tiny_llama_dir), "--device", "cpu", "--data", *dirs, "--out", str(out),
+              "--held-out", "1", "--memory-dim", "16", "--layers", "1", "3", "--eval-every", "1", "--max-file-tokens", "64"]
+    assert main(common + ["--max-steps", "1"]) == 0
+    assert main(common + ["--max-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed and "step 2" in printed
+    for name in ("memory.safetensors", "config.json", "optimizer.pt", "trainer.json", "log.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert len((out / "log.csv").read_text().splitlines()) == 3
+
+
+def test_train_command_without_usable_data_is_a_user_error(tiny_llama_dir, tmp_path, capsys):
+    from titans_lsp.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--model", str(tiny_llama_dir), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert "no repository has at least two" in capsys.readouterr().err
+    assert main(["train", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "o")]) == 1
