@@ -69,20 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         state = patch.new_state()
         patch.prime(state, [ids[:args.chunk_tokens]])  # warm-up (first autograd call, allocations)
         run_forward()
-        forward_s, prime_s = [], []
+        forward_s, prime_s, update_s = [], [], []
         for _ in range(args.repeats):
             forward_s.append(run_forward())
             state.reset()
             sync()
             start = time.perf_counter()
-            patch.prime(state, [ids], chunk_tokens=args.chunk_tokens)
+            stats = patch.prime(state, [ids], chunk_tokens=args.chunk_tokens)
             sync()
             prime_s.append(time.perf_counter() - start)
+            update_s.append(stats.update_seconds)
         fwd, prm = statistics.median(forward_s), statistics.median(prime_s)
-        results["rules"][rule] = {"layers": patch.layers, "forward_s": forward_s, "prime_s": prime_s,
+        results["rules"][rule] = {"layers": patch.layers, "forward_s": forward_s, "prime_s": prime_s, "update_s": update_s,
                                   "forward_tok_s": len(ids) / fwd, "prime_tok_s": len(ids) / prm, "ratio": prm / fwd}
         print(f"{rule:7s} layers={patch.layers} forward {fwd:.3f}s ({len(ids) / fwd:.0f} tok/s)  "
-              f"prime {prm:.3f}s ({len(ids) / prm:.0f} tok/s)  prime/forward = {prm / fwd:.2f}x")
+              f"prime {prm:.3f}s ({len(ids) / prm:.0f} tok/s)  prime/forward = {prm / fwd:.2f}x  "
+              f"(memory updates {statistics.median(update_s):.3f}s = {statistics.median(update_s) / fwd:.2f}x forward)")
         patch.uninstall()
     print(f"model={lm.name} device={lm.device} dtype={lm.dtype} tokens={len(ids)} chunk={args.chunk_tokens} "
           f"threads={torch.get_num_threads()}")

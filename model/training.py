@@ -103,10 +103,12 @@ def repository_losses(patch: TitansPatch, files: list[list[int]], chunk_tokens: 
     for i, ids in enumerate(files):
         if i > 0:
             x = torch.tensor([ids], device=device)
+            # backward inside activate(): gradient checkpointing recomputes layers during backward,
+            # and the recomputation must read the same memory
             with torch.set_grad_enabled(backward), patch.activate(state, gates=gates):
                 loss = model(x, labels=x, use_cache=False).loss
-            if backward:
-                (loss / count).backward()
+                if backward:
+                    (loss / count).backward()
             losses.append(float(loss.detach()))
         if i < len(files) - 1:
             patch.prime(state, [ids], chunk_tokens=chunk_tokens)
