@@ -120,3 +120,17 @@ def test_train_command_without_usable_data_is_a_user_error(tiny_llama_dir, tmp_p
     assert main(["train", "--model", str(tiny_llama_dir), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
     assert "no repository has at least two" in capsys.readouterr().err
     assert main(["train", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_positive_control_script_runs_untrained_and_trained(patched, tiny_llama_dir, tmp_path, capsys):
+    from titans_lsp.evals.memory_positive_control import main
+
+    lm, patch = patched
+    patch.save_parameters(tmp_path / "ckpt")
+    dirs = [str(_write_repo(tmp_path / "data", toy_repository(s))) for s in range(2)]
+    assert main(["--model", str(tiny_llama_dir), "--device", "cpu", "--data", *dirs, "--checkpoint",
+                 str(tmp_path / "ckpt"), "--json", str(tmp_path / "pc.json")]) == 0
+    import json
+
+    results = json.loads((tmp_path / "pc.json").read_text())
+    assert set(results) == {"untrained", "trained"} and results["trained"]["files"] == 4
