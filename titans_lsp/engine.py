@@ -92,6 +92,7 @@ class CompletionRequest:
     snippets: Sequence[SnippetLike] | None = None  # given cross-file chunks (eval); None: retrieve
     num_items: int = 1  # 1 for automatic triggers, up to 3 when invoked
     early_stop: bool = True  # stop at the end of the line/block; False: all max_new_tokens (eval)
+    heal: bool = True  # token healing; False only to measure the naive pipeline (eval --naive)
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
 
@@ -196,7 +197,7 @@ class CompletionEngine:
         block = self.context_for(request, workspace)
         t_context = time.perf_counter() - start
         prompt_ids = build_prompt_ids(self.tokenizer, block, request.prefix, settings.max_seq, settings.max_new_tokens)
-        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids)
+        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids) if request.heal else (prompt_ids, "")
         stop = make_stop(request.prefix, settings.multiline) if request.early_stop else None
 
         cache = None
