@@ -1,0 +1,281 @@
+"""``titans-lsp eval build``: CrossCodeEval-format samples from real Python packages.
+
+Recipe (facts/crosscodeeval.md): in every .py file, candidate cut points sit right before a
+name that is defined at top level in *another* file of the same package (and not in this
+one), outside import lines; prompt = file text up to the cut, groundtruth = rest of that
+line, right_context = the file after it. Cross-file context is "rg1": every other file of
+the package, empty lines dropped, cut into 10-line chunks; query = the prompt's last 10
+non-empty lines; top 5 by BM25 (or cosine of a dense encoder), each replaced by the chunk
+that follows it in its file when there is one, no duplicates. Everything is sorted and
+seeded, so the same inputs give the same file byte for byte.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import random
+import re
+import subprocess
+import sys
+import tokenize
+import zipfile
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHUNK_LINES = 10
+TOP_K = 5
+MAX_PER_FILE = 3
+MIN_PROMPT_LINES = 10
+MAX_GROUNDTRUTH_CHARS = 160
+SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", "node_modules", "build", "dist"}
+TOKEN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    filename: str
+    index: int  # position among its file's chunks
+    text: str
+
+
+# ---- packages --------------------------------------------------------------------------
+def fetch_pypi(spec: str, cache: Path) -> Path:
+    """Download ``NAME==VERSION`` (no dependencies) into ``cache`` and unpack it; returns the repo root."""
+    if "==" not in spec:
+        from titans_lsp.cli import UserError
+
+        raise UserError(f"--pypi {spec!r}: pin an exact version, NAME==VERSION")
+    name, version = spec.split("==", 1)
+    root = cache / "repos" / f"{name}-{version}"
+    if root.is_dir() and any(root.iterdir()):
+        return root
+    downloads = cache / "downloads" / f"{name}-{version}"
+    downloads.mkdir(parents=True, exist_ok=True)
+    if not any(downloads.iterdir()):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(downloads), spec]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            from titans_lsp.cli import UserError
+
+            raise UserError(f"pip download {spec} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+    archive = sorted(downloads.iterdir())[0]
+    root.mkdir(parents=True, exist_ok=True)
+    if archive.suffix == ".whl" or archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(root)
+    else:
+        with tarfile.open(archive) as t:
+            t.extractall(root, filter="data")
+    return root
+
+
+def python_files(root: Path) -> list[str]:
+    """Relative paths of the repository's .py files, sorted."""
+    out = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if any(part in SKIP_DIRS or part.startswith(".") or part.endswith(".dist-info") for part in rel.parts[:-1]):
+            continue
+        out.append(rel.as_posix())
+    return sorted(out)
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
+def top_level_names(source: str) -> set[str]:
+    """Names a module defines at top level (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {n for n in names if len(n) > 2 and not (n.startswith("__") and n.endswith("__"))}
+
+
+# ---- cut points -------------------------------------------------------------------------
+def _import_lines(source: str) -> set[int]:
+    """1-based line numbers covered by import statements (also multi-line ones)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    return {row for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+            for row in range(node.lineno, (node.end_lineno or node.lineno) + 1)}
+
+
+def cut_points(source: str, foreign: set[str]) -> list[tuple[int, int, str]]:
+    """(line index, column, name) of NAME tokens in ``foreign`` outside import statements."""
+    points = []
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return []
+    lines = source.split("\n")
+    import_lines = _import_lines(source)
+    for tok in tokens:
+        if tok.type != tokenize.NAME or tok.string not in foreign:
+            continue
+        row, col = tok.start
+        if tok.end[0] != row:
+            continue
+        line = lines[row - 1]
+        if row in import_lines or line.lstrip().startswith("@") or row - 1 < MIN_PROMPT_LINES:
+            continue
+        if line[:col].rstrip().endswith(".") or len(line) - col > MAX_GROUNDTRUTH_CHARS:  # attributes are not the name
+            continue
+        points.append((row - 1, col, tok.string))
+    return points
+
+
+# ---- rg1 retrieval ------------------------------------------------------------------------
+def file_chunks(filename: str, source: str) -> list[Chunk]:
+    lines = [line for line in source.split("\n") if line.strip()]
+    return [Chunk(filename, i // CHUNK_LINES, "\n".join(lines[i:i + CHUNK_LINES])) for i in range(0, len(lines), CHUNK_LINES)]
+
+
+def query_of(prompt: str) -> str:
+    lines = [line for line in prompt.split("\n") if line.strip()]
+    return "\n".join(lines[-CHUNK_LINES:])
+
+
+def code_tokens(text: str) -> list[str]:
+    return TOKEN_RE.findall(text)
+
+
+class Rg1Retriever:
+    """Ranks one repository's chunks against a query; ``exclude`` removes the query's own file."""
+
+    def __init__(self, chunks: list[Chunk], kind: str = "bm25", encoder=None):
+        self.chunks = chunks
+        self.kind = kind
+        self.next_of = {(c.filename, c.index): c for c in chunks}
+        if kind == "bm25":
+            from rank_bm25 import BM25Okapi
+
+            self.bm25 = BM25Okapi([code_tokens(c.text) or ["<empty>"] for c in chunks])
+        else:
+            self.encoder = encoder
+            self.vectors = encoder.encode([c.text for c in chunks], normalize_embeddings=True, convert_to_numpy=True,
+                                          batch_size=64, show_progress_bar=False)
+
+    def scores(self, query: str):
+        import numpy as np
+
+        if self.kind == "bm25":
+            return np.asarray(self.bm25.get_scores(code_tokens(query)))
+        q = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
+        return self.vectors @ q
+
+    def retrieve(self, query: str, exclude: str) -> list[dict]:
+        scores = self.scores(query)
+        order = sorted((i for i in range(len(self.chunks)) if self.chunks[i].filename != exclude),
+                       key=lambda i: (-float(scores[i]), i))
+        out, seen = [], set()
+        for i in order[:TOP_K]:
+            chunk = self.chunks[i]
+            chosen = self.next_of.get((chunk.filename, chunk.index + 1), chunk)
+            key = (chosen.filename, chosen.index)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append({"retrieved_chunk": chosen.text, "filename": chosen.filename, "score": round(float(scores[i]), 6)})
+        return out
+
+
+def crossfile_text(items: list[dict]) -> str:
+    from titans_lsp.retrieval.prompt import HEADER, Snippet, format_snippet
+
+    return HEADER + "".join(format_snippet(Snippet(c["filename"], c["retrieved_chunk"])) for c in items) if items else ""
+
+
+# ---- samples ------------------------------------------------------------------------------
+def build_repo(root: Path, repository: str, per_repo: int, seed: int, retriever: str = "bm25", encoder=None) -> list[dict]:
+    """Up to ``per_repo`` samples from one repository, chosen with ``seed``."""
+    sources = {rel: text for rel in python_files(root) if (text := read_text(root / rel)) is not None}
+    defined = {rel: top_level_names(text) for rel, text in sources.items()}
+    owners: dict[str, set[str]] = {}
+    for rel, names in defined.items():
+        for name in names:
+            owners.setdefault(name, set()).add(rel)
+    candidates = []
+    for rel, text in sources.items():
+        foreign = {n for n, files in owners.items() if files - {rel} and n not in defined[rel]}
+        # one candidate per line: the first foreign name on it
+        seen_lines = set()
+        for line_no, col, name in cut_points(text, foreign):
+            if line_no not in seen_lines:
+                seen_lines.add(line_no)
+                candidates.append((rel, line_no, col, name))
+    rng = random.Random(f"{seed}:{repository}")
+    rng.shuffle(candidates)
+    chosen, per_file = [], {}
+    for cand in candidates:
+        if per_file.get(cand[0], 0) >= MAX_PER_FILE:
+            continue
+        per_file[cand[0]] = per_file.get(cand[0], 0) + 1
+        chosen.append(cand)
+        if len(chosen) >= per_repo:
+            break
+    chosen.sort(key=lambda c: (c[0], c[1]))
+    if not chosen:
+        return []
+    chunks = [chunk for rel in sorted(sources) for chunk in file_chunks(rel, sources[rel])]
+    rank = Rg1Retriever(chunks, retriever, encoder)
+    samples = []
+    for number, (rel, line_no, col, name) in enumerate(chosen):
+        lines = sources[rel].split("\n")
+        prompt = "\n".join(lines[:line_no] + [lines[line_no][:col]])
+        items = rank.retrieve(query_of(prompt), exclude=rel)
+        samples.append({
+            "prompt": prompt,
+            "groundtruth": lines[line_no][col:],
+            "right_context": "\n".join(lines[line_no + 1:]),
+            "metadata": {"task_id": f"{repository}/{number}", "repository": repository, "file": rel,
+                         "context_start_lineno": 0, "groundtruth_start_lineno": line_no,
+                         "right_context_start_lineno": line_no + 1, "crossfile_symbol": name,
+                         "defined_in": sorted(owners[name] - {rel})},
+            "crossfile_context": {"text": crossfile_text(items), "list": items},
+        })
+    return samples
+
+
+def build(out: Path, dirs: list[str], pypi: list[str], per_repo: int, seed: int, cache: Path,
+          retriever: str = "bm25") -> tuple[int, list[tuple[str, Path]]]:
+    """Write the samples of every repository to ``out``; returns (count, [(repository, root)])."""
+    repos: list[tuple[str, Path]] = [(f"{Path(d).resolve().name}", Path(d).resolve()) for d in dirs]
+    for spec in pypi:
+        root = fetch_pypi(spec, cache)
+        repos.append((root.name, root))
+    encoder = None
+    if retriever == "dense":
+        from titans_lsp.retrieval.dense import load_encoder
+
+        encoder = load_encoder("default")
+    count = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for repository, root in repos:
+            samples = build_repo(root, repository, per_repo, seed, retriever, encoder)
+            log.info("%s: %d samples", repository, len(samples))
+            print(f"{repository}: {len(samples)} samples (files under {root})", file=sys.stderr)
+            for sample in samples:
+                f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            count += len(samples)
+    return count, repos
