@@ -1,16 +1,82 @@
-"""`titans-lsp serve` (placeholder until its issue lands)."""
+"""`titans-lsp serve`: the language server for editors (stdio by default, or TCP)."""
+
+from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
-from titans_lsp.commands import add_model_arguments, not_implemented
+from titans_lsp.commands import add_model_arguments
 
 HELP = "run the language server (stdio, or --tcp HOST:PORT) for editors"
-DESCRIPTION = HELP
+DESCRIPTION = """Run the titans-lsp language server.
+
+Editors start it as `titans-lsp serve --stdio` (the default transport). With --tcp HOST:PORT it
+listens on a socket instead, which is handy for watching its log while an editor connects.
+Per-folder settings come from the editor (section `titansLsp`: mode, retriever, maxNewTokens,
+contextBudget, multiline); initializationOptions {model, device, dtype} override the flags below."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
+    transport.add_argument("--tcp", metavar="HOST:PORT", help="listen for one editor on a TCP socket instead")
     add_model_arguments(parser)
+    parser.add_argument("--memory-checkpoint", default=None,
+                        help="directory with trained memory parameters (titans-lsp train); default: untrained memory")
+    # dest differs from the global --log-level so the subcommand's default cannot override the global flag
+    parser.add_argument("--log-level", dest="serve_log_level", default=None,
+                        choices=["debug", "info", "warning", "error"],
+                        help="what goes to the log file and the editor's log (default: info)")
+    parser.add_argument("--log-file", default=None,
+                        help="log file (default: serve.log in the cache directory); '-' for none")
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    from titans_lsp.cli import UserError
+
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"--tcp expects HOST:PORT, e.g. 127.0.0.1:2087, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) -> str | None:
+    """Log to a file (the editor gets window/logMessage through the server's own handler)."""
+    from titans_lsp.paths import cache_root
+
+    level = getattr(logging, level_name.upper())
+    logger = logging.getLogger("titans_lsp")
+    logger.setLevel(level)
+    if log_file == "-":
+        return None
+    path = cache_root(cache_dir) / "serve.log" if log_file is None else __import__("pathlib").Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    return str(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("serve")
+    level_name = args.serve_log_level or ("info" if args.log_level == "warning" else args.log_level)
+    log_path = setup_logging(level_name, args.log_file, args.cache_dir)
+    from titans_lsp.server import build_server
+
+    server = build_server(model=args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+                          memory_checkpoint=args.memory_checkpoint, log_level=getattr(logging, level_name.upper()))
+    log = logging.getLogger("titans_lsp.serve")
+    if args.tcp:
+        host, port = parse_host_port(args.tcp)
+        print(f"titans-lsp: listening on {host}:{port} (log: {log_path or 'none'})\n"
+              f"  VS Code: the titans-lsp extension starts its own server over stdio; a client that should use this one\n"
+              f"           connects a socket to {host}:{port} (vscode-languageclient: ServerOptions returning StreamInfo)\n"
+              f"  Neovim:  vim.lsp.config('titans', {{ cmd = vim.lsp.rpc.connect('{host}', {port}) }})",
+              file=sys.stderr, flush=True)
+        log.info("serving on tcp %s:%d", host, port)
+        server.start_tcp(host, port)
+    else:
+        log.info("serving on stdio")
+        server.start_io()
+    return 0

@@ -1,0 +1,332 @@
+"""Per workspace-folder state: settings, the snippet index, the memory and what was primed.
+
+Shared by the language server and ``titans-lsp prime``, so priming ahead of time and priming in the
+editor write the same files in the same per-workspace state directory
+(``titans_lsp.paths.workspace_cache_dir``) and a restart resumes from them:
+
+  index.pkl, dense-*.npz      the retrieval index (owned by titans_lsp.retrieval.index)
+  memory-<tag>.pt             the memory state for one model + memory checkpoint (<tag>)
+  primed-<tag>.json           {relative path: mtime_ns} of the files written into that memory
+
+Nothing here knows about LSP; long jobs report through ``progress(done, total)`` callbacks and
+stop early when ``should_stop()`` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from titans_lsp.engine import CompletionEngine, CompletionSettings, Workspace
+from titans_lsp.paths import workspace_cache_dir
+
+log = logging.getLogger(__name__)
+
+MEMORY_WRITE_MODES = ("memory", "hybrid")  # modes whose completions read the primed memory
+DENSE_RETRIEVERS = ("dense", "hybrid")
+EDITOR_KEYS = {"mode": "mode", "retriever": "retriever", "maxNewTokens": "max_new_tokens",
+               "contextBudget": "context_budget", "multiline": "multiline"}
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PrimeResult:
+    primed: int = 0  # files written into memory
+    skipped: int = 0  # files already primed at their current mtime
+    stopped: bool = False  # should_stop() ended the run early
+
+
+class FolderState:
+    """One workspace folder (or, with ``root=None``, the files outside every folder)."""
+
+    def __init__(self, uri: str, root: Path | None, cache_dir: str | None = None):
+        self.uri = uri
+        self.root = root.resolve() if root is not None else None
+        self.cache_dir = cache_dir
+        self.state_dir = workspace_cache_dir(self.root, cache_dir) if self.root is not None else None
+        self.settings = CompletionSettings()
+        self.workspace = Workspace(root=self.root)
+        self.primed: dict[str, int] = {}  # rel -> mtime_ns of the version written into memory
+        self.memory_loaded_for: str | None = None  # tag whose persisted memory was loaded
+        # Counters and progress the status command and the titans/status notification show.
+        self.indexing: tuple[int, int] | None = None
+        self.priming: tuple[int, int] | None = None
+        self.index_updates = 0
+        self.prime_writes = 0
+        self.last_indexed: str | None = None
+        self.last_primed: str | None = None
+        self.lock = threading.RLock()
+
+    @property
+    def name(self) -> str:
+        return self.root.name if self.root is not None else "(no folder)"
+
+    @property
+    def index(self):
+        return self.workspace.index
+
+    # ---- settings --------------------------------------------------------------------------
+    def apply_settings(self, values: dict | None) -> tuple[list[str], list[str]]:
+        """Apply the editor's ``titansLsp`` section. Keys absent from ``values`` go back to their
+        defaults; an invalid value keeps the previous one. Returns (changed keys, error messages)."""
+        values = values if isinstance(values, dict) else {}
+        defaults, current = CompletionSettings(), self.settings
+        result, errors = defaults, []
+        for key, field_name in EDITOR_KEYS.items():
+            value = values.get(key)
+            if value is None:
+                continue
+            try:
+                result = CompletionSettings.from_editor({key: value}, base=result)
+            except (ValueError, TypeError) as exc:
+                errors.append(f"titansLsp.{key}: {exc}; keeping {getattr(current, field_name)!r}")
+                result = replace(result, **{field_name: getattr(current, field_name)})
+        changed = [f.name for f in fields(CompletionSettings) if getattr(result, f.name) != getattr(current, f.name)]
+        self.settings = result
+        return changed, errors
+
+    def settings_dict(self) -> dict:
+        s = self.settings
+        return {"mode": s.mode, "retriever": list(s.retriever), "maxNewTokens": s.max_new_tokens,
+                "contextBudget": s.context_budget, "multiline": s.multiline}
+
+    # ---- the index --------------------------------------------------------------------------
+    def load_index(self, progress: Progress | None = None, dense_model: str | None = "default") -> None:
+        """Load the persisted index and catch up with the disk, or build it."""
+        if self.root is None:
+            return
+        from titans_lsp.retrieval.index import WorkspaceIndex
+
+        def report(done: int, total: int) -> None:
+            self.indexing = (done, total)
+            if progress is not None:
+                progress(done, total)
+
+        self.indexing = (0, 0)
+        try:
+            self.workspace.index = WorkspaceIndex.load_or_build(self.root, self.state_dir, progress=report,
+                                                                dense_model=dense_model)
+        finally:
+            n = len(self.workspace.index.files()) if self.workspace.index is not None else 0
+            self.indexing = (n, n)
+
+    def rel(self, path: str | os.PathLike) -> str | None:
+        if self.root is None:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def reindex(self, path: Path) -> bool:
+        """Re-index one changed (or deleted) file; returns whether it is now indexed."""
+        index = self.workspace.index
+        if index is None:
+            return False
+        rel = self.rel(path)
+        was_indexed = rel in set(index.files())
+        if path.exists():
+            indexed = index.update_file(path)
+        else:
+            index.remove_file(path)
+            indexed = False
+        if not indexed:
+            self.primed.pop(rel or "", None)
+        if indexed or was_indexed:  # editor swap files and other excluded paths do not count
+            self.index_updates += 1
+            self.last_indexed = rel
+        return indexed
+
+    def save_index(self) -> None:
+        if self.workspace.index is not None and self.state_dir is not None:
+            self.workspace.index.save()
+
+    # ---- memory -------------------------------------------------------------------------------
+    @staticmethod
+    def memory_tag(engine: CompletionEngine) -> str:
+        source = getattr(engine.loaded, "source", None)
+        ident = f"{getattr(source, 'label', source)}|{engine.memory_checkpoint}"
+        return hashlib.sha1(ident.encode()).hexdigest()[:10]
+
+    def _memory_paths(self, engine: CompletionEngine) -> tuple[Path, Path]:
+        tag = self.memory_tag(engine)
+        return self.state_dir / f"memory-{tag}.safetensors", self.state_dir / f"primed-{tag}.json"
+
+    def ensure_memory(self, engine: CompletionEngine) -> None:
+        """Give the workspace a memory state: the persisted one when there is one, else a fresh one."""
+        with self.lock:  # the inference and background threads may both get here first
+            self._ensure_memory(engine)
+
+    def _ensure_memory(self, engine: CompletionEngine) -> None:
+        patch = engine.ensure_memory()
+        tag = self.memory_tag(engine)
+        if self.workspace.memory is not None and self.memory_loaded_for == tag:
+            return
+        self.memory_loaded_for = tag
+        if self.state_dir is not None:
+            memory_path, primed_path = self._memory_paths(engine)
+            if memory_path.exists() and primed_path.exists():
+                try:
+                    from titans_lsp.model.memory import MemoryState
+
+                    self.workspace.memory = MemoryState.load(memory_path, device=engine.loaded.device)
+                    self.primed = {str(k): int(v) for k, v in json.loads(primed_path.read_text()).items()}
+                    self.workspace.memory_version += 1
+                    log.info("%s: resumed memory with %d primed files from %s", self.name, len(self.primed), memory_path)
+                    return
+                except Exception as exc:  # noqa: BLE001 - a damaged state means: start over
+                    log.warning("%s: memory state %s is unreadable (%s: %s); starting fresh",
+                                self.name, memory_path, type(exc).__name__, exc)
+        self.workspace.memory = patch.new_state()
+        self.workspace.memory_version += 1
+        self.primed = {}
+
+    def save_memory(self, engine: CompletionEngine) -> None:
+        """Persist memory and the primed-file map atomically (a crash leaves the previous pair)."""
+        if self.state_dir is None or self.workspace.memory is None:
+            return
+        memory_path, primed_path = self._memory_paths(engine)
+        memory_path.parent.mkdir(parents=True, exist_ok=True)
+        with engine.model_lock:  # no priming writes while the state is serialized
+            self.workspace.memory.save(memory_path)  # atomic (temp file + rename)
+        tmp_json = primed_path.with_name(primed_path.name + ".tmp")
+        tmp_json.write_text(json.dumps(self.primed, sort_keys=True))
+        os.replace(tmp_json, primed_path)
+
+    def reset_memory(self, engine: CompletionEngine) -> None:
+        self.ensure_memory(engine)
+        with engine.model_lock:
+            engine.reset_memory(self.workspace)
+        self.primed = {}
+        self.save_memory(engine)
+
+    def files_to_prime(self, force: bool = False) -> list[str]:
+        """Indexed files whose current version is not in memory yet, definitions first."""
+        from titans_lsp.retrieval.workspace import priming_order
+
+        index = self.workspace.index
+        if index is None or self.root is None:
+            return []
+        todo = []
+        for rel in index.files():
+            try:
+                mtime = (self.root / rel).stat().st_mtime_ns
+            except OSError:
+                continue
+            if force or self.primed.get(rel) != mtime:
+                todo.append(rel)
+        return priming_order(todo)
+
+    def prime_file(self, engine: CompletionEngine, rel: str, should_yield: Callable[[], bool] | None = None,
+                   wait: Callable[[], None] | None = None) -> bool:
+        """Write one file into memory. When a completion needs the model the engine stops priming
+        between chunks; ``wait()`` then blocks until the model is free and priming resumes at the
+        first unwritten token."""
+        from titans_lsp.retrieval.workspace import decode_source
+
+        path = self.root / rel
+        try:
+            mtime = path.stat().st_mtime_ns
+            text = decode_source(path.read_bytes())
+        except OSError as exc:
+            log.warning("%s: cannot read %s for priming (%s); skipped", self.name, rel, exc)
+            return False
+        self.ensure_memory(engine)
+        ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        offset = 0
+        while offset < len(ids):
+            stats = engine.prime(self.workspace, [ids[offset:]], should_yield=should_yield)
+            if not getattr(stats, "stopped_early", False):
+                break
+            offset += int(getattr(stats, "offset_in_text", 0))
+            if should_yield is not None and wait is None:
+                return False
+            if wait is not None:
+                wait()
+        self.primed[rel] = mtime
+        self.prime_writes += 1
+        self.last_primed = rel
+        return True
+
+    def prime_all(self, engine: CompletionEngine, progress: Progress | None = None, force: bool = False,
+                  should_stop: Callable[[], bool] | None = None, should_yield: Callable[[], bool] | None = None,
+                  wait: Callable[[], None] | None = None, save_every_s: float = 30.0) -> PrimeResult:
+        """Prime every indexed file not primed at its current version (all with ``force``)."""
+        self.ensure_memory(engine)
+        if force:
+            with engine.model_lock:
+                engine.reset_memory(self.workspace)
+            self.primed = {}
+        todo = self.files_to_prime()
+        result = PrimeResult(skipped=len(self.workspace.index.files()) - len(todo) if self.workspace.index else 0)
+        total = len(todo)
+        self.priming = (0, total)
+        if progress is not None:
+            progress(0, total)
+        last_save = time.monotonic()
+        try:
+            for done, rel in enumerate(todo, 1):
+                if should_stop is not None and should_stop():
+                    result.stopped = True
+                    break
+                if self.prime_file(engine, rel, should_yield=should_yield, wait=wait):
+                    result.primed += 1
+                self.priming = (done, total)
+                if progress is not None:
+                    progress(done, total)
+                if time.monotonic() - last_save > save_every_s:
+                    self.save_memory(engine)
+                    last_save = time.monotonic()
+        finally:
+            self.priming = (len(self.primed), len(self.primed) + len(self.files_to_prime()))
+            self.save_memory(engine)
+        return result
+
+    # ---- status -------------------------------------------------------------------------------------
+    def memory_summary(self, engine: CompletionEngine | None) -> dict:
+        """Gate values and a fingerprint of this folder's memory (for the status command)."""
+        summary: dict = {"version": self.workspace.memory_version, "loaded": self.workspace.memory is not None,
+                         "gates": None, "fingerprint": None}
+        patch = getattr(engine, "patch", None) if engine is not None else None
+        if patch is not None:
+            gates = getattr(patch, "gate_values", None)
+            try:
+                summary["gates"] = _plain(gates() if callable(gates) else gates)
+            except Exception as exc:  # noqa: BLE001 - status must not fail
+                summary["gates"] = f"unavailable: {exc}"
+        memory = self.workspace.memory
+        if memory is not None:
+            summary["fingerprint"] = _fingerprint(memory)
+            summary["tokensWritten"] = getattr(memory, "tokens_written", None)
+            summary["updates"] = getattr(memory, "updates", None)
+        return summary
+
+
+def _plain(value):
+    """JSON-friendly copy of gate values (tensors, dicts, lists)."""
+    if value is None:
+        return None
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _fingerprint(memory) -> float | None:
+    """Sum of absolute values of the memory's weights: changes whenever the memory is written."""
+    weights = getattr(memory, "weights", None)
+    if not isinstance(weights, dict):
+        return None
+    total = sum(float(w.detach().float().abs().sum()) for ws in weights.values() for w in ws)
+    return round(total, 6)
