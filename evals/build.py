@@ -2,12 +2,10 @@
 
 Recipe (facts/crosscodeeval.md): in every .py file, candidate cut points sit right before a
 name that is defined at top level in *another* file of the same package (and not in this
-one), outside import lines; prompt = file text up to the cut, groundtruth = rest of that
-line, right_context = the file after it. Cross-file context is "rg1": every other file of
-the package, empty lines dropped, cut into 10-line chunks; query = the prompt's last 10
-non-empty lines; top 5 by BM25 (or cosine of a dense encoder), each replaced by the chunk
-that follows it in its file when there is one, no duplicates. Everything is sorted and
-seeded, so the same inputs give the same file byte for byte.
+one), outside import statements and attribute accesses; prompt = file text up to the cut,
+groundtruth = rest of that line, right_context = the file after it. Cross-file context is
+CrossCodeEval's rg1 (``titans_lsp.retrieval.cceval.rg1_retrieve``, BM25 or the dense
+encoder). Everything is sorted and seeded, so the same inputs give the same file byte for byte.
 """
 
 from __future__ import annotations
@@ -17,31 +15,18 @@ import io
 import json
 import logging
 import random
-import re
 import subprocess
 import sys
 import tokenize
 import zipfile
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CHUNK_LINES = 10
-TOP_K = 5
 MAX_PER_FILE = 3
 MIN_PROMPT_LINES = 10
 MAX_GROUNDTRUTH_CHARS = 160
-SKIP_DIRS = {"__pycache__", ".git", ".venv", "venv", "node_modules", "build", "dist"}
-TOKEN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    filename: str
-    index: int  # position among its file's chunks
-    text: str
 
 
 # ---- packages --------------------------------------------------------------------------
@@ -73,24 +58,6 @@ def fetch_pypi(spec: str, cache: Path) -> Path:
         with tarfile.open(archive) as t:
             t.extractall(root, filter="data")
     return root
-
-
-def python_files(root: Path) -> list[str]:
-    """Relative paths of the repository's .py files, sorted."""
-    out = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if any(part in SKIP_DIRS or part.startswith(".") or part.endswith(".dist-info") for part in rel.parts[:-1]):
-            continue
-        out.append(rel.as_posix())
-    return sorted(out)
-
-
-def read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError):
-        return None
 
 
 def top_level_names(source: str) -> set[str]:
@@ -144,71 +111,12 @@ def cut_points(source: str, foreign: set[str]) -> list[tuple[int, int, str]]:
     return points
 
 
-# ---- rg1 retrieval ------------------------------------------------------------------------
-def file_chunks(filename: str, source: str) -> list[Chunk]:
-    lines = [line for line in source.split("\n") if line.strip()]
-    return [Chunk(filename, i // CHUNK_LINES, "\n".join(lines[i:i + CHUNK_LINES])) for i in range(0, len(lines), CHUNK_LINES)]
-
-
-def query_of(prompt: str) -> str:
-    lines = [line for line in prompt.split("\n") if line.strip()]
-    return "\n".join(lines[-CHUNK_LINES:])
-
-
-def code_tokens(text: str) -> list[str]:
-    return TOKEN_RE.findall(text)
-
-
-class Rg1Retriever:
-    """Ranks one repository's chunks against a query; ``exclude`` removes the query's own file."""
-
-    def __init__(self, chunks: list[Chunk], kind: str = "bm25", encoder=None):
-        self.chunks = chunks
-        self.kind = kind
-        self.next_of = {(c.filename, c.index): c for c in chunks}
-        if kind == "bm25":
-            from rank_bm25 import BM25Okapi
-
-            self.bm25 = BM25Okapi([code_tokens(c.text) or ["<empty>"] for c in chunks])
-        else:
-            self.encoder = encoder
-            self.vectors = encoder.encode([c.text for c in chunks], normalize_embeddings=True, convert_to_numpy=True,
-                                          batch_size=64, show_progress_bar=False)
-
-    def scores(self, query: str):
-        import numpy as np
-
-        if self.kind == "bm25":
-            return np.asarray(self.bm25.get_scores(code_tokens(query)))
-        q = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)[0]
-        return self.vectors @ q
-
-    def retrieve(self, query: str, exclude: str) -> list[dict]:
-        scores = self.scores(query)
-        order = sorted((i for i in range(len(self.chunks)) if self.chunks[i].filename != exclude),
-                       key=lambda i: (-float(scores[i]), i))
-        out, seen = [], set()
-        for i in order[:TOP_K]:
-            chunk = self.chunks[i]
-            chosen = self.next_of.get((chunk.filename, chunk.index + 1), chunk)
-            key = (chosen.filename, chosen.index)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append({"retrieved_chunk": chosen.text, "filename": chosen.filename, "score": round(float(scores[i]), 6)})
-        return out
-
-
-def crossfile_text(items: list[dict]) -> str:
-    from titans_lsp.retrieval.prompt import HEADER, Snippet, format_snippet
-
-    return HEADER + "".join(format_snippet(Snippet(c["filename"], c["retrieved_chunk"])) for c in items) if items else ""
-
-
 # ---- samples ------------------------------------------------------------------------------
 def build_repo(root: Path, repository: str, per_repo: int, seed: int, retriever: str = "bm25", encoder=None) -> list[dict]:
     """Up to ``per_repo`` samples from one repository, chosen with ``seed``."""
-    sources = {rel: text for rel in python_files(root) if (text := read_text(root / rel)) is not None}
+    from titans_lsp.retrieval.cceval import crossfile_text, repo_python_files, rg1_retrieve
+
+    sources = repo_python_files(root)
     defined = {rel: top_level_names(text) for rel, text in sources.items()}
     owners: dict[str, set[str]] = {}
     for rel, names in defined.items():
@@ -236,13 +144,11 @@ def build_repo(root: Path, repository: str, per_repo: int, seed: int, retriever:
     chosen.sort(key=lambda c: (c[0], c[1]))
     if not chosen:
         return []
-    chunks = [chunk for rel in sorted(sources) for chunk in file_chunks(rel, sources[rel])]
-    rank = Rg1Retriever(chunks, retriever, encoder)
     samples = []
     for number, (rel, line_no, col, name) in enumerate(chosen):
         lines = sources[rel].split("\n")
         prompt = "\n".join(lines[:line_no] + [lines[line_no][:col]])
-        items = rank.retrieve(query_of(prompt), exclude=rel)
+        items = rg1_retrieve(prompt, rel, sources, ranker=retriever, encoder=encoder)
         samples.append({
             "prompt": prompt,
             "groundtruth": lines[line_no][col:],
@@ -265,9 +171,9 @@ def build(out: Path, dirs: list[str], pypi: list[str], per_repo: int, seed: int,
         repos.append((root.name, root))
     encoder = None
     if retriever == "dense":
-        from titans_lsp.retrieval.dense import load_encoder
+        from titans_lsp.retrieval.cceval import default_encoder
 
-        encoder = load_encoder("default")
+        encoder = default_encoder()
     count = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:

@@ -57,37 +57,30 @@ class SnippetSource:
     def __init__(self, retriever: str | None = None, repos: Path | None = None):
         self.retriever = retriever
         self.repos = repos
-        self._by_repo: dict[str, object] = {}
+        self._by_repo: dict[str, dict[str, str]] = {}
 
     def snippets(self, sample: dict):
         from titans_lsp.retrieval.prompt import Snippet
 
         if self.retriever is None:
             return [Snippet(name, text) for name, text in crossfile_chunks(sample)]
-        meta = sample["metadata"]
-        rank = self._retriever_for(str(meta["repository"]))
-        from titans_lsp.evals.build import query_of
+        from titans_lsp.retrieval.cceval import rg1_retrieve
 
-        items = rank.retrieve(query_of(sample["prompt"]), exclude=str(meta["file"]))
+        meta = sample["metadata"]
+        items = rg1_retrieve(sample["prompt"], str(meta["file"]), self._files(str(meta["repository"])), ranker=self.retriever)
         return [Snippet(c["filename"], c["retrieved_chunk"], c["score"]) for c in items]
 
-    def _retriever_for(self, repository: str):
+    def _files(self, repository: str) -> dict[str, str]:
+        """The repository's Python files at ``repos/<metadata.repository>/`` (read once)."""
         if repository not in self._by_repo:
-            from titans_lsp.evals.build import Rg1Retriever, file_chunks, python_files, read_text
+            from titans_lsp.retrieval.cceval import repo_python_files
 
             root = self.repos / repository
             if not root.is_dir():
                 from titans_lsp.cli import UserError
 
                 raise UserError(f"--repos: {root} does not exist (metadata.repository {repository!r})")
-            chunks = [c for rel in python_files(root) if (text := read_text(root / rel)) is not None
-                      for c in file_chunks(rel, text)]
-            encoder = None
-            if self.retriever == "dense":
-                from titans_lsp.retrieval.dense import load_encoder
-
-                encoder = load_encoder("default")
-            self._by_repo[repository] = Rg1Retriever(chunks, self.retriever, encoder)
+            self._by_repo[repository] = repo_python_files(root)
         return self._by_repo[repository]
 
 

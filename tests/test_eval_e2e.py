@@ -63,11 +63,12 @@ def test_tiny_end_to_end_eval_is_resumable(tmp_path, tiny_llama_dir, capsys):
     with open(data, "a") as f:
         f.write("garbage\n")
     out = tmp_path / "out"
-    argv = ["eval", "--data", str(data), "--modes", "concat,none", "--naive", "none", "--model", str(tiny_llama_dir),
-            "--device", "cpu", "--out", str(out), "--no-progress", "--max-seq", "512", "--context-budget", "256"]
+    argv = ["eval", "--data", str(data), "--modes", "memory,ablation,concat,none", "--naive", "none", "--model", str(tiny_llama_dir),
+            "--device", "cpu", "--out", str(out), "--no-progress", "--max-seq", "512", "--context-budget", "256",
+            "--threads", "1"]  # one thread: tiny ops on a busy machine are otherwise dominated by thread syncs
     assert main(argv) == 0
     assert "line 4" in capsys.readouterr().err  # the garbage line, reported by number
-    for name in ("predictions-concat.jsonl", "predictions-none.jsonl", "predictions-none-naive.jsonl", "results.json",
+    for name in ("predictions-memory.jsonl", "predictions-ablation.jsonl", "predictions-concat.jsonl", "predictions-none.jsonl", "predictions-none-naive.jsonl", "results.json",
                  "tables.md", "analysis.md", "em.png", "es.png"):
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "predictions-concat.jsonl").read_text().splitlines()]
@@ -76,7 +77,8 @@ def test_tiny_end_to_end_eval_is_resumable(tmp_path, tiny_llama_dir, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["none"]["n"] == 3 and "em_ci95" in results["concat"]
     assert "fuzzywuzzy" in results["info"]["es_implementation"]
-    assert "concat vs none" in results["paired_tests"]
+    assert "concat vs none" in results["paired_tests"] and "memory vs ablation" in results["paired_tests"]
+    assert "UNTRAINED" in (out / "tables.md").read_text()
     assert "| Mode | EM (%) | Edit Sim (%) | ID-EM | ID-F1 |" in (out / "tables.md").read_text()
     # resumable: a rerun computes nothing new and appends nothing
     before = (out / "predictions-none.jsonl").read_text()

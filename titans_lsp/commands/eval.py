@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     from titans_lsp import MODES
 
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
+    naive = [m.strip() for m in args.naive.split(",") if m.strip()]
+    bad = [m for m in modes + naive if m not in MODES]
+    if bad or not (modes or naive):
         raise UserError(f"invalid --modes {args.modes!r}: choose from {', '.join(MODES)}")
     if args.retrieve and not args.repos:
         raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
@@ -84,16 +85,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace, modes: list[str]) -> int:
-    import json
-    import platform
-    import time
     from pathlib import Path
 
     from titans_lsp.cli import UserError
-    from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.data import read_samples, select
-    from titans_lsp.evals.report import write_reports
-    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
 
     if not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: no such file")
@@ -106,10 +101,27 @@ def run_eval(args: argparse.Namespace, modes: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    if args.threads:
-        import torch
+    import torch
 
+    threads_before = torch.get_num_threads()
+    if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _evaluate(args, modes, samples, dataset, out)
+    finally:
+        torch.set_num_threads(threads_before)  # in-process callers (tests) keep their setting
+
+
+def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], dataset, out) -> int:
+    import platform
+    import time
+    from pathlib import Path
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.engine import CompletionEngine
+    from titans_lsp.evals.report import write_reports
+    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
+
     engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint)
     specs: list[RunSpec] = []
