@@ -94,6 +94,7 @@ class CompletionRequest:
     snippets: Sequence[SnippetLike] | None = None  # given cross-file chunks (eval); None: retrieve
     num_items: int = 1  # 1 for automatic triggers, up to 3 when invoked
     early_stop: bool = True  # stop at the end of the line/block; False: all max_new_tokens (eval)
+    heal: bool = True  # token healing; False only to measure the naive pipeline (eval --naive)
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
     automatic: bool = False  # an Automatic trigger (while typing): answer early, at the end of the line
@@ -218,7 +219,7 @@ class CompletionEngine:
         t_context = time.perf_counter() - start
         prompt_ids = self._prompt_ids(request, workspace, block)
         laid_out = prompt_ids
-        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids)
+        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids) if request.heal else (prompt_ids, "")
         multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
         stop = make_stop(request.prefix, multiline) if request.early_stop else None
 
