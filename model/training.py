@@ -336,10 +336,11 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
 
 def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_repos: list[list[list[int]]],
           config: TrainConfig, out: str | os.PathLike, resume: bool = False, repo_names: dict | None = None,
-          progress: bool = True, stop_at_step: int | None = None) -> TrainerState:
+          progress: bool = True, stop_at_step: int | None = None, time_limit_s: float | None = None) -> TrainerState:
     """Train the patch's read path; returns the final trainer state. ``*_repos`` are token ids per file per
     repository, files already in definitions-first order and truncated to ``config.seq_len``.
-    ``stop_at_step`` ends the run early (checkpointed) without changing the schedule, which ``max_steps`` sets."""
+    ``stop_at_step`` and ``time_limit_s`` end the run early (evaluated and checkpointed, so ``resume`` continues it)
+    without changing the learning-rate schedule, which ``max_steps`` sets."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -410,8 +411,9 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
                dynamic_ncols=True)
     current = (start.epoch, start.repo)
     t0 = time.time()
+    stopping = False
     for pos, ids in stream(train_repos, config.seed, start):
-        if trainer.step >= min(config.max_steps, stop_at_step or config.max_steps):
+        if trainer.step >= config.max_steps or stopping:
             break
         if (pos.epoch, pos.repo) != current:  # next repository: fresh memory
             state = patch.new_state()
@@ -442,9 +444,11 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
             train_log.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if trainer.step % config.eval_every == 0 or trainer.step in (config.max_steps, stop_at_step):
+            stopping = (trainer.step == stop_at_step or (time_limit_s is not None and time.time() - t0 > time_limit_s))
+            last = stopping or trainer.step == config.max_steps
+            if trainer.step % config.eval_every == 0 or last:
                 evaluate()
-            if trainer.step % config.checkpoint_every == 0 or trainer.step in (config.max_steps, stop_at_step):
+            if trainer.step % config.checkpoint_every == 0 or last:
                 save_checkpoint(out, patch, optimizer, scheduler, trainer)
                 plot_training(out, config.gate_floor)
     bar.close()

@@ -40,6 +40,7 @@ class SourceFile:
 class Repository:
     name: str
     files: list[SourceFile] = field(default_factory=list)
+    source: str = ""  # how to get it again: a directory path or a pinned PyPI spec
 
     @property
     def num_chars(self) -> int:
@@ -75,7 +76,7 @@ def read_repository(root: str | os.PathLike, name: str | None = None,
             if text.strip():
                 files.append(SourceFile(full.relative_to(root).as_posix(), text))
     files.sort(key=lambda f: definitions_first_key(f.path))
-    return Repository(name or root.name, files)
+    return Repository(name or root.name, files, str(root.resolve()))
 
 
 def module_names(path: str) -> set[str]:
@@ -183,7 +184,9 @@ def load_repositories(data_dirs: list[str] | None = None, pypi: list[str] | None
         if cache_root is None:
             raise DataError("a cache directory is needed to download PyPI packages")
         src = fetch_pypi_package(spec, cache_root)
-        repos.append(read_repository(src, name=spec, extensions=extensions))
+        repo = read_repository(src, name=spec, extensions=extensions)
+        repo.source = f"pypi:{spec}"
+        repos.append(repo)
     if not repos:
         raise DataError("no training data given: pass --data DIR ... or --pypi NAME==VERSION ...")
     kept, dropped = [], []
@@ -199,6 +202,14 @@ def load_repositories(data_dirs: list[str] | None = None, pypi: list[str] | None
     if not kept:
         raise DataError("no usable repository: " + "; ".join(dropped))
     return kept
+
+
+def load_sources(sources: list[str], cache_root: Path | None, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+                 min_files: int = 2) -> list[Repository]:
+    """Repositories from ``Repository.source`` strings (``pypi:NAME==VERSION`` or a directory), e.g. a run's held-out set."""
+    dirs = [s for s in sources if not s.startswith("pypi:")]
+    specs = [s[len("pypi:"):] for s in sources if s.startswith("pypi:")]
+    return load_repositories(dirs, specs, cache_root, extensions, min_files=min_files)
 
 
 def split_repositories(repos: list[Repository], heldout: float | int, seed: int) -> tuple[list[Repository], list[Repository]]:
