@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from titans_lsp.model.loading import load_model
     from titans_lsp.model.memory import MemoryConfig
-    from titans_lsp.model.patching import install_memory
+    from titans_lsp.model.patching import install_memory, load_memory_config
     from titans_lsp.model.training_data import load_repositories, load_sources, tokenize_repository
     from titans_lsp.paths import cache_root
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     seq_len = args.seq_len or trainer.get("config", {}).get("seq_len", 256)
     model_spec = args.model or manifest.get("model_spec") or "default"
     lm = load_model(model_spec, device=args.device, dtype="float32", cache_dir=args.cache_dir)
-    config = MemoryConfig.from_dict(json.loads((run_dir / "config.json").read_text())) if run_dir else MemoryConfig()
+    config = load_memory_config(run_dir) if run_dir else MemoryConfig()
     torch.manual_seed(args.seed)
     patch = install_memory(lm.model, config)
     token_repos = [(r.name, tokenize_repository(r, lm.tokenizer, seq_len, args.max_files)) for r in repos]

@@ -53,7 +53,7 @@ class TrainConfig:
     max_files_per_repo: int = 16
     chunk_tokens: int = 512  # priming chunk size
     inner_loop: str = "first-order"  # or "second-order"
-    gate_floor: float | None = None  # lower bound on every gate value sigma(g), kept after each step
+    gate_lr_scale: float = 10.0  # the gates' learning rate = lr * gate_lr_scale
     eval_every: int = 50
     checkpoint_every: int = 50
     heldout_max_files: int = 8
@@ -62,8 +62,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.inner_loop not in ("first-order", "second-order"):
             raise ValueError(f"inner_loop must be 'first-order' or 'second-order', not {self.inner_loop!r}")
-        if self.gate_floor is not None and not 0.0 <= self.gate_floor < 1.0:
-            raise ValueError("gate_floor must be in [0, 1)")
 
 
 @dataclass
@@ -149,30 +147,18 @@ def detach_state(state) -> None:
         state.detach_()
 
 
-def gate_floor_logit(floor: float) -> float:
-    return math.log(floor / (1.0 - floor)) if floor > 0 else -math.inf
+def gate_floor(patch) -> float | None:
+    """The floor the memory applies to its open gates (MemoryConfig.gate_floor), for the figures."""
+    floor = getattr(getattr(patch, "config", None), "gate_floor", None)
+    return float(floor) if floor else None
 
 
-def apply_gate_floor(patch, floor: float | None) -> None:
-    """Clamp every gate's logit so that sigma(gate) >= floor (projected gradient descent on the floor)."""
-    if floor is None:
-        return
-    low = gate_floor_logit(floor)
-    with torch.no_grad():
-        for p in gate_parameters(patch):
-            p.clamp_(min=low)
-
-
-def gate_parameters(patch) -> list[torch.nn.Parameter]:
-    """The scalar gate logits of the patch (by name: parameters whose name ends in 'gate')."""
-    if hasattr(patch, "gate_parameters"):
-        return list(patch.gate_parameters())
-    found = []
-    for module in getattr(patch, "modules", lambda: [])():
-        for name, p in module.named_parameters(recurse=False):
-            if name.endswith("gate"):
-                found.append(p)
-    return found
+def param_groups(params: list[torch.nn.Parameter], lr: float, gate_lr_scale: float) -> list[dict]:
+    """Scalar parameters (the per-layer gates) get their own learning rate: with the matrices' rate a gate
+    logit moves by about lr per step, too little to open or close within a short run."""
+    gates = [p for p in params if p.ndim == 0]
+    rest = [p for p in params if p.ndim > 0]
+    return [g for g in ({"params": rest, "lr": lr}, {"params": gates, "lr": lr * gate_lr_scale}) if g["params"]]
 
 
 def freeze_base(model, patch) -> list[torch.nn.Parameter]:
@@ -354,7 +340,7 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
     if not params:
         raise ValueError("the memory patch has no trainable parameters")
     model.eval()  # no dropout; gradients still flow
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(params, config.lr, config.gate_lr_scale), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
 
     trainer = load_trainer_state(out) if resume else None
@@ -374,7 +360,6 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
             raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
         trainer = TrainerState(config=asdict(config), data=repo_names or {})
         out.mkdir(parents=True, exist_ok=True)
-    apply_gate_floor(patch, config.gate_floor)
 
     resume_step = trainer.step if resume else None
     train_log = CsvLog(out / TRAIN_LOG, resume_step)
@@ -427,7 +412,6 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
             before = [p.detach().clone() for p in params]
             optimizer.step()
             scheduler.step()
-            apply_gate_floor(patch, config.gate_floor)
             update_norm = math.sqrt(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(params, before)))
             if second_order:
                 detach_state(state)
@@ -438,7 +422,7 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
         stats = prime_file(patch, state, ids, tokenizer, config.chunk_tokens, differentiable=second_order)
         trainer.position = Position(pos.epoch, pos.repo, pos.file + 1)
         if pos.file > 0:
-            write_norm = getattr(stats, "update_norm", None)
+            write_norm = getattr(stats, "max_update_norm", None)
             row["memory_write_norm"] = "" if write_norm is None else float(write_norm)
             row |= {f"gate_L{layer}": round(float(v), 6) for layer, v in sorted(patch.gate_values().items())}
             train_log.write(row)
@@ -450,7 +434,7 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
                 evaluate()
             if trainer.step % config.checkpoint_every == 0 or last:
                 save_checkpoint(out, patch, optimizer, scheduler, trainer)
-                plot_training(out, config.gate_floor)
+                plot_training(out, gate_floor(patch))
     bar.close()
     return trainer
 

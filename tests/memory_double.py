@@ -17,7 +17,7 @@ from torch import nn
 @dataclass
 class PrimeStats:
     tokens: int = 0
-    update_norm: float = 0.0
+    max_update_norm: float = 0.0
 
 
 class DoubleState:
@@ -98,7 +98,7 @@ class DoublePatch:
                     writes, self._writes, self._state = self._writes, None, None
                 for l, delta in writes.items():
                     state.W[l] = state.W[l] + delta
-                    stats.update_norm += float(delta.norm())
+                    stats.max_update_norm = max(stats.max_update_norm, float(delta.norm()))
                 stats.tokens += chunk.shape[1]
         return stats
 

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--inner-loop", choices=["first-order", "second-order"], default="first-order",
                      help="first-order (the study): the memory written from earlier files is a constant; "
                           "second-order: gradients flow through the memory update")
-    opt.add_argument("--gate-floor", type=float, default=None, help="keep every gate value sigma(g) at or above this")
+    opt.add_argument("--gate-floor", type=float, default=None,
+                     help="open gate value = floor + (1 - floor) * sigmoid(g) (MemoryConfig.gate_floor; kept in the checkpoint)")
+    opt.add_argument("--gate-lr-scale", type=float, default=10.0, help="the gates' learning rate relative to --lr (default 10)")
     opt.add_argument("--eval-every", type=int, default=50)
     opt.add_argument("--checkpoint-every", type=int, default=50)
     opt.add_argument("--seed", type=int, default=0)
@@ -73,29 +75,24 @@ def read_specs(args: argparse.Namespace) -> list[str]:
 
 
 def memory_config(args: argparse.Namespace):
+    """MemoryConfig from --memory-checkpoint's config, then --memory-config fields, then --gate-floor."""
     import json
-    from dataclasses import fields
     from pathlib import Path
 
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
+    from titans_lsp.model.patching import load_memory_config
 
-    raw: dict = {}
-    if args.memory_checkpoint:
-        raw = json.loads((Path(args.memory_checkpoint) / "config.json").read_text())
-    if args.memory_config:
-        text = args.memory_config
-        try:
+    try:
+        raw = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
+        if args.memory_config:
+            text = args.memory_config
             raw |= json.loads(Path(text).read_text() if Path(text).is_file() else text)
-        except (json.JSONDecodeError, OSError) as exc:
-            raise UserError(f"--memory-config: {exc}") from exc
-    names = {f.name for f in fields(MemoryConfig)}
-    if args.gate_floor is not None and "gate_floor" in names:
-        raw["gate_floor"] = args.gate_floor  # the floor also holds at inference
-    unknown = set(raw) - names
-    if unknown and not hasattr(MemoryConfig, "from_dict"):
-        raise UserError(f"--memory-config: unknown fields {sorted(unknown)}")
-    return MemoryConfig.from_dict(raw) if hasattr(MemoryConfig, "from_dict") else MemoryConfig(**raw)
+        if args.gate_floor is not None:
+            raw["gate_floor"] = args.gate_floor  # applied by the memory itself, so it holds at inference too
+        return MemoryConfig.from_dict(raw)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"memory config: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay,
                              warmup_steps=args.warmup_steps, seq_len=args.seq_len,
                              max_files_per_repo=args.max_files_per_repo, inner_loop=args.inner_loop,
-                             gate_floor=args.gate_floor, eval_every=args.eval_every,
+                             gate_lr_scale=args.gate_lr_scale, eval_every=args.eval_every,
                              checkpoint_every=args.checkpoint_every, heldout_max_files=args.heldout_max_files,
                              seed=args.seed)
     except ValueError as exc:
