@@ -83,7 +83,7 @@ def test_checkpoint_round_trip_and_resume(tiny, tiny_llama_dir, tmp_path):
     full = train(lm.model, patch, lm.tokenizer, repos, repos[:1], config(), tmp_path / "full", progress=False)
     full_params = [p.detach().clone() for p in patch.trainable_parameters()]
 
-    # the same run, stopped at step 6, then resumed with a fresh model and patch
+    # the same run, stopped at step 4, then resumed with a fresh model and patch
     torch.manual_seed(0)
     lm3 = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     patch3 = install(lm3.model)
@@ -170,3 +170,17 @@ def test_positive_control_trained_vs_untrained(tiny, tmp_path):
     patch.save_parameters(tmp_path / "after")
     after, before = load_file(tmp_path / "after" / "memory.safetensors"), load_file(fresh / "memory.safetensors")
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_cli_errors_on_empty_or_missing_data(tmp_path, capsys):
+    from titans_lsp.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no python here")
+    assert main(["train", "--data", str(empty), "--out", str(tmp_path / "out")]) == 1
+    assert "no usable repository" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "out")]) == 1
+    assert "no training data" in capsys.readouterr().err
+    assert main(["train", "--pypi-file", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out")]) == 1
+    assert "cannot read --pypi-file" in capsys.readouterr().err
