@@ -15,16 +15,12 @@ from titans_lsp.model.training_data import (DataError, Repository, SourceFile, h
                                             load_repositories, read_repository, split_repositories,
                                             tokenize_repository)
 
-from memory_double import install_double
+from titans_lsp.model.memory import MemoryConfig
+from titans_lsp.model.patching import install_memory
 
 
 def install(model):
-    """The real Titans memory (small) when this build has it, else the stand-in with the same API."""
-    try:
-        from titans_lsp.model.memory import MemoryConfig
-        from titans_lsp.model.patching import install_memory
-    except ImportError:
-        return install_double(model)
+    """A small Titans memory on two of the tiny model's four layers."""
     return install_memory(model, MemoryConfig(memory_dim=32, layers=[1, 3]))
 
 
@@ -112,6 +108,12 @@ def test_checkpoint_round_trip_and_resume(tiny, tiny_llama_dir, tmp_path):
     patch5.load_parameters(tmp_path / "resume")
     for p, q in zip(patch5.trainable_parameters(), patch4.trainable_parameters()):
         assert torch.equal(p, q)
+
+    # the completion engine (eval, server) loads a training checkpoint as its memory
+    from titans_lsp.engine import CompletionEngine
+
+    engine_patch = CompletionEngine(lm5, memory_checkpoint=tmp_path / "resume").ensure_memory()
+    assert engine_patch.gate_values() == pytest.approx(patch4.gate_values())
 
     with pytest.raises(ValueError, match="already holds"):
         train(lm5.model, patch5, lm5.tokenizer, repos, [], config(), tmp_path / "resume", progress=False)
