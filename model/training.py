@@ -274,7 +274,7 @@ def plot_training(out: Path, gate_floor: float | None = None) -> list[Path]:
             steps = [int(r["step"]) for r in train]
             loss = [float(r["loss"]) for r in train]
             ax.plot(steps, loss, alpha=0.25, color="C0", label="train (per file)")
-            k = max(1, len(loss) // 20)
+            k = min(len(loss), max(5, len(loss) // 20))  # per-file losses vary mostly with the file
             smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
             ax.plot(steps, smooth, color="C0", label=f"train (mean of {k})")
         if held:
