@@ -137,6 +137,7 @@ class TitansServer(LanguageServer):
         self._last_status_sent: dict[str, float] = {}
         self.supports_progress = False
         self.supports_configuration = False
+        self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def call_in_loop(self, fn: Callable, *args) -> None:
@@ -417,6 +418,12 @@ class TitansServer(LanguageServer):
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
+        if self.settings_ready is not None and not self.settings_ready.is_set():
+            # A request right after `initialized` must not run with default settings.
+            try:
+                await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                pass
         document = self.workspace.get_text_document(uri)
         state = self.folder_for(uri)
         source = document.source
@@ -555,6 +562,7 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TitansServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_event_loop()
+        ls.settings_ready = asyncio.Event()
         capabilities = params.capabilities
         ls.supports_progress = bool(capabilities.window and capabilities.window.work_done_progress)
         ls.supports_configuration = bool(capabilities.workspace and capabilities.workspace.configuration)
@@ -570,7 +578,10 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZED)
     async def initialized(ls: TitansServer, params: types.InitializedParams) -> None:
         states = list(ls.folders.values())
-        await ls.pull_settings(states)
+        try:
+            await ls.pull_settings(states)
+        finally:
+            ls.settings_ready.set()
         for state in states:
             ls.open_folder(state)
             ls.send_status(state, force=True)
