@@ -33,6 +33,8 @@ class GenerationResult:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     alternatives: list[int] = field(default_factory=list)  # runner-up first tokens, best first
+    drafted: int = 0  # prompt-lookup guesses verified
+    accepted: int = 0  # guesses that matched greedy decoding (tokens gained without a forward pass)
 
 
 @dataclass
@@ -44,9 +46,12 @@ class PrefixCache:
     key: str = ""
     ids: list[int] = field(default_factory=list)
     past: object | None = None  # transformers Cache
+    # Recurrent (DeltaNet) layers cannot be cut back, so their states are copied at a few prompt
+    # positions (the start of the cursor's line, the prompt's end): (position, states) pairs.
+    snapshots: list[tuple[int, list]] = field(default_factory=list)
 
     def clear(self) -> None:
-        self.key, self.ids, self.past = "", [], None
+        self.key, self.ids, self.past, self.snapshots = "", [], None, []
 
 
 def model_supports_cropping(model) -> bool:
@@ -54,6 +59,65 @@ def model_supports_cropping(model) -> bool:
     layers cannot, so for them we reuse only when the new prompt extends the cached one."""
     layer_types = getattr(model.config, "layer_types", None) or []
     return not any("linear" in t for t in layer_types)
+
+
+def _linear_layers(past) -> list:
+    """The cache layers that hold recurrent (conv + DeltaNet) state instead of KV."""
+    return [layer for layer in getattr(past, "layers", []) if hasattr(layer, "recurrent_states")]
+
+
+def snapshot_recurrent(past) -> list:
+    """Copies of every recurrent layer's conv/recurrent states (small: no sequence dimension)."""
+    states = []
+    for layer in _linear_layers(past):
+        states.append(({i: (t.clone() if t is not None else None) for i, t in layer.conv_states.items()},
+                       {i: (t.clone() if t is not None else None) for i, t in layer.recurrent_states.items()},
+                       dict(layer.has_previous_state)))
+    return states
+
+
+def restore_to(past, position: int, states: list) -> None:
+    """Put ``past`` back to ``position`` tokens: attention layers are cropped, recurrent layers
+    get the states snapshotted at that position."""
+    for layer, (conv, recurrent, has_previous) in zip(_linear_layers(past), states):
+        for i, t in conv.items():
+            if t is not None:
+                layer.conv_states[i].copy_(t)
+        for i, t in recurrent.items():
+            if t is not None:
+                layer.recurrent_states[i].copy_(t)
+        layer.has_previous_state.update(has_previous)
+    for layer in getattr(past, "layers", []):
+        if not hasattr(layer, "recurrent_states") and layer.get_seq_length() > position:
+            layer.crop(position - layer.get_seq_length())  # a negative count: tokens to remove
+
+
+def _line_start_position(tokenizer, ids: Sequence[int], lowest: int) -> int | None:
+    """Index just after the last token of ``ids`` that contains a newline (above ``lowest``):
+    the start of the cursor's line, a position the next keystrokes on this line share."""
+    for i in range(len(ids) - 1, lowest, -1):
+        piece = tokenizer.decode([ids[i - 1]])
+        if "\n" in piece:
+            # A token like "\n    " also holds the new line's indentation, which typing can change.
+            position = i if piece.endswith("\n") else i - 1
+            return position if position > lowest else None
+    return None
+
+
+def lookup_draft(ids: Sequence[int], max_tokens: int, ngram_sizes: Sequence[int] = (3, 2)) -> list[int]:
+    """Prompt-lookup guess: the tokens that followed the latest earlier occurrence of the last
+    n tokens of ``ids`` (longest n first); [] when there is none. Code repeats itself a lot."""
+    if max_tokens <= 0:
+        return []
+    length = len(ids)
+    for n in ngram_sizes:
+        if length <= n:
+            continue
+        tail = list(ids[-n:])
+        for start in range(length - n - 1, -1, -1):
+            if ids[start] == tail[0] and list(ids[start:start + n]) == tail:
+                return list(ids[start + n:start + n + max_tokens])
+    return []
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -118,6 +182,8 @@ def greedy_generate(
     cache_key: str = "",
     first_token: int | None = None,
     alternatives: int = 0,
+    lookahead: int = 8,
+    prefill_chunk: int = 256,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
 
@@ -128,6 +194,10 @@ def greedy_generate(
     ``cache``: the document's :class:`PrefixCache`, reused and updated in place.
     ``first_token``: force the first generated token (to branch alternatives).
     ``alternatives``: also return this many runner-up first tokens (for several items).
+    ``lookahead``: most prompt-lookup guesses verified per forward pass (0: plain greedy). The
+    output is the same either way: a guess is kept only where it equals the greedy token.
+    Used only where the cache can be cut back (not DeltaNet layers).
+    ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks.
     """
     from transformers import DynamicCache
 
@@ -139,39 +209,95 @@ def greedy_generate(
     token_texts = TokenTexts.of(tokenizer) if heal_text else []
 
     # Reuse the longest shared prefix of the cached tokens (at least one new token must be fed).
+    croppable = model_supports_cropping(model)
     reused, past = 0, None
     if cache is not None and cache.past is not None and cache.key == cache_key:
         shared = min(_common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
-        if shared == len(cache.ids) or (shared > 0 and model_supports_cropping(model)):
-            past = cache.past
-            if shared < len(cache.ids):
-                past.crop(shared - len(cache.ids))
-            reused = shared
+        if croppable:
+            if shared > 0:
+                past, reused = cache.past, shared
+                if shared < len(cache.ids):
+                    past.crop(shared - len(cache.ids))
+        elif shared == len(cache.ids):
+            past, reused = cache.past, shared  # the new prompt extends everything cached
+        else:
+            usable = [(pos, states) for pos, states in cache.snapshots if 0 < pos <= shared]
+            if usable:
+                reused, states = max(usable, key=lambda item: item[0])
+                past = cache.past
+                restore_to(past, reused, states)
+    snapshots = [(pos, st) for pos, st in (cache.snapshots if cache is not None and past is not None else []) if pos <= reused]
     if past is None:
         past = DynamicCache(config=model.config)
         reused = 0
     if cache is not None:
         cache.clear()  # whatever happens below, the old entry is consumed
 
+    fed = list(prompt_ids[:reused])  # the token ids ``past`` holds, kept in step with it
+
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
+            # Keep what was computed: the next keystroke's prompt shares most of it.
+            if cache is not None:
+                cache.key, cache.ids, cache.past, cache.snapshots = cache_key, list(fed), past, snapshots
             raise Cancelled()
+
+    def prefill(end: int):
+        """Feed prompt_ids[len(fed):end] in chunks, checking for cancellation between chunks so a
+        cancelled request stops soon and leaves what it computed for the next keystroke."""
+        nonlocal fed
+        out = None
+        while len(fed) < end:
+            check_cancel()
+            piece = prompt_ids[len(fed):min(end, len(fed) + prefill_chunk)]
+            out = model(input_ids=torch.tensor([piece], device=device), cache=past, use_cache=True).logits[0, -1]
+            fed = fed + list(piece)
+        return out
 
     check_cancel()
     start = time.perf_counter()
-    new_ids = torch.tensor([prompt_ids[reused:]], device=device)
-    logits = model(input_ids=new_ids, cache=past, use_cache=True).logits[0, -1]
+    checkpoint = None if croppable or cache is None else _line_start_position(tokenizer, prompt_ids, reused)
+    if checkpoint is not None and checkpoint < len(prompt_ids):
+        # Prefill up to the cursor's line, keep the recurrent states there, then the rest.
+        prefill(checkpoint)
+        snapshots.append((checkpoint, snapshot_recurrent(past)))
+    logits = prefill(len(prompt_ids))
+    if not croppable and cache is not None:
+        snapshots.append((len(prompt_ids), snapshot_recurrent(past)))
+        snapshots = snapshots[-3:]
     prefill_s = time.perf_counter() - start
     fed = list(prompt_ids)
+    check_cancel()
 
     generated: list[int] = []
     remaining_heal = heal_text
     text = ""
     stop_reason = "max_tokens"
     decode_start = time.perf_counter()
-    decoded = 0
+    decoded = drafted = accepted = 0
     runner_ups: list[int] = []
-    for step in range(max_new_tokens):
+
+    def take(token: int) -> bool:
+        """Append one chosen token; True when decoding is over (eos, stop, or max tokens)."""
+        nonlocal remaining_heal, text, stop_reason
+        if token in eos_ids:
+            stop_reason = "eos"
+            return True
+        generated.append(token)
+        if remaining_heal:
+            piece = token_texts[token] if token_texts else tokenizer.decode([token])
+            remaining_heal = remaining_heal[len(piece):] if remaining_heal.startswith(piece) else ""
+        full = tokenizer.decode(generated)
+        text = full[len(heal_text):] if full.startswith(heal_text) else full
+        if not remaining_heal and stop is not None and stop(text):
+            stop_reason = "stop"
+            return True
+        return len(generated) >= max_new_tokens
+
+    use_lookup = lookahead > 0 and croppable
+    done = False
+    step = 0
+    while not done:
         if step == 0 and first_token is not None:
             token = int(first_token)
         else:
@@ -183,30 +309,41 @@ def greedy_generate(
                 top = torch.topk(scores, alternatives + 1)
                 runner_ups = [int(t) for t, v in zip(top.indices, top.values) if int(t) != token and v > float("-inf")]
                 runner_ups = [t for t in runner_ups if t not in eos_ids][:alternatives]
-        if token in eos_ids:
-            stop_reason = "eos"
-            break
-        generated.append(token)
-        if remaining_heal:
-            piece = token_texts[token] if token_texts else tokenizer.decode([token])
-            remaining_heal = remaining_heal[len(piece):] if remaining_heal.startswith(piece) else ""
-        full = tokenizer.decode(generated)
-        text = full[len(heal_text):] if full.startswith(heal_text) else full
-        if not remaining_heal and stop is not None and stop(text):
-            stop_reason = "stop"
-            break
-        if step == max_new_tokens - 1:
+        step += 1
+        if take(token):
             break
         check_cancel()
-        logits = model(input_ids=torch.tensor([[token]], device=device), cache=past, use_cache=True).logits[0, -1]
+        # Prompt lookup: guess the next tokens by copying what followed the latest earlier
+        # occurrence of the last few tokens, and verify the guesses in the same forward pass.
+        draft = []
+        if use_lookup and not remaining_heal:
+            draft = lookup_draft(fed + [token], min(lookahead, max_new_tokens - len(generated)))
+        out = model(input_ids=torch.tensor([[token] + draft], device=device), cache=past, use_cache=True).logits[0]
         fed.append(token)
         decoded += 1
+        drafted += len(draft)
+        logits = out[0]
+        for j, guess in enumerate(draft):
+            if int(torch.argmax(out[j].float())) != guess:
+                break
+            # The guess is what greedy decoding would have chosen: take it without another pass.
+            accepted += 1
+            step += 1
+            done = take(guess)
+            if done:
+                break
+            fed.append(guess)
+            logits = out[j + 1]
+        extra = past.get_seq_length() - len(fed)
+        if extra > 0:
+            past.crop(-extra)  # drop the rejected (or unneeded) guesses
 
     if cache is not None:
-        cache.key, cache.ids, cache.past = cache_key, fed, past
+        cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
     return GenerationResult(token_ids=generated, text=text, prefilled=len(prompt_ids) - reused, reused=reused,
                             decoded=decoded, stop_reason=stop_reason, prefill_s=prefill_s,
-                            decode_s=time.perf_counter() - decode_start, alternatives=runner_ups)
+                            decode_s=time.perf_counter() - decode_start, alternatives=runner_ups,
+                            drafted=drafted, accepted=accepted)
 
 
 def _as_list(value) -> list[int]:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from titans_lsp import MODES
 from titans_lsp.model.generation import Cancelled, GenerationResult, PrefixCache, greedy_generate, heal_prompt
+from titans_lsp.layout import DocumentLayout, lines_before_cursor, stable_prefix_ids
 from titans_lsp.model.loading import LoadedModel, load_model
 from titans_lsp.postprocess import clean_completion, make_stop
-from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block
+from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Workspace:
     memory: object | None = None  # titans_lsp.model.memory.MemoryState
     memory_version: int = 0  # bumped after every write, so cached KV from older memory is not reused
     caches: dict[str, PrefixCache] = field(default_factory=dict)  # per document
+    layouts: dict[str, DocumentLayout] = field(default_factory=dict)  # per document: stable prompt layout
 
 
 @dataclass
@@ -92,8 +94,10 @@ class CompletionRequest:
     snippets: Sequence[SnippetLike] | None = None  # given cross-file chunks (eval); None: retrieve
     num_items: int = 1  # 1 for automatic triggers, up to 3 when invoked
     early_stop: bool = True  # stop at the end of the line/block; False: all max_new_tokens (eval)
+    heal: bool = True  # token healing; False only to measure the naive pipeline (eval --naive)
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
+    automatic: bool = False  # an Automatic trigger (while typing): answer early, at the end of the line
 
 
 @dataclass
@@ -108,6 +112,8 @@ class Completion:
     decoded: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    prompt_ids: list[int] = field(default_factory=list)  # the prompt as laid out (before token healing)
+    accepted: int = 0  # prompt-lookup guesses accepted (tokens gained without a forward pass)
 
     @property
     def text(self) -> str:
@@ -128,6 +134,7 @@ class CompletionEngine:
         self.model_lock = threading.Lock()  # one forward at a time: completions and priming share the model
         self._waiting = 0  # completions waiting for the model; priming yields while > 0
         self._waiting_lock = threading.Lock()
+        self.lookahead = 8  # prompt-lookup guesses per decoding step (0: plain greedy); same output either way
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -139,11 +146,12 @@ class CompletionEngine:
         """Install the Titans memory into the model (once); returns the patch."""
         if self.patch is None:
             from titans_lsp.model.memory import MemoryConfig
-            from titans_lsp.model.patching import install_memory
+            from titans_lsp.model.patching import install_memory, load_memory_config
 
             config = self.memory_config
             if config is None and self.memory_checkpoint is not None:
-                config = MemoryConfig.from_dict(_read_json(Path(self.memory_checkpoint) / "config.json"))
+                # a checkpoint's config.json wraps the MemoryConfig: {"memory_config": {...}, "model_type": ...}
+                config = load_memory_config(self.memory_checkpoint)
             self.patch = install_memory(self.model, config or MemoryConfig())
             if self.memory_checkpoint is not None:
                 self.patch.load_parameters(self.memory_checkpoint)
@@ -175,10 +183,25 @@ class CompletionEngine:
 
     # ---- completion ----------------------------------------------------------------------
     def context_for(self, request: CompletionRequest, workspace: Workspace | None) -> str:
-        """The cross-file block for context modes ("" otherwise)."""
+        """The cross-file block for context modes ("" otherwise). With a document key, the block
+        is kept while the text before the cursor's line is unchanged (typing within a line)."""
         settings = request.settings
         if settings.mode not in CONTEXT_MODES or settings.context_budget <= 0:
             return ""
+        layout = None
+        if request.doc_key is not None and request.snippets is None and workspace is not None:
+            layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
+            key = (settings.mode, settings.retriever, settings.context_budget, request.path, id(workspace.index),
+                   lines_before_cursor(request.prefix))
+            if layout.block_key == key:
+                return layout.block
+        block = self._retrieve_block(request, workspace)
+        if layout is not None:
+            layout.block, layout.block_key = block, key
+        return block
+
+    def _retrieve_block(self, request: CompletionRequest, workspace: Workspace | None) -> str:
+        settings = request.settings
         snippets = request.snippets
         if snippets is None:
             index = workspace.index if workspace is not None else None
@@ -195,9 +218,11 @@ class CompletionEngine:
         workspace = workspace or Workspace()
         block = self.context_for(request, workspace)
         t_context = time.perf_counter() - start
-        prompt_ids = build_prompt_ids(self.tokenizer, block, request.prefix, settings.max_seq, settings.max_new_tokens)
-        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids)
-        stop = make_stop(request.prefix, settings.multiline) if request.early_stop else None
+        prompt_ids = self._prompt_ids(request, workspace, block)
+        laid_out = prompt_ids
+        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids) if request.heal else (prompt_ids, "")
+        multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
+        stop = make_stop(request.prefix, multiline) if request.early_stop else None
 
         cache = None
         if request.doc_key is not None:
@@ -220,7 +245,7 @@ class CompletionEngine:
 
         items: list[str] = []
         for result in results:
-            cleaned = clean_completion(result.text, request.prefix, request.suffix, settings.multiline)
+            cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline)
             if cleaned not in items or not items:
                 items.append(cleaned)
         first = results[0]
@@ -228,17 +253,31 @@ class CompletionEngine:
             items=items, raw=first.text, context=block, mode=settings.mode, prompt_tokens=len(prompt_ids),
             prefilled=sum(r.prefilled for r in results), reused=first.reused,
             decoded=sum(r.decoded for r in results), seconds=time.perf_counter() - start,
-            timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s})
+            timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s},
+            prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results))
+
+    def _prompt_ids(self, request: CompletionRequest, workspace: Workspace, block: str) -> list[int]:
+        """Block + prefix ids within the window. With a document key the prefix is cut at a line
+        start that stays put across keystrokes (titans_lsp.layout); without one (eval) it is
+        CrossCodeEval's plain left-truncation."""
+        settings = request.settings
+        if request.doc_key is None:
+            return build_prompt_ids(self.tokenizer, block, request.prefix, settings.max_seq, settings.max_new_tokens)
+        layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
+        lead = leading_special_ids(self.tokenizer)  # BOS for models that use one, as build_prompt_ids
+        block_ids = self.tokenizer(block, add_special_tokens=False).input_ids if block else []
+        room = settings.max_seq - settings.max_new_tokens - len(lead) - len(block_ids)
+        return lead + block_ids + stable_prefix_ids(self.tokenizer, request.prefix, room, layout)
 
     def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key) -> list[GenerationResult]:
         first = greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text, stop=stop,
                                 cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                alternatives=max(0, min(request.num_items, 3) - 1))
+                                alternatives=max(0, min(request.num_items, 3) - 1), lookahead=self.lookahead)
         results = [first]
         for token in first.alternatives:
             results.append(greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text,
                                            stop=stop, cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                           first_token=token))
+                                           first_token=token, lookahead=self.lookahead))
         return results
 
     def _cache_key(self, mode: str, workspace: Workspace) -> str:

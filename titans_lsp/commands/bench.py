@@ -1,16 +1,46 @@
-"""`titans-lsp bench` (placeholder until its issue lands)."""
+"""`titans-lsp bench`: completion latency per mode on a replayed typing trace, with a baseline."""
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments, not_implemented
+from titans_lsp.commands import add_model_arguments
 
-HELP = "replay a typing trace through the server and report completion latency per mode"
-DESCRIPTION = HELP
+HELP = "replay a typing trace through the engine and report completion latency per mode"
+DESCRIPTION = """Replay a typing trace (real files of a pinned PyPI package, retyped key by key with
+human-like gaps, Automatic requests after a debounce, cancelled by the next key) per mode, and
+report p50/p95/p99 latency from request to answer, cancelled counts, tokens prefilled/decoded per
+request and peak RSS, against a baseline measured in the same run: the same final prompts through
+a plain `model.generate` with no reuse. The machine's load moves absolute numbers: compare ratios."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    parser.add_argument("--modes", default="none,concat", help="comma-separated modes (memory modes need the memory patch)")
+    parser.add_argument("--package", default=None, help="pinned PyPI package whose files are typed (default requests==2.32.3)")
+    parser.add_argument("--files", type=int, default=3, help="files to type in")
+    parser.add_argument("--lines", type=int, default=2, help="lines retyped per file")
+    parser.add_argument("--prompt-tokens", type=int, default=1500, help="how deep in each file the typing starts")
+    parser.add_argument("--debounce-ms", type=float, default=150.0, help="editor debounce before a request")
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (>1: faster typing)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--no-lookup", action="store_true", help="disable prompt-lookup speculative decoding")
+    parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
+    parser.add_argument("--server", action="store_true",
+                        help="replay through `titans-lsp serve` over stdio (the real server) instead of the engine in-process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("bench")
+    from titans_lsp.benchrun import run_bench
+    from titans_lsp.bench import format_table, write_json
+    from pathlib import Path
+
+    results = run_bench(args)
+    print(format_table(results))
+    for key in ("warm_cold", "priming", "notes"):
+        if results.get(key):
+            print(f"{key}: {results[key]}")
+    print(f"peak RSS: {results['peak_rss_mb']} MiB")
+    if args.out:
+        write_json(Path(args.out), results)
+    return 0

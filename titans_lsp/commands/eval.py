@@ -1,16 +1,159 @@
-"""`titans-lsp eval` (placeholder until its issue lands)."""
+"""`titans-lsp eval`: the CrossCodeEval tables for every mode; `titans-lsp eval build`: datasets."""
+
+from __future__ import annotations
 
 import argparse
+import sys
 
-from titans_lsp.commands import add_model_arguments, not_implemented
+from titans_lsp.commands import add_model_arguments
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
-DESCRIPTION = HELP
+DESCRIPTION = HELP + """
+
+  titans-lsp eval --data FILE.jsonl --modes memory,ablation,concat,none --out DIR [--vanilla] [--naive]
+  titans-lsp eval build --out FILE.jsonl (--dir PATH ... | --pypi NAME==VERSION ...) [--per-repo N] [--seed S]
+
+Outputs in DIR: predictions-<mode>.jsonl, results.json, tables.md, analysis.md, em.png, es.png.
+Edit similarity is fuzzywuzzy fuzz.ratio, as the reference."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=["build"], help="`build`: make a CrossCodeEval-format file")
+    parser.add_argument("--data", help="CrossCodeEval-format JSONL (official file of any variant, or from `eval build`)")
+    parser.add_argument("--modes", default="memory,ablation,concat,none",
+                        help="comma-separated: none, concat, memory, ablation, hybrid (default: memory,ablation,concat,none)")
+    parser.add_argument("--out", help="output directory (eval) or JSONL file (eval build)")
+    parser.add_argument("--memory-checkpoint", default=None, help="trained memory parameters (directory from `titans-lsp train`)")
+    parser.add_argument("--vanilla", action="store_true", help="also run none and concat on the unpatched model")
+    parser.add_argument("--naive", nargs="?", const="none,concat", default="",
+                        help="also run these modes (default none,concat) without token healing (rows <mode>-naive)")
+    parser.add_argument("--max-seq", type=int, default=2048, help="window: block + prompt + 50 new tokens (reference: 2048)")
+    parser.add_argument("--context-budget", type=int, default=512, help="tokens for the cross-file block (reference: 512)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
+    parser.add_argument("--report-only", action="store_true", help="write the reports from the predictions already in --out")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N samples")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --limit, bootstrap and `build` (default 0)")
+    parser.add_argument("--retrieve", nargs="?", const="bm25", default=None, choices=["bm25", "dense"],
+                        help="concat context from our own rg1 retrieval over --repos instead of the file's list")
+    parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # build
+    parser.add_argument("--dir", action="append", default=[], help="(build) a repository directory; repeatable")
+    parser.add_argument("--pypi", action="append", default=[], help="(build) a pinned package NAME==VERSION; repeatable")
+    parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
+    parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("eval")
+    from titans_lsp.cli import UserError
+
+    if args.action == "build":
+        return run_build(args)
+    if not args.data or not args.out:
+        raise UserError("--data FILE.jsonl and --out DIR are required (or `titans-lsp eval build ...`)")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    from titans_lsp import MODES
+
+    naive = [m.strip() for m in args.naive.split(",") if m.strip()]
+    bad = [m for m in modes + naive if m not in MODES]
+    if bad or not (modes or naive):
+        raise UserError(f"invalid --modes {args.modes!r}: choose from {', '.join(MODES)}")
+    if args.retrieve and not args.repos:
+        raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
+    return run_eval(args, modes)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.evals.build import build
+    from titans_lsp.paths import cache_root
+
+    if not args.out or not (args.dir or args.pypi):
+        raise UserError("eval build needs --out FILE.jsonl and at least one --dir PATH or --pypi NAME==VERSION")
+    for d in args.dir:
+        if not Path(d).is_dir():
+            raise UserError(f"--dir {d}: not a directory")
+    cache = cache_root(args.cache_dir) / "eval-packages"
+    count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever)
+    print(f"wrote {count} samples from {len(repos)} repositories to {args.out}")
+    if args.pypi:
+        print(f"unpacked packages (use as --repos): {cache / 'repos'}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace, modes: list[str]) -> int:
+    from pathlib import Path
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.evals.data import read_samples, select
+
+    if not Path(args.data).is_file():
+        raise UserError(f"--data {args.data}: no such file")
+    dataset = read_samples(args.data)
+    for problem in dataset.problems:
+        print(f"{args.data}: skipped {problem}", file=sys.stderr)
+    samples = select(dataset.samples, args.limit, args.seed)
+    if not samples:
+        raise UserError(f"--data {args.data}: no usable samples")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _evaluate(args, modes, samples, dataset, out)
+    finally:
+        torch.set_num_threads(threads_before)  # in-process callers (tests) keep their setting
+
+
+def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], dataset, out) -> int:
+    import platform
+    import time
+    from pathlib import Path
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.engine import CompletionEngine
+    from titans_lsp.evals.report import write_reports
+    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
+
+    engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+                                   memory_checkpoint=args.memory_checkpoint)
+    specs: list[RunSpec] = []
+    # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
+    if args.vanilla:
+        specs += [RunSpec(f"vanilla-{m}", m) for m in ("concat", "none")]
+    plain = [m for m in modes if m not in ("memory", "ablation", "hybrid")]
+    specs += [RunSpec(m, m) for m in plain]
+    naive = [m.strip() for m in args.naive.split(",") if m.strip()]
+    specs += [RunSpec(f"{m}-naive", m, heal=False) for m in naive]
+    specs += [RunSpec(m, m) for m in modes if m not in plain]
+    specs = [RunSpec(s.label, s.mode, s.heal, args.max_seq, args.context_budget) for s in specs]
+    source = SnippetSource(args.retrieve, Path(args.repos) if args.repos else None)
+    by_label: dict[str, dict] = {}
+    started = time.time()
+    for spec in specs:
+        if spec.label.startswith("vanilla-") and engine.patch is not None:
+            raise UserError("internal: the model was patched before the vanilla rows")
+        by_label[spec.label] = run_mode(engine, samples, spec, out, source, progress=not args.no_progress,
+                                        compute=not args.report_only)
+    by_label = {label: rows for label, rows in by_label.items() if rows}
+    info = {
+        "data": str(args.data), "model": engine.loaded.name if hasattr(engine.loaded, "name") else str(args.model),
+        "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
+        "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
+        "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
+        "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
+                        if args.memory_checkpoint is None and any(m in modes for m in ("memory", "ablation", "hybrid")) else ""),
+        "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
+        "device": str(engine.loaded.device), "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+    }
+    payload = write_reports(by_label, out, info, args.seed)
+    print((out / "tables.md").read_text())
+    print(f"wrote {out}/results.json ({len([k for k in payload if k not in ('info', 'paired_tests')])} modes)")
+    return 0

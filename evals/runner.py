@@ -1,0 +1,139 @@
+"""Runs one eval mode over samples through the shared :class:`CompletionEngine`.
+
+Rows go to ``predictions-<label>.jsonl`` as they finish (flushed), so a rerun skips the
+task ids already there. Labels: the mode (``none``, ``concat``, ``memory``, ...), with
+``vanilla-`` before it for the unpatched model's rows and ``-naive`` after it for the
+pipeline without token healing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from titans_lsp.evals.data import crossfile_chunks, task_id
+from titans_lsp.evals.metrics import score_sample
+
+log = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS = 50
+CONTEXT_BUDGET = 512
+MAX_SEQ = 2048
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    label: str  # file/table name
+    mode: str  # engine mode
+    heal: bool = True
+    max_seq: int = MAX_SEQ  # the reference window is 2048; smaller only to fit slow CPUs (recorded in results)
+    context_budget: int = CONTEXT_BUDGET
+
+
+def predictions_path(out_dir: Path, label: str) -> Path:
+    return out_dir / f"predictions-{label}.jsonl"
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Rows of a predictions file by task id (a torn last line from a crash is ignored)."""
+    rows: dict[str, dict] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            rows[str(row["task_id"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return rows
+
+
+class SnippetSource:
+    """The cross-file chunks of a sample: the file's own list, or our retrieval over ``repos``."""
+
+    def __init__(self, retriever: str | None = None, repos: Path | None = None):
+        self.retriever = retriever
+        self.repos = repos
+        self._by_repo: dict[str, dict[str, str]] = {}
+
+    def snippets(self, sample: dict):
+        from titans_lsp.retrieval.prompt import Snippet
+
+        if self.retriever is None:
+            return [Snippet(name, text) for name, text in crossfile_chunks(sample)]
+        from titans_lsp.retrieval.cceval import rg1_retrieve
+
+        meta = sample["metadata"]
+        items = rg1_retrieve(sample["prompt"], str(meta["file"]), self._files(str(meta["repository"])), ranker=self.retriever)
+        return [Snippet(c["filename"], c["retrieved_chunk"], c["score"]) for c in items]
+
+    def _files(self, repository: str) -> dict[str, str]:
+        """The repository's Python files at ``repos/<metadata.repository>/`` (read once)."""
+        if repository not in self._by_repo:
+            from titans_lsp.retrieval.cceval import repo_python_files
+
+            root = self.repos / repository
+            if not root.is_dir():
+                from titans_lsp.cli import UserError
+
+                raise UserError(f"--repos: {root} does not exist (metadata.repository {repository!r})")
+            self._by_repo[repository] = repo_python_files(root)
+        return self._by_repo[repository]
+
+
+def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
+    """Complete one sample in one mode; the prediction row with its scores."""
+    from titans_lsp.engine import CompletionRequest, CompletionSettings, Workspace
+
+    start = time.perf_counter()
+    settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
+                                  max_seq=spec.max_seq)
+    snippets = source.snippets(sample) if spec.mode in ("concat", "hybrid", "memory", "ablation") else None
+    workspace = Workspace()
+    prime_s = 0.0
+    if spec.mode in ("memory", "ablation", "hybrid"):
+        # The study's protocol: a fresh memory per sample, primed with its cross-file chunks.
+        workspace = Workspace(memory=engine.new_memory_state())
+        t = time.perf_counter()
+        engine.prime(workspace, [s.text for s in snippets or []])
+        prime_s = time.perf_counter() - t
+    request = CompletionRequest(prefix=sample["prompt"], settings=settings, early_stop=False, heal=spec.heal,
+                                snippets=snippets if spec.mode in ("concat", "hybrid") else None)
+    completion = engine.complete(request, workspace)
+    score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"])
+    meta = sample["metadata"]
+    return {
+        "task_id": task_id(sample), "mode": spec.mode, "label": spec.label, "heal": spec.heal,
+        "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
+        "groundtruth": sample["groundtruth"], "reference": score.reference,
+        "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,
+        "crossfile_symbol": meta.get("crossfile_symbol"), "repository": meta.get("repository"),
+        "prompt_tokens": completion.prompt_tokens, "prime_s": round(prime_s, 4),
+        "seconds": round(time.perf_counter() - start, 4),
+    }
+
+
+def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: SnippetSource,
+             progress: bool = True, compute: bool = True) -> dict[str, dict]:
+    """Run ``spec`` over ``samples``, skipping task ids already in its predictions file
+    (``compute=False``: only read what is there)."""
+    from tqdm import tqdm
+
+    path = predictions_path(out_dir, spec.label)
+    done = read_predictions(path)
+    todo = [s for s in samples if task_id(s) not in done] if compute else []
+    if done:
+        log.info("%s: %d done, %d to go", spec.label, len(samples) - len(todo), len(todo))
+    with open(path, "a", encoding="utf-8") as f, tqdm(total=len(samples), initial=len(samples) - len(todo),
+                                                      desc=spec.label, disable=not progress, unit="sample") as bar:
+        for sample in todo:
+            row = run_one(engine, sample, spec, source)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            done[row["task_id"]] = row
+            bar.update(1)
+    wanted = {task_id(s) for s in samples}
+    return {k: v for k, v in done.items() if k in wanted}

@@ -1,0 +1,374 @@
+"""Titans long-term neural memory: config, per-workspace state, the memory MLP and its update rules.
+
+The memory M is a small MLP (``depth`` weight matrices of ``memory_dim`` x ``memory_dim``, SiLU
+between them). Its weights ARE the memory, so they live in a :class:`MemoryState` that the caller
+owns (one per workspace), never in module parameters: one loaded model can serve many workspaces.
+
+Store path (per memory layer): k = normalize(W_k h) with W_k frozen (orthogonal init), v = normalize(W_v h);
+associative loss l_t = 0.5 * ||M(k_t) - v_t||^2 per token. Two update rules:
+
+- ``sgd`` (the study): after each forward pass W <- W - lr * sum_t grad l_t(W), first order.
+- ``titans`` (the paper): S_t = eta_t S_{t-1} - theta_t g_t, W_t = (1 - alpha_t) W_{t-1} + S_t with
+  per-token theta / eta / alpha from small linear maps of the hidden state. Gradients inside one
+  ``chunk_size`` block are taken at the block's starting weights (the paper's parallel form), which
+  makes the block's end state a linear combination of W_0, S_0 and the per-token gradients with
+  scalar coefficients; we compute those coefficients in closed form and get each weighted gradient
+  sum from one shared forward and backward (no per-token gradients materialised).
+
+Every update is clipped to ``max_update_norm`` (global Frobenius norm of the change), so no input can
+blow the memory up. Everything here runs in fp32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UPDATE_RULES = ("sgd", "titans")
+INTEGRATIONS = ("additive", "mac", "mag")
+RETRIEVE_MODES = ("separate", "tied")
+
+
+@dataclass
+class MemoryConfig:
+    """Hyper-parameters of the memory and how it is wired into a model (JSON round-trips)."""
+
+    memory_dim: int = 512
+    depth: int = 2
+    update_rule: str = "sgd"  # "sgd" | "titans"
+    lr: float = 0.5  # per-token step size (theta for "titans" at init)
+    chunk_size: int = 64  # "titans": tokens per parallel gradient block
+    max_update_norm: float = 4.0  # clip on the Frobenius norm of one update (all matrices together)
+    integration: str = "additive"  # "additive" | "mac" | "mag"
+    retrieve: str = "separate"  # "separate": learned W_retrieve reads; "tied": read with the frozen key projection
+    layers: list[int] | None = None  # None: the model's default (see patching.default_memory_layers)
+    gate_init: float = -3.0  # gate logit at init: sigmoid(-3) ~ 0.047
+    gate_floor: float = 0.0  # open gate value = floor + (1 - floor) * sigmoid(g)
+    num_memory_tokens: int = 16  # "mac" only
+    momentum_init: float = 0.5  # "titans": eta at init
+    decay_init: float = 1e-4  # "titans": alpha (forgetting) at init
+    train_init_weights: bool = False  # trainable_parameters() includes the memory's initial weights
+    train_titans_maps: bool = False  # trainable_parameters() includes the theta/eta/alpha maps
+    seed: int = 0  # frozen projections and initial weights are drawn from this seed
+
+    def __post_init__(self) -> None:
+        if self.update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {self.update_rule!r}")
+        if self.integration not in INTEGRATIONS:
+            raise ValueError(f"integration must be one of {INTEGRATIONS}, got {self.integration!r}")
+        if self.retrieve not in RETRIEVE_MODES:
+            raise ValueError(f"retrieve must be one of {RETRIEVE_MODES}, got {self.retrieve!r}")
+        if self.depth < 1 or self.memory_dim < 1 or self.chunk_size < 1:
+            raise ValueError("depth, memory_dim and chunk_size must be positive")
+        if not 0.0 <= self.gate_floor < 1.0:
+            raise ValueError(f"gate_floor must be in [0, 1), got {self.gate_floor}")
+        if self.layers is not None:
+            self.layers = [int(i) for i in self.layers]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MemoryConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MemoryConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MemoryConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory MLP as a pure function of its weights (so torch.func can differentiate it).
+
+
+def init_memory_weights(memory_dim: int, depth: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Initial weights: orthogonal hidden matrices, and a zero output matrix so a fresh memory reads 0."""
+    weights = []
+    for _ in range(depth - 1):
+        w = torch.empty(memory_dim, memory_dim)
+        nn.init.orthogonal_(w, generator=generator)
+        weights.append(w)
+    weights.append(torch.zeros(memory_dim, memory_dim))
+    return weights
+
+
+def memory_forward(weights: list[torch.Tensor] | tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+    """M(x): x @ W_1^T -> SiLU -> ... -> @ W_L^T. ``x`` is (..., memory_dim)."""
+    for i, w in enumerate(weights):
+        if i > 0:
+            x = F.silu(x)
+        x = x @ w.transpose(-1, -2)
+    return x
+
+
+def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
+                   coeffs: torch.Tensor) -> list[list[torch.Tensor]]:
+    """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * 0.5 * ||M(k_t) - v_t||^2 w.r.t.
+    the weights, from one shared forward. Works under no_grad and inference_mode (it leaves both
+    locally); plain autograd, because torch.func costs ~5x more per call on these small matrices."""
+    with torch.inference_mode(False), torch.enable_grad():
+        ws = [w.detach().clone().requires_grad_(True) for w in weights]
+        out = memory_forward(ws, keys.clone())
+        err = (out - values.clone()).detach()
+        rows = coeffs.clone()
+        return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, retain_graph=r < len(rows) - 1))
+                for r, row in enumerate(rows)]
+
+
+def recall_error(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor) -> float:
+    """Mean relative recall error ||M(k) - v||^2 / ||v||^2 (1.0 for an empty memory)."""
+    with torch.no_grad():
+        err = (memory_forward(weights, keys) - values).pow(2).sum(-1)
+        return float((err / values.pow(2).sum(-1).clamp_min(1e-12)).mean())
+
+
+def _clip(old: list[torch.Tensor], new: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], float]:
+    """Scale the change new - old so its global norm is at most max_norm; returns (clipped, raw norm)."""
+    deltas = [n - o for n, o in zip(new, old)]
+    norm = float(torch.sqrt(sum(d.pow(2).sum() for d in deltas)))
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        return [o + d * scale for o, d in zip(old, deltas)], norm
+    return new, norm
+
+
+def sgd_update(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor, lr: float,
+               max_update_norm: float) -> tuple[list[torch.Tensor], float]:
+    """One first-order step W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, update norm)."""
+    coeffs = torch.full((1, keys.shape[0]), lr, dtype=keys.dtype, device=keys.device)
+    grads = weighted_grads(weights, keys, values, coeffs)[0]
+    new = [w - g for w, g in zip(weights, grads)]
+    return _clip(weights, new, max_update_norm)
+
+
+def titans_coefficients(theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor):
+    """Closed-form coefficients for one block of C tokens whose gradients g_i are taken at W_0.
+
+    Returns (w_decay, s_to_w, b, s_decay, a) such that
+      W_C = w_decay * W_0 + s_to_w * S_0 - sum_i b_i g_i
+      S_C = s_decay * S_0 - sum_i a_i g_i
+    for S_t = eta_t S_{t-1} - theta_t g_t and W_t = (1 - alpha_t) W_{t-1} + S_t.
+    """
+    log_eta = torch.log(eta.clamp_min(1e-12)).cumsum(0)  # E_t
+    log_keep = torch.log((1 - alpha).clamp_min(1e-12)).cumsum(0)  # F_t
+    c = theta.shape[0]
+    causal = torch.ones(c, c, dtype=torch.bool, device=theta.device).tril()  # t >= i
+    exponent = torch.where(causal, log_eta[:, None] - log_eta[None, :], torch.full_like(log_eta[:, None].expand(c, c), -math.inf))
+    contrib = torch.exp(exponent) * theta[None, :]  # A[t, i]: weight of g_i in -S_t
+    carry = torch.exp(log_eta)  # p_t: weight of S_0 in S_t
+    tail = torch.exp(log_keep[-1] - log_keep)  # D_t = prod_{s > t} (1 - alpha_s)
+    b = tail @ contrib
+    s_to_w = (tail * carry).sum()
+    return torch.exp(log_keep[-1]), s_to_w, b, carry[-1], contrib[-1]
+
+
+def titans_update(weights: list[torch.Tensor], momentum: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
+                  theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor, chunk_size: int,
+                  max_update_norm: float) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """Surprise-with-momentum and forgetting over the tokens in order, ``chunk_size`` tokens per parallel block."""
+    max_norm = 0.0
+    for start in range(0, keys.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        w_decay, s_to_w, b, s_decay, a = titans_coefficients(theta[sl], eta[sl], alpha[sl])
+        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]))
+        new_w = [w_decay * w + s_to_w * s - g for w, s, g in zip(weights, momentum, grad_w)]
+        new_s = [s_decay * s - g for s, g in zip(momentum, grad_s)]
+        new_w, norm = _clip(weights, new_w, max_update_norm)
+        new_s, _ = _clip([torch.zeros_like(s) for s in momentum], new_s, max_update_norm)
+        weights, momentum = new_w, new_s
+        max_norm = max(max_norm, norm)
+    return weights, momentum, max_norm
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-workspace state.
+
+
+def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclass
+class MemoryState:
+    """One workspace's memory: MLP weights and momentum per memory layer (fp32), plus the initial
+    weights so :meth:`reset` needs no model. Pass it to ``TitansPatch.activate``."""
+
+    weights: dict[int, list[torch.Tensor]]
+    momentum: dict[int, list[torch.Tensor]]
+    initial: dict[int, list[torch.Tensor]]
+    tokens_written: int = 0
+    updates: int = 0
+    last_update_norm: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, initial: dict[int, list[torch.Tensor]]) -> "MemoryState":
+        init = {i: [w.detach().float().clone() for w in ws] for i, ws in initial.items()}
+        return cls(weights={i: [w.clone() for w in ws] for i, ws in init.items()},
+                   momentum={i: [torch.zeros_like(w) for w in ws] for i, ws in init.items()},
+                   initial=init)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.weights)
+
+    def copy(self) -> "MemoryState":
+        clone = lambda d: {i: [w.clone() for w in ws] for i, ws in d.items()}  # noqa: E731
+        return MemoryState(clone(self.weights), clone(self.momentum), clone(self.initial),
+                           self.tokens_written, self.updates, dict(self.last_update_norm))
+
+    def reset(self) -> None:
+        """Back to the initial weights, zero momentum (in place, so holders of this object see it)."""
+        self.weights = {i: [w.clone() for w in ws] for i, ws in self.initial.items()}
+        self.momentum = {i: [torch.zeros_like(w) for w in ws] for i, ws in self.initial.items()}
+        self.tokens_written = 0
+        self.updates = 0
+        self.last_update_norm = {}
+
+    def to(self, device) -> "MemoryState":
+        move = lambda d: {i: [w.to(device) for w in ws] for i, ws in d.items()}  # noqa: E731
+        return MemoryState(move(self.weights), move(self.momentum), move(self.initial),
+                           self.tokens_written, self.updates, dict(self.last_update_norm))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one safetensors file atomically (temp file + os.replace)."""
+        tensors = {}
+        for name, table in (("w", self.weights), ("m", self.momentum), ("init", self.initial)):
+            for layer, ws in table.items():
+                for j, w in enumerate(ws):
+                    tensors[f"{name}.{layer}.{j}"] = w
+        meta = {"titans_lsp_memory_state": "1", "tokens_written": str(self.tokens_written), "updates": str(self.updates),
+                "layers": json.dumps(self.layers), "depth": str(len(next(iter(self.weights.values()))) if self.weights else 0)}
+        _atomic_save_safetensors(tensors, Path(path), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device=None) -> "MemoryState":
+        from safetensors import safe_open
+
+        tables: dict[str, dict[int, dict[int, torch.Tensor]]] = {"w": {}, "m": {}, "init": {}}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("titans_lsp_memory_state") != "1":
+                raise ValueError(f"{path} is not a titans-lsp memory state")
+            for key in f.keys():
+                name, layer, j = key.split(".")
+                tables[name].setdefault(int(layer), {})[int(j)] = f.get_tensor(key)
+        as_lists = lambda t: {i: [ws[j].to(device) if device else ws[j] for j in sorted(ws)] for i, ws in t.items()}  # noqa: E731
+        return cls(as_lists(tables["w"]), as_lists(tables["m"]), as_lists(tables["init"]),
+                   int(meta.get("tokens_written", 0)), int(meta.get("updates", 0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-layer module: projections, gate, read path, write inputs (all fp32).
+
+
+def _orthogonal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    w = torch.empty(rows, cols)
+    nn.init.orthogonal_(w, generator=generator)
+    return w
+
+
+class MemoryLayer(nn.Module):
+    """Trainable and frozen parameters of the memory attached to one decoder layer.
+
+    Read: y = out_proj(M(normalize(W_q h))) with W_q = W_retrieve ("separate", initialised equal to
+    W_k) or W_k itself ("tied"). The contribution added after self-attention is gate * y
+    ("additive") or gate * sigmoid(mix(q)) * y ("mag").
+    """
+
+    def __init__(self, hidden_size: int, config: MemoryConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        d = config.memory_dim
+        g = torch.Generator().manual_seed(config.seed * 1_000_003 + layer_idx)
+        self.register_buffer("key_proj", _orthogonal(d, hidden_size, g))
+        self.register_buffer("value_proj", _orthogonal(d, hidden_size, g))
+        self.retrieve_proj = nn.Parameter(self.key_proj.clone()) if config.retrieve == "separate" else None
+        # Maps memory_dim back to hidden: W_v^T (scaled to hidden-state size) so a recalled value
+        # lands in the direction it was stored from; the gate keeps the untrained effect small.
+        self.out_proj = nn.Parameter(self.value_proj.t().clone() * math.sqrt(hidden_size))
+        self.gate = nn.Parameter(torch.tensor(float(config.gate_init)))
+        self.mix = nn.Linear(d, hidden_size) if config.integration == "mag" else None
+        if self.mix is not None:
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
+        # theta / eta / alpha logits from the hidden state ("titans" rule); constant at init.
+        self.rule_maps = nn.Linear(hidden_size, 3)
+        nn.init.zeros_(self.rule_maps.weight)
+        with torch.no_grad():
+            self.rule_maps.bias.copy_(torch.tensor([0.0, _logit(config.momentum_init), _logit(config.decay_init)]))
+        self.initial_weights = nn.ParameterList(
+            [nn.Parameter(w, requires_grad=False) for w in init_memory_weights(d, config.depth, g)])
+
+    def gate_value(self, shut: bool = False) -> torch.Tensor:
+        if shut:
+            return torch.sigmoid(torch.tensor(-100.0, device=self.gate.device))
+        floor = self.config.gate_floor
+        return floor + (1 - floor) * torch.sigmoid(self.gate)
+
+    def read(self, hidden: torch.Tensor, weights: list[torch.Tensor], shut: bool = False) -> torch.Tensor:
+        """The memory's contribution to the residual stream, in fp32 (caller casts back)."""
+        x = hidden.float()
+        proj = self.retrieve_proj if self.retrieve_proj is not None else self.key_proj
+        q = F.normalize(x @ proj.t(), dim=-1)
+        y = memory_forward(weights, q) @ self.out_proj.t()
+        if self.mix is not None:
+            y = torch.sigmoid(self.mix(q)) * y
+        return self.gate_value(shut) * y
+
+    @torch.no_grad()
+    def write_inputs(self, hidden: torch.Tensor):
+        """Keys, values and the titans rule's per-token theta, eta, alpha for a flat (tokens, hidden) input."""
+        x = hidden.detach().float().reshape(-1, hidden.shape[-1])
+        keys = F.normalize(x @ self.key_proj.t(), dim=-1)
+        values = F.normalize(x @ self.value_proj.t(), dim=-1)
+        z = self.rule_maps(x)
+        theta = self.config.lr * 2 * torch.sigmoid(z[:, 0])
+        eta = torch.sigmoid(z[:, 1])
+        alpha = torch.sigmoid(z[:, 2])
+        return keys, values, theta, eta, alpha
+
+    @torch.no_grad()
+    def update(self, state: MemoryState, hidden: torch.Tensor) -> float:
+        """Write ``hidden`` (tokens in order) into ``state`` for this layer; returns the raw update norm."""
+        keys, values, theta, eta, alpha = self.write_inputs(hidden)
+        i = self.layer_idx
+        if self.config.update_rule == "sgd":
+            state.weights[i], norm = sgd_update(state.weights[i], keys, values, self.config.lr, self.config.max_update_norm)
+        else:
+            state.weights[i], state.momentum[i], norm = titans_update(
+                state.weights[i], state.momentum[i], keys, values, theta, eta, alpha,
+                self.config.chunk_size, self.config.max_update_norm)
+        state.last_update_norm[i] = norm
+        return norm
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))

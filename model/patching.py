@@ -1,0 +1,315 @@
+"""Install Titans memory into a Hugging Face causal LM, in place, without changing its classes.
+
+Each memory layer gets a forward hook on its ``self_attn`` module: the memory's read is added to the
+attention output, i.e. to the residual stream right after self-attention (h <- h + gate * y).
+The hook does nothing unless a state is active (``with patch.activate(state): ...``), so outside
+that context the patched model computes exactly what the unpatched model computes, and the
+``none`` / ``concat`` modes can share one loaded model with ``memory`` / ``ablation``.
+
+Writes never happen inside the model's forward: during :meth:`TitansPatch.prime` the hooks only
+record each memory layer's attention input; the updates are applied after the forward returns.
+A forward that runs twice (gradient checkpointing) just records the same input again, so an
+update is never applied twice, and no memory update ever sits inside a compiled region.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from titans_lsp.model.memory import MemoryConfig, MemoryLayer, MemoryState, _atomic_save_safetensors
+
+PARAMS_FILE = "memory.safetensors"
+CONFIG_FILE = "config.json"
+# Fields that change tensor shapes or wiring: a checkpoint only loads into a patch that agrees on them.
+_SHAPE_FIELDS = ("memory_dim", "depth", "integration", "retrieve", "layers", "num_memory_tokens")
+
+
+class _StopForward(Exception):
+    """Raised by the last memory layer while priming: later layers and the LM head are not needed."""
+
+
+@dataclass
+class PrimeStats:
+    """How far one :meth:`TitansPatch.prime` call got."""
+
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    texts_completed: int = 0  # texts fully written
+    offset_in_text: int = 0  # tokens of the next text already written (when stopped early)
+    max_update_norm: float = 0.0  # largest raw (pre-clip) update norm seen
+    update_seconds: float = 0.0  # of ``seconds``, the time spent applying memory updates
+
+
+@dataclass
+class _Active:
+    state: MemoryState
+    shut: bool
+    write: bool = False
+    stop_at: int | None = None
+    pending: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder-layer list of a HF causal LM (``model.model.layers`` for Llama / Qwen families)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find decoder layers in {type(model).__name__}; pass a decoder-only HF causal LM")
+    return layers
+
+
+def default_memory_layers(model: nn.Module) -> list[int]:
+    """Qwen3.5 (hybrid attention): every full-attention layer. Others: every 4th layer (3, 7, 11, ...)."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    n = len(decoder_layers(model))
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and "linear_attention" in layer_types:
+        return [i for i, t in enumerate(layer_types[:n]) if t == "full_attention"]
+    return list(range(3, n, 4)) or [n - 1]
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    return int(config.hidden_size)
+
+
+class TitansPatch:
+    """Handle to the memory installed in one model: activate states, prime, save, train, uninstall."""
+
+    def __init__(self, model: nn.Module, config: MemoryConfig):
+        self.model = model
+        self.config = config
+        layers = decoder_layers(model)
+        self.layers = list(config.layers) if config.layers is not None else default_memory_layers(model)
+        for i in self.layers:
+            if not 0 <= i < len(layers):
+                raise ValueError(f"memory layer {i} out of range: the model has {len(layers)} layers")
+            if getattr(layers[i], "self_attn", None) is None:
+                raise ValueError(f"layer {i} has no self-attention (a linear-attention layer?); memory goes on attention layers")
+        self.config.layers = list(self.layers)
+        param = next(model.parameters())
+        hidden = _hidden_size(model)
+        self.memory = nn.ModuleDict({str(i): MemoryLayer(hidden, config, i) for i in self.layers}).to(param.device)
+        self.memory.requires_grad_(False)
+        self._active: _Active | None = None
+        self._handles = [layers[i].self_attn.register_forward_hook(self._make_hook(i), with_kwargs=True)
+                         for i in self.layers]
+
+    # -- the hook ---------------------------------------------------------------------------
+    def _make_hook(self, layer_idx: int):
+        mem = self.memory[str(layer_idx)]
+
+        def hook(module, args, kwargs, output):
+            ctx = self._active
+            if ctx is None:
+                return None
+            return _apply_memory(mem, ctx, layer_idx, args, kwargs, output)
+
+        return hook
+
+    # -- states -----------------------------------------------------------------------------
+    def new_state(self) -> MemoryState:
+        """A fresh fp32 state (initial weights, zero momentum) on the model's device."""
+        return MemoryState.fresh({i: list(self.memory[str(i)].initial_weights) for i in self.layers})
+
+    def _check_state(self, state: MemoryState) -> None:
+        if state.layers != sorted(self.layers):
+            raise ValueError(f"memory state has layers {state.layers}, this patch has {sorted(self.layers)}")
+        w = state.weights[self.layers[0]]
+        if len(w) != self.config.depth or w[0].shape[-1] != self.config.memory_dim:
+            raise ValueError("memory state shape does not match this patch (depth / memory_dim)")
+
+    @contextlib.contextmanager
+    def activate(self, state: MemoryState, gates: str = "open", write: bool = False) -> Iterator[_Active]:
+        """Within this context every forward (and ``generate``) reads ``state``; ``gates='shut'`` is the
+        ablation (sigmoid(-100)). ``write=True`` only records inputs; :meth:`prime` applies them."""
+        if gates not in ("open", "shut"):
+            raise ValueError(f"gates must be 'open' or 'shut', got {gates!r}")
+        self._check_state(state)
+        previous = self._active
+        ctx = _Active(state=state, shut=(gates == "shut"), write=write)
+        self._active = ctx
+        try:
+            yield ctx
+        finally:
+            self._active = previous
+
+    # -- priming ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def write(self, state: MemoryState, input_ids: torch.Tensor, gates: str = "open",
+              stats: "PrimeStats | None" = None) -> float:
+        """Run one chunk (1, T) through the model up to the last memory layer and write it into ``state``.
+        Returns the largest raw update norm."""
+        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
+        with self.activate(state, gates=gates, write=True) as ctx:
+            ctx.stop_at = max(self.layers)
+            try:
+                base(input_ids=input_ids, use_cache=False)
+            except _StopForward:
+                pass
+        norm = 0.0
+        start = time.perf_counter()
+        for i in self.layers:
+            norm = max(norm, self.memory[str(i)].update(state, ctx.pending[i]))
+        if stats is not None:
+            stats.update_seconds += time.perf_counter() - start
+        state.tokens_written += int(input_ids.numel())
+        state.updates += 1
+        return norm
+
+    def prime(self, state: MemoryState, texts: Sequence[str | Sequence[int]], tokenizer=None, chunk_tokens: int = 512,
+              should_yield: Callable[[], bool] | None = None, gates: str = "open") -> PrimeStats:
+        """Write texts (strings, or token-id lists) into ``state``, ``chunk_tokens`` tokens per forward.
+        ``should_yield()`` is polled before each chunk; when it returns True we stop and say how far we got."""
+        if chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be positive")
+        stats = PrimeStats()
+        start = time.perf_counter()
+        device = next(self.model.parameters()).device
+        for text in texts:
+            if isinstance(text, str):
+                if tokenizer is None:
+                    raise ValueError("prime() got text but no tokenizer")
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids = list(text)
+            for offset in range(0, len(ids), chunk_tokens):
+                if should_yield is not None and should_yield():
+                    stats.stopped_early = True
+                    stats.offset_in_text = offset
+                    stats.seconds = time.perf_counter() - start
+                    return stats
+                chunk = torch.tensor([ids[offset:offset + chunk_tokens]], dtype=torch.long, device=device)
+                stats.max_update_norm = max(stats.max_update_norm, self.write(state, chunk, gates=gates, stats=stats))
+                stats.chunks += 1
+                stats.tokens += chunk.shape[1]
+            stats.texts_completed += 1
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    # -- parameters -------------------------------------------------------------------------
+    def gate_values(self) -> dict[int, float]:
+        return {i: float(self.memory[str(i)].gate_value().detach()) for i in self.layers}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Retrieve projections, gates, output projections (+ mag mix); optionally initial weights and
+        the titans rule's maps (config flags). Marks them requires_grad."""
+        params: list[nn.Parameter] = []
+        for i in self.layers:
+            mem = self.memory[str(i)]
+            group = [mem.gate, mem.out_proj]
+            if mem.retrieve_proj is not None:
+                group.append(mem.retrieve_proj)
+            if mem.mix is not None:
+                group += list(mem.mix.parameters())
+            if self.config.train_init_weights:
+                group += list(mem.initial_weights)
+            if self.config.train_titans_maps:
+                group += list(mem.rule_maps.parameters())
+            params += group
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def save_parameters(self, directory: str | os.PathLike, extra: dict | None = None) -> None:
+        """Memory parameters alone (safetensors) + config.json (memory config, model identity, ``extra``)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_save_safetensors(dict(self.memory.state_dict()), directory / PARAMS_FILE, {"format": "pt"})
+        model_config = getattr(self.model.config, "text_config", None) or self.model.config
+        info = {"memory_config": self.config.to_dict(), "model_type": getattr(model_config, "model_type", None),
+                "hidden_size": _hidden_size(self.model), "num_layers": len(decoder_layers(self.model))}
+        if extra:
+            info.update(extra)
+        fd, tmp = tempfile.mkstemp(prefix=CONFIG_FILE + ".", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=2, sort_keys=True)
+        os.replace(tmp, directory / CONFIG_FILE)
+
+    def load_parameters(self, directory: str | os.PathLike) -> dict:
+        """Load parameters saved by :meth:`save_parameters`; refuses checkpoints of another shape or model."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        info = read_checkpoint_info(directory)
+        saved = MemoryConfig.from_dict(info["memory_config"])
+        mismatched = [f for f in _SHAPE_FIELDS if getattr(saved, f) != getattr(self.config, f)]
+        if mismatched or info.get("hidden_size") != _hidden_size(self.model):
+            raise ValueError(f"memory checkpoint {directory} does not fit this patch (differs in "
+                             f"{mismatched or ['hidden_size']}); install with load_memory_config({str(directory)!r})")
+        tensors = load_file(str(directory / PARAMS_FILE), device=str(next(self.model.parameters()).device))
+        self.memory.load_state_dict(tensors, strict=True)
+        return info
+
+    def uninstall(self) -> None:
+        """Remove the hooks; the model is its unpatched self again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if getattr(self.model, "_titans_patch", None) is self:
+            del self.model._titans_patch
+
+
+@torch.compiler.disable
+def _apply_memory(mem: MemoryLayer, ctx: _Active, layer_idx: int, args, kwargs, output):
+    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    if ctx.write:
+        ctx.pending[layer_idx] = hidden.detach()
+        if ctx.stop_at == layer_idx:
+            raise _StopForward
+    attn_out = output[0] if isinstance(output, tuple) else output
+    y = mem.read(hidden, ctx.state.weights[layer_idx], shut=ctx.shut).to(attn_out.dtype)
+    if isinstance(output, tuple):
+        return (attn_out + y,) + tuple(output[1:])
+    return attn_out + y
+
+
+def read_checkpoint_info(directory: str | os.PathLike) -> dict:
+    directory = Path(directory)
+    if not (directory / PARAMS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{directory} is not a memory checkpoint (needs {PARAMS_FILE} and {CONFIG_FILE})")
+    return json.loads((directory / CONFIG_FILE).read_text())
+
+
+def load_memory_config(directory: str | os.PathLike) -> MemoryConfig:
+    """The MemoryConfig a checkpoint was trained with (to install a matching patch)."""
+    return MemoryConfig.from_dict(read_checkpoint_info(directory)["memory_config"])
+
+
+def install_memory(model: nn.Module, config: MemoryConfig | None = None,
+                   checkpoint: str | os.PathLike | None = None) -> TitansPatch:
+    """Patch ``model``'s decoder layers in place. With ``checkpoint``, the config comes from it and its
+    parameters are loaded. Installing again with an equal config returns the same patch."""
+    if checkpoint is not None:
+        config = load_memory_config(checkpoint)
+    config = config or MemoryConfig()
+    existing = getattr(model, "_titans_patch", None)
+    if existing is not None:
+        wanted = MemoryConfig.from_dict(config.to_dict())
+        if wanted.layers is None:
+            wanted.layers = default_memory_layers(model)
+        if wanted != existing.config:
+            raise ValueError("memory is already installed in this model with another config; uninstall() first")
+        return existing
+    if config.integration == "mac":
+        raise NotImplementedError("integration='mac' (memory tokens prepended to attention) is not implemented yet; "
+                                  "use 'additive' or 'mag'")
+    patch = TitansPatch(model, MemoryConfig.from_dict(config.to_dict()))
+    model._titans_patch = patch
+    if checkpoint is not None:
+        patch.load_parameters(checkpoint)
+    return patch

@@ -1,0 +1,434 @@
+"""The per-workspace index: rg1 chunks under BM25 (and optionally a dense encoder), kept current
+file by file, persisted on disk, queried on every keystroke.
+
+Retrieval follows CrossCodeEval's rg1 recipe: the query is the prefix's last 10 non-empty lines,
+chunks of the current file never count (neither in the results nor in the BM25 statistics, so the
+ranking equals rank-bm25 over the other files' chunks), and each hit is replaced by the chunk that
+follows it in its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .bm25 import IncrementalBM25
+from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
+from .imports import DefinitionLookup, ModuleMap, import_context
+from .workspace import DEFAULT_MAX_BYTES, PRIVATE_KEY_MARKER, WorkspaceFilter
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
+RETRIEVERS = ("bm25", "dense", "hybrid", "imports")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A retrieved cross-file chunk (also built directly by the eval from CrossCodeEval files)."""
+
+    filename: str
+    text: str
+    score: float = 0.0
+    retriever: str = ""
+    start_line: int = -1
+
+
+@dataclass
+class FileEntry:
+    mtime_ns: int
+    size: int
+    chunks: list[Chunk]
+    doc_ids: list[int]
+
+
+class WorkspaceIndex:
+    def __init__(self, root: str | Path, state_dir: str | Path | None = None, dense_model: str | None = "default",
+                 max_bytes: int = DEFAULT_MAX_BYTES, dense_sync_limit: int | None = None):
+        """``dense_sync_limit``: how many not-yet-encoded chunks a dense query may encode before it
+        answers (None: all, exact - the eval; 0 or a small number for the server, which then runs
+        ``build_dense`` in a background thread and gets dense results over what is encoded so far)."""
+        self.root = Path(root).resolve()
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.dense_model = dense_model
+        self.dense_sync_limit = dense_sync_limit
+        self.rules = WorkspaceFilter(self.root, max_bytes)
+        self.bm25 = IncrementalBM25()
+        self.entries: dict[str, FileEntry] = {}
+        self.doc_file: list[str | None] = []  # doc id -> rel (None once removed)
+        self.doc_chunk: list[Chunk | None] = []
+        self._dense = None
+        self._doc_row = np.zeros(0, dtype=np.int64)  # doc id -> row of the dense matrix (-1: not encoded)
+        self._modules: ModuleMap | None = None
+        self._lookup: DefinitionLookup | None = None
+        self.lock = threading.RLock()  # the server updates from a watcher thread while completing
+
+    # ---- building and updating
+    def build(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Index every workspace file from scratch."""
+        with self.lock:
+            self._reset()
+            rels = list(self.rules.iter_rel_paths())
+            for done, rel in enumerate(rels, 1):
+                loaded = self.rules.load(self.root / rel, check_ignored=False)
+                if loaded is not None:
+                    self._add(rel, loaded.text, self.root / rel)
+                if progress is not None and (done % 50 == 0 or done == len(rels)):
+                    progress(done, len(rels))
+            self.bm25.freeze()
+
+    def _reset(self) -> None:
+        self.bm25 = IncrementalBM25()
+        self.entries.clear()
+        self.doc_file.clear()
+        self.doc_chunk.clear()
+        self._doc_row = np.zeros(0, dtype=np.int64)
+        self._modules = self._lookup = None
+
+    def _add(self, rel: str, text: str, path: Path | None) -> None:
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            stat = None
+        chunks = rg1_chunks(text)
+        doc_ids = []
+        for chunk in chunks:
+            doc_ids.append(self.bm25.add(bm25_tokens(chunk.text)))
+            self.doc_file.append(rel)
+            self.doc_chunk.append(chunk)
+        if self._dense is not None:  # new chunks whose text is encoded already need no encoding
+            self._grow_rows()
+            self._map_rows(doc_ids)
+        self.entries[rel] = FileEntry(stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1, chunks, doc_ids)
+
+    def _remove(self, rel: str) -> None:
+        entry = self.entries.pop(rel, None)
+        if entry is None:
+            return
+        for doc in entry.doc_ids:
+            self.bm25.remove(doc)
+            self.doc_file[doc] = None
+            self.doc_chunk[doc] = None
+
+    def _rel(self, path: str | Path) -> str | None:
+        path = Path(path)
+        if not path.is_absolute():
+            return path.as_posix()
+        try:
+            return path.absolute().relative_to(self.root).as_posix()
+        except ValueError:
+            try:
+                return path.resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                return None
+
+    def update_file(self, path: str | Path, text: str | None = None) -> bool:
+        """Re-index one file (from ``text`` when given, e.g. an unsaved editor buffer, else from disk);
+        a file the rules exclude or that is gone is removed. Returns whether the file is indexed."""
+        rel = self._rel(path)
+        if rel is None:
+            return False
+        with self.lock:
+            if rel.rsplit("/", 1)[-1] == ".gitignore":
+                self.rules = WorkspaceFilter(self.root, self.rules.max_bytes)
+                self.sync()
+                return False
+            loaded = self.rules.load(self.root / rel)
+            new_file = rel not in self.entries
+            self._remove(rel)
+            if loaded is None or (text is not None and PRIVATE_KEY_MARKER in text.encode("utf-8", "replace")):
+                self._forget_modules()
+                return False
+            self._add(rel, loaded.text if text is None else text, self.root / rel)
+            if new_file:
+                self._forget_modules()
+            return True
+
+    def remove_file(self, path: str | Path) -> None:
+        rel = self._rel(path)
+        with self.lock:
+            if rel is not None:
+                self._remove(rel)
+                self._forget_modules()
+
+    def _forget_modules(self) -> None:
+        self._modules = self._lookup = None
+
+    def sync(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Bring the index up to date with the disk (after a restart): re-index changed, new and
+        deleted files only. Returns the number of files touched."""
+        with self.lock:
+            rels = list(self.rules.iter_rel_paths())
+            wanted = set(rels)
+            touched = 0
+            for rel in [r for r in self.entries if r not in wanted]:
+                self._remove(rel)
+                touched += 1
+            for done, rel in enumerate(rels, 1):
+                entry = self.entries.get(rel)
+                try:
+                    stat = (self.root / rel).stat()
+                except OSError:
+                    stat = None
+                if entry is None or stat is None or (entry.mtime_ns, entry.size) != (stat.st_mtime_ns, stat.st_size):
+                    self._remove(rel)
+                    loaded = self.rules.load(self.root / rel, check_ignored=False)
+                    if loaded is not None:
+                        self._add(rel, loaded.text, self.root / rel)
+                    touched += 1
+                if progress is not None and (done % 200 == 0 or done == len(rels)):
+                    progress(done, len(rels))
+            if touched:
+                self._forget_modules()
+            return touched
+
+    # ---- persistence
+    def _state_path(self) -> Path:
+        if self.state_dir is None:
+            raise ValueError("this index has no state_dir")
+        return self.state_dir / "index.pkl"
+
+    def _dense_path(self) -> Path:
+        import hashlib
+
+        tag = hashlib.sha1(str(self.dense_model).encode()).hexdigest()[:10]
+        return self.state_dir / f"dense-{tag}.npz"
+
+    def save(self) -> None:
+        """Write the index atomically (a crash mid-write leaves the previous file)."""
+        with self.lock:
+            path = self._state_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = {
+                "version": INDEX_VERSION, "root": str(self.root), "bm25": self.bm25.state(),
+                "entries": {rel: (e.mtime_ns, e.size, e.chunks, e.doc_ids) for rel, e in self.entries.items()},
+            }
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+            if self._dense is not None and self._dense.matrix is not None:
+                self._dense.save(self._dense_path())
+
+    def _load_state(self) -> None:
+        # The state file is written by this program into the user's own cache folder.
+        with open(self._state_path(), "rb") as f:
+            state = pickle.load(f)
+        if state.get("version") != INDEX_VERSION or state.get("root") != str(self.root):
+            raise ValueError("index version or root differs")
+        bm25 = IncrementalBM25.from_state(state["bm25"])
+        doc_file: list[str | None] = [None] * bm25.n_docs
+        doc_chunk: list[Chunk | None] = [None] * bm25.n_docs
+        entries = {}
+        for rel, (mtime_ns, size, chunks, doc_ids) in state["entries"].items():
+            entries[rel] = FileEntry(mtime_ns, size, chunks, doc_ids)
+            for doc, chunk in zip(doc_ids, chunks):
+                doc_file[doc], doc_chunk[doc] = rel, chunk
+        if sum(len(e.doc_ids) for e in entries.values()) != bm25.n_alive:
+            raise ValueError("index entries and BM25 statistics disagree")
+        self.bm25, self.entries, self.doc_file, self.doc_chunk = bm25, entries, doc_file, doc_chunk
+        self._doc_row = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def load_or_build(cls, root: str | Path, state_dir: str | Path, progress: Callable[[int, int], None] | None = None,
+                      **kwargs) -> "WorkspaceIndex":
+        """Reload the saved index and re-index what changed on disk since; build when there is none;
+        rebuild (with a log line) when the saved one is unreadable."""
+        index = cls(root, state_dir, **kwargs)
+        path = index._state_path()
+        if path.exists():
+            try:
+                index._load_state()
+                touched = index.sync(progress)
+                if touched:
+                    index.save()
+                return index
+            except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
+                log.warning("index at %s is unreadable (%s: %s); rebuilding", path, type(exc).__name__, exc)
+                index._reset()
+        index.build(progress)
+        index.save()
+        return index
+
+    # ---- dense (lazy, incremental)
+    @property
+    def dense(self):
+        if self.dense_model is None:
+            raise ValueError("this index has no dense model (dense_model=None)")
+        if self._dense is None:
+            from .dense import DenseStore
+
+            store = DenseStore(self.dense_model)
+            if self.state_dir is not None and self._dense_path().exists():
+                try:
+                    store.load(self._dense_path())
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("dense cache %s is unreadable (%s); re-encoding", self._dense_path(), exc)
+            self._dense = store
+            self._map_rows(self._pending_dense())  # one pass: rows for every text in the disk cache
+        return self._dense
+
+    def build_dense(self, progress: Callable[[int, int], None] | None = None, batch: int = 256) -> int:
+        """Encode the live chunks not encoded yet (new or changed text only); returns how many.
+        Meant for a background thread: batches are encoded outside the lock, so queries keep running
+        (a dense query sees the chunks encoded so far when ``dense_sync_limit`` lets it answer early)."""
+        encoded = 0
+        while True:
+            with self.lock:
+                store = self.dense
+                pending = self._pending_dense()
+                total = encoded + len(pending)
+                pending = pending[:batch]
+                texts = [self.doc_chunk[d].text for d in pending]
+            if not texts:
+                return encoded
+            vectors = store.encode(texts)
+            with self.lock:
+                store.append(texts, vectors)
+                self._map_rows(pending)
+            encoded += len(texts)
+            if progress is not None:
+                progress(encoded, total)
+
+    def _pending_dense(self) -> np.ndarray:
+        n = self._grow_rows()
+        return np.flatnonzero(self.bm25.alive[:n] & (self._doc_row[:n] < 0))
+
+    def _grow_rows(self) -> int:
+        n = self.bm25.n_docs
+        if len(self._doc_row) < n:  # new documents: no row until encoded
+            extra = max(n - len(self._doc_row), len(self._doc_row))
+            self._doc_row = np.concatenate([self._doc_row, np.full(extra, -1, dtype=np.int64)])
+        return n
+
+    def _map_rows(self, docs) -> None:
+        """Give documents whose text is encoded already (unchanged chunks, the disk cache) their row."""
+        docs = np.asarray(docs, dtype=np.int64)
+        if len(docs):
+            self._doc_row[docs] = self._dense.rows([self.doc_chunk[d].text for d in docs])
+
+    def _encode_pending(self, limit: int | None) -> None:
+        pending = self._pending_dense()
+        if limit is not None:
+            pending = pending[:limit]
+        if len(pending):
+            self.dense.add([self.doc_chunk[d].text for d in pending])
+            self._map_rows(pending)
+
+    # ---- queries
+    def files(self) -> list[str]:
+        return sorted(self.entries)
+
+    def num_chunks(self) -> int:
+        return self.bm25.n_alive
+
+    def retrieve(self, prefix: str, current_file: str | None = None, retriever: str | list[str] = "bm25",
+                 k: int = 5, next_chunk: bool = True) -> list[Snippet]:
+        """Top-``k`` snippets from files other than ``current_file`` for the code before the cursor."""
+        if isinstance(retriever, (list, tuple)):
+            names = list(retriever)
+        elif retriever == "hybrid":
+            names = ["bm25", "dense"]
+        else:
+            names = [retriever]
+        unknown = [n for n in names if n not in ("bm25", "dense", "imports")]
+        if unknown:
+            raise ValueError(f"unknown retriever {unknown[0]!r}; choose from {', '.join(RETRIEVERS)}")
+        current = self._rel(current_file) if current_file else None
+        depth = k if len(names) == 1 else max(4 * k, 20)
+        with self.lock:
+            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in names]
+        if len(ranked) == 1:
+            return ranked[0][:k]
+        return rrf(ranked, k)
+
+    def _retrieve_one(self, name: str, prefix: str, current: str | None, k: int, next_chunk: bool) -> list[Snippet]:
+        if name == "imports":
+            return self.import_snippets(prefix, current, k)
+        query = last_nonempty_lines(prefix)
+        exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
+        if not query.strip():
+            return []  # nothing typed yet: no query (and no 100k-way tie to sort)
+        if name == "bm25":
+            scores, live = self.bm25.scores(bm25_tokens(query), exclude)
+        else:
+            scores, live = self._dense_scores(query)
+            for doc in exclude:
+                live[doc] = False
+        return self._top_snippets(scores, live, k, next_chunk, name)
+
+    def _dense_scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        self._encode_pending(self.dense_sync_limit)  # lazy and incremental
+        n = self.bm25.n_docs
+        rows = self._doc_row[:n]
+        have = self.bm25.alive[:n] & (rows >= 0)
+        scores = np.full(n, -np.inf)
+        if have.any():
+            scores[have] = self.dense.matrix[rows[have]] @ self.dense.encode([query])[0]
+        return scores, have
+
+    def _top_snippets(self, scores: np.ndarray, live: np.ndarray, k: int, next_chunk: bool, name: str) -> list[Snippet]:
+        """Best chunks first (ties: file path, then chunk order), each replaced by its following chunk,
+        duplicates dropped - CrossCodeEval's rg1 selection."""
+        n_live = int(live.sum())
+        if n_live == 0:
+            return []
+        masked = np.where(live, scores, -np.inf)
+        want = min(n_live, 4 * k + 8)  # room for duplicates dropped below
+        threshold = np.partition(masked, len(masked) - want)[len(masked) - want]
+        pool = np.flatnonzero((masked >= threshold) & live)
+        order = sorted(pool.tolist(), key=lambda d: (-scores[d], self.doc_file[d], self.doc_chunk[d].index))
+        out: list[Snippet] = []
+        seen: set[str] = set()
+        for doc in order:
+            rel, chunk = self.doc_file[doc], self.doc_chunk[doc]
+            if next_chunk:
+                chunks = self.entries[rel].chunks
+                if chunk.index + 1 < len(chunks):
+                    chunk = chunks[chunk.index + 1]
+            if chunk.text in seen:
+                continue
+            seen.add(chunk.text)
+            out.append(Snippet(rel, chunk.text, float(scores[doc]), name, chunk.start_line))
+            if len(out) == k:
+                break
+        return out
+
+    # ---- import-aware context
+    def _read_rel(self, rel: str) -> str | None:
+        loaded = self.rules.load(self.root / rel, check_ignored=False) if rel in self.entries else None
+        return loaded.text if loaded is not None else None
+
+    def module_map(self) -> ModuleMap:
+        if self._modules is None:
+            root_package = self.root.name if (self.root / "__init__.py").exists() else ""
+            self._modules = ModuleMap(self.entries, root_package)
+            self._lookup = DefinitionLookup(self._modules, self._read_rel)
+        return self._modules
+
+    def import_snippets(self, prefix: str, current: str | None, k: int = 20) -> list[Snippet]:
+        modules = self.module_map()
+        found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
+        return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
+
+
+def rrf(rankings: list[list[Snippet]], k: int, constant: int = RRF_K) -> list[Snippet]:
+    """Reciprocal-rank fusion of ranked snippet lists (same file + text = same item)."""
+    fused: dict[tuple[str, str], float] = {}
+    first: dict[tuple[str, str], Snippet] = {}
+    for ranking in rankings:
+        for rank, snippet in enumerate(ranking):
+            key = (snippet.filename, snippet.text)
+            fused[key] = fused.get(key, 0.0) + 1.0 / (constant + rank + 1)
+            first.setdefault(key, snippet)
+    order = sorted(fused, key=lambda key: (-fused[key], key))
+    return [Snippet(key[0], key[1], fused[key], "rrf", first[key].start_line) for key in order[:k]]
+

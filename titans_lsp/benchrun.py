@@ -1,0 +1,239 @@
+"""Runs `titans-lsp bench` through the shared engine (the code path the server calls).
+
+Kept apart from titans_lsp.bench (trace, replay, statistics) so a server-over-stdio backend can
+reuse those parts unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from titans_lsp import bench
+from titans_lsp.benchserver import replay_server
+from titans_lsp.engine import MEMORY_MODES, CompletionEngine, CompletionRequest, CompletionSettings, Workspace
+from titans_lsp.model.generation import heal_prompt
+from titans_lsp.paths import cache_root
+
+log = logging.getLogger(__name__)
+
+
+class ChunkIndex:
+    """Bench-only BM25 index over 10-line windows of the package's files (CrossCodeEval's
+    retrieval recipe: the query is the last 10 lines of the prefix). Used for `concat` until the
+    workspace index (retrieval branch) is available to the bench."""
+
+    def __init__(self, root: Path, window: int = 10):
+        from rank_bm25 import BM25Okapi
+
+        self.chunks = []
+        for path in sorted(root.rglob("*.py")):
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for start in range(0, max(1, len(lines)), window // 2):
+                text = "\n".join(lines[start:start + window])
+                if text.strip():
+                    self.chunks.append((str(path.relative_to(root)), text))
+        self.bm25 = BM25Okapi([_words(text) for _, text in self.chunks])
+
+    def retrieve(self, prefix: str, path: str | None, retriever="bm25", k: int = 5):
+        from titans_lsp.retrieval.prompt import Snippet
+
+        query = _words("\n".join(prefix.splitlines()[-10:]))
+        scores = self.bm25.get_scores(query)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        picked = [i for i in order if self.chunks[i][0] != path][:k]
+        return [Snippet(self.chunks[i][0], self.chunks[i][1], float(scores[i])) for i in picked]
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    from titans_lsp.cli import UserError
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    engine.lookahead = 0 if args.no_lookup else engine.lookahead
+    tokenizer = engine.tokenizer
+    spec = args.package or bench.DEFAULT_PACKAGE
+    try:
+        root = bench.fetch_package(spec, cache_root(args.cache_dir))
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from exc
+    traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,
+                               seed=args.seed)
+    index = _workspace_index(root, cache_root(args.cache_dir)) if any(m in ("concat", "hybrid") for m in modes) else None
+    notes: list[str] = []
+    results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
+                     "debounce_ms": args.debounce_ms, "model": engine.loaded.source.label, "device": str(engine.loaded.device),
+                     "lookahead": engine.lookahead, "backend": "server (stdio)" if args.server else "engine (in-process)",
+                     "modes": {}}
+
+    settings_for = lambda mode: CompletionSettings(mode=mode, max_new_tokens=args.max_new_tokens)  # noqa: E731
+    _warm_up(engine, settings_for("none"))
+    memory_ok = _memory_available()
+    pooled_baseline: list[float] = []
+    for mode in modes:
+        if mode in MEMORY_MODES and not memory_ok:
+            notes.append(f"{mode}: skipped (no memory patch in this build: titans_lsp.model.patching missing)")
+            continue
+        _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
+        if args.server:
+            records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
+                                                            args.debounce_ms / 1000.0, args.speed))
+            _fill_prompts(engine, records, settings_for(mode), index)
+        else:
+            records = _replay_mode(engine, traces, settings_for(mode), Workspace(index=index), args)
+            server_rss = None
+        summary = bench.summarize(records)
+        if server_rss is not None:
+            summary["server_peak_rss_mb"] = server_rss
+        _progress(f"{mode}: baseline for {summary['answered']} answered requests")
+        base = _baseline(engine, records)
+        pooled_baseline += base
+        summary["baseline"] = bench.percentiles(base) | {"requests": len(base)}
+        results["modes"][mode] = summary
+        log.info("%s: %s", mode, summary)
+
+    if memory_ok and args.priming and any(m in MEMORY_MODES for m in modes):
+        _progress("memory with background priming vs idle")
+        results["priming"] = _priming_comparison(engine, traces, settings_for("memory"), root, args)
+    _progress("warm/cold")
+    results["baseline"] = bench.percentiles(pooled_baseline) | {"requests": len(pooled_baseline)}
+    results["warm_cold"] = _warm_cold(engine, traces, settings_for("none"))
+    results["peak_rss_mb"] = bench.peak_rss_mb()
+    results["notes"] = notes
+    return results
+
+
+def _workspace_index(root: Path, cache: Path):
+    """The real workspace index (BM25; retrieval package), or the bench's stand-in where absent."""
+    try:
+        from titans_lsp.retrieval.index import WorkspaceIndex
+    except ImportError:
+        return ChunkIndex(root)
+    index = WorkspaceIndex(root, state_dir=cache / "bench" / "index", dense_model=None)
+    index.build()
+    return index
+
+
+def _progress(message: str) -> None:
+    import sys
+
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _serve_args(args) -> list[str]:
+    serve = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
+    return serve + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+
+
+def _fill_prompts(engine, records, settings, index) -> None:
+    """Server backend: the server does not return its prompt, so the baseline's prompt is the
+    same prefix laid out fresh by the same layout code (the bench's own index for concat)."""
+    for record in records:
+        if record.latency_ms is None:
+            continue
+        request = CompletionRequest(prefix=record.prefix, path=record.path, settings=settings, doc_key="baseline")
+        workspace = Workspace(index=index)
+        record.prompt_ids = engine._prompt_ids(request, workspace, engine.context_for(request, workspace))
+
+
+def _memory_available() -> bool:
+    try:
+        import titans_lsp.model.patching  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _warm_up(engine: CompletionEngine, settings: CompletionSettings) -> None:
+    """First calls pay one-off costs (token texts for healing, allocator growth): not part of the trace."""
+    engine.complete(CompletionRequest(prefix="def load_config(path):\n    return ", settings=settings))
+
+
+def _replay_mode(engine, traces, settings, workspace, args) -> list[bench.RequestRecord]:
+    def complete(path, prefix, suffix, cancel):
+        request = CompletionRequest(prefix=prefix, suffix=suffix, path=path, settings=settings, cancel=cancel,
+                                    doc_key=path, automatic=True)
+        return engine.complete(request, workspace)
+
+    return bench.replay(traces, complete, debounce=args.debounce_ms / 1000.0, speed=args.speed)
+
+
+def _baseline(engine, records) -> list[float]:
+    prompts = []
+    for record in records:
+        if record.latency_ms is None or not record.prompt_ids:
+            continue
+        ids, _ = heal_prompt(engine.tokenizer, record.prompt_ids)
+        prompts.append((ids, max(1, record.generated)))
+    with engine.model_lock:
+        return bench.baseline_ms(engine.model, prompts)
+
+
+def _warm_cold(engine, traces, settings) -> dict:
+    """Per file: cold (fresh cache) vs warm (one keystroke after a request on the same document)
+    latency on the deep prompt, and the cold request vs a plain generate of the same tokens."""
+    warm, cold, plain, prompt_tokens = [], [], [], []
+    for i, trace in enumerate(traces):
+        if len(trace.keys) < 2:
+            continue
+        before, key = trace.keys[-2], trace.keys[-1]
+        workspace = Workspace()
+        engine.complete(CompletionRequest(prefix=before.prefix, suffix=before.suffix, settings=settings, doc_key="w"), workspace)
+        w = engine.complete(CompletionRequest(prefix=key.prefix, suffix=key.suffix, settings=settings, doc_key="w"), workspace)
+        c = engine.complete(CompletionRequest(prefix=key.prefix, suffix=key.suffix, settings=settings, doc_key="c"), Workspace())
+        ids, _ = heal_prompt(engine.tokenizer, c.prompt_ids)
+        g = bench.baseline_ms(engine.model, [(ids, c.decoded + 1)])[0]
+        warm.append(w.seconds * 1000.0)
+        cold.append(c.seconds * 1000.0)
+        plain.append(g)
+        prompt_tokens.append(c.prompt_tokens)
+    if not warm:
+        return {}
+    med = statistics.median
+    return {"prompt_tokens": prompt_tokens, "warm_ms": [round(x, 1) for x in warm], "cold_ms": [round(x, 1) for x in cold],
+            "plain_generate_ms": [round(x, 1) for x in plain],
+            "warm_over_cold": round(med(warm) / med(cold), 3), "cold_over_plain_generate": round(med(cold) / med(plain), 3)}
+
+
+def _priming_comparison(engine, traces, settings, root: Path, args) -> dict:
+    """The memory mode's trace with background priming running (looping over the package's files)
+    against the same trace idle."""
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.rglob("*.py"))]
+    idle = bench.summarize(_replay_mode(engine, traces, settings, Workspace(), args))
+    workspace = Workspace()
+    stop = threading.Event()
+    primed = {"tokens": 0, "seconds": 0.0, "yields": 0}
+
+    def background() -> None:
+        while not stop.is_set():
+            for text in texts:
+                if stop.is_set():
+                    return
+                stats = engine.prime(workspace, [text], chunk_tokens=128, should_yield=stop.is_set)
+                primed["tokens"] += stats.tokens
+                primed["seconds"] += stats.seconds
+                primed["yields"] += int(stats.stopped_early)
+                time.sleep(0)  # let a waiting completion take the lock
+
+    thread = threading.Thread(target=background, name="bench-priming", daemon=True)
+    thread.start()
+    try:
+        busy = bench.summarize(_replay_mode(engine, traces, settings, workspace, args))
+    finally:
+        stop.set()
+        thread.join()
+    ratio = round(busy["p95_ms"] / idle["p95_ms"], 3) if busy.get("p95_ms") and idle.get("p95_ms") else None
+    return {"idle": idle, "priming": busy, "p95_priming_over_idle": ratio,
+            "priming_tokens_per_s": round(primed["tokens"] / primed["seconds"], 1) if primed["seconds"] else None,
+            "priming_yields": primed["yields"]}

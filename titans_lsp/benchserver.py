@@ -1,0 +1,156 @@
+"""`titans-lsp bench --server`: the typing trace through the real server over stdio.
+
+An LSP client (pygls) starts ``titans-lsp serve``, opens each file of the trace, sends every
+keystroke as a full-text ``didChange``, and after the debounce an Automatic
+``textDocument/inlineCompletion``; the next keystroke sends ``$/cancelRequest`` for an open
+request. Latency is measured client-side from request to response. Per-request token counts come
+from the server's ``titans/status`` notification (``lastCompletion``); peak RSS from the server
+process's ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+from titans_lsp.bench import FileTrace, RequestRecord
+
+
+class BenchClient(LanguageClient):
+    def __init__(self, settings: dict):
+        super().__init__("titans-lsp-bench", "0")
+        self.settings = settings
+        self.last_completion: dict | None = None
+
+        @self.feature(types.WORKSPACE_CONFIGURATION)
+        def configuration(params: types.ConfigurationParams):
+            return [self.settings for _ in params.items]
+
+        @self.feature("titans/status")
+        def status(params):
+            last = getattr(params, "lastCompletion", None) if not isinstance(params, dict) else params.get("lastCompletion")
+            if last is not None:
+                self.last_completion = last if isinstance(last, dict) else vars(last)
+
+        @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+        def create_progress(params):
+            return None
+
+        for method in (types.WINDOW_SHOW_MESSAGE, types.WINDOW_LOG_MESSAGE, types.PROGRESS):
+            self.feature(method)(lambda params: None)
+
+
+async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_args: list[str], debounce: float,
+                        speed: float = 1.0) -> tuple[list[RequestRecord], float | None]:
+    """Replay ``traces`` against a fresh server in ``mode``; returns (records, server peak RSS MiB)."""
+    client = BenchClient({"mode": mode})
+    await client.start_io(sys.executable, "-m", "titans_lsp", "serve", *serve_args)
+    records: list[RequestRecord] = []
+    try:
+        await client.initialize_async(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), root_uri=root.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)]))
+        client.initialized(types.InitializedParams())
+        await _warm_up(client, root, traces)
+        for trace in traces:
+            await _replay_file(client, root, trace, debounce, speed, records)
+        rss = _peak_rss_mb(client._server.pid) if client._server is not None else None
+        await client.shutdown_async(None)
+        client.exit(None)
+    finally:
+        await client.stop()
+    return records, rss
+
+
+async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRecord) -> str:
+    """Send one Automatic inline completion; returns its message id (for $/cancelRequest)."""
+    line = prefix.count("\n")
+    character = len(prefix) - (prefix.rfind("\n") + 1)
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+    msg_id = str(uuid.uuid4())
+    future = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+    record.sent = time.perf_counter()
+
+    def done(fut) -> None:
+        record.finished = time.perf_counter()
+        if fut.cancelled() or fut.exception() is not None:
+            record.cancelled = True
+            return
+        last = client.last_completion or {}
+        record.reused = int(last.get("reused") or 0)
+        record.decoded = int(last.get("decoded") or 0)
+        record.prefilled = max(0, int(last.get("promptTokens") or 0) - record.reused)
+        record.generated = record.decoded + 1
+
+    future.add_done_callback(done)
+    record.future = asyncio.wrap_future(future)
+    return msg_id
+
+
+async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, speed: float, records) -> None:
+    uri = (root / trace.path).as_uri()
+    first = trace.keys[0]
+    text0 = first.prefix[:-1] + first.suffix
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text0)))
+    t0 = time.perf_counter()
+    open_request: tuple[str, RequestRecord] | None = None
+    for i, key in enumerate(trace.keys):
+        await _sleep_until(t0 + key.at / speed)
+        if open_request is not None and open_request[1].finished is None:
+            client.protocol.notify("$/cancelRequest", types.CancelParams(id=open_request[0]))
+        open_request = None
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=i + 1),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=key.prefix + key.suffix)]))
+        next_at = trace.keys[i + 1].at if i + 1 < len(trace.keys) else key.at + 10.0
+        if next_at - key.at > debounce:
+            await _sleep_until(t0 + (key.at + debounce) / speed)
+            record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix)
+            records.append(record)
+            open_request = (await _request(client, uri, key.prefix, record), record)
+    pending = [r.future for r in records if getattr(r, "future", None) is not None and not r.future.done()]
+    if pending:
+        await asyncio.wait(pending)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+
+
+async def _warm_up(client, root: Path, traces: list[FileTrace]) -> None:
+    """Load the model (first request) before the trace starts; not measured."""
+    trace = traces[0]
+    uri = (root / "__bench_warmup__.py").as_uri()
+    text = "def load_config(path):\n    return "
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))
+    record = RequestRecord(sent=time.perf_counter())
+    await _request(client, uri, text, record)
+    try:
+        await asyncio.wait_for(record.future, timeout=600)
+    except Exception:  # noqa: BLE001 - a failed warm-up shows up as failed requests below
+        pass
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    del trace
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        return None
+    return None
