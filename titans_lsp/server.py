@@ -127,7 +127,9 @@ class TitansServer(LanguageServer):
         self.background = SerialExecutor("titans-background")
         self.engine_future: concurrent.futures.Future | None = None
         self.folders: dict[str, FolderState] = {}  # folder URI -> state
-        self.pending: dict[str, threading.Event] = {}  # document URI -> cancel event of its latest request
+        # (request kind, document URI) -> cancel event of the latest request. Inline and plain completion
+        # requests are kept apart: VS Code sends both while typing and one must not cancel the other.
+        self.pending: dict[tuple[str, str], threading.Event] = {}
         self.inflight = 0  # completion requests received and not answered (priming yields to them)
         self.latencies: dict[str, deque] = {}  # mode -> recent end-to-end latencies (ms)
         self.last_latency_ms: float | None = None
@@ -417,7 +419,7 @@ class TitansServer(LanguageServer):
 
     # ---- completion ---------------------------------------------------------------------------------------
     async def complete(self, uri: str, position: types.Position, num_items: int,
-                       automatic: bool = False) -> tuple[Completion | None, FolderState]:
+                       automatic: bool = False, kind: str = "inline") -> tuple[Completion | None, FolderState]:
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
@@ -438,10 +440,10 @@ class TitansServer(LanguageServer):
             return None, state
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         cancel = threading.Event()
-        previous = self.pending.get(uri)
+        previous = self.pending.get((kind, uri))
         if previous is not None:
             previous.set()  # a newer request for this document: the older one is stale
-        self.pending[uri] = cancel
+        self.pending[(kind, uri)] = cancel
         version = document.version
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
                                     settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri,
@@ -459,8 +461,8 @@ class TitansServer(LanguageServer):
             raise asyncio.CancelledError() from None
         finally:
             self.inflight -= 1
-            if self.pending.get(uri) is cancel:
-                del self.pending[uri]
+            if self.pending.get((kind, uri)) is cancel:
+                del self.pending[(kind, uri)]
         ms = (time.perf_counter() - started) * 1000
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode, deque(maxlen=100)).append(ms)
@@ -486,9 +488,8 @@ class TitansServer(LanguageServer):
         return engine.complete(request, state.workspace)
 
     def cancel_document(self, uri: str) -> None:
-        event = self.pending.pop(uri, None)
-        if event is not None:
-            event.set()
+        for key in [key for key in self.pending if key[1] == uri]:
+            self.pending.pop(key).set()
 
     def stop_all(self) -> None:
         self.stopping.set()
@@ -637,7 +638,7 @@ def build_server(**options) -> TitansServer:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: TitansServer, params: types.CompletionParams) -> types.CompletionList | None:
-        result, _ = await ls.complete(params.text_document.uri, params.position, 1)
+        result, _ = await ls.complete(params.text_document.uri, params.position, 1, kind="completion")
         if result is None or not result.text:
             return types.CompletionList(is_incomplete=True, items=[])
         text = result.text
