@@ -127,7 +127,9 @@ class TitansServer(LanguageServer):
         self.background = SerialExecutor("titans-background")
         self.engine_future: concurrent.futures.Future | None = None
         self.folders: dict[str, FolderState] = {}  # folder URI -> state
-        self.pending: dict[str, threading.Event] = {}  # document URI -> cancel event of its latest request
+        # (request kind, document URI) -> cancel event of the latest request. Inline and plain completion
+        # requests are kept apart: VS Code sends both while typing and one must not cancel the other.
+        self.pending: dict[tuple[str, str], threading.Event] = {}
         self.inflight = 0  # completion requests received and not answered (priming yields to them)
         self.latencies: dict[str, deque] = {}  # mode -> recent end-to-end latencies (ms)
         self.last_latency_ms: float | None = None
@@ -137,6 +139,7 @@ class TitansServer(LanguageServer):
         self._last_status_sent: dict[str, float] = {}
         self.supports_progress = False
         self.supports_configuration = False
+        self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def call_in_loop(self, fn: Callable, *args) -> None:
@@ -375,6 +378,8 @@ class TitansServer(LanguageServer):
         params = {"folder": state.uri, "mode": state.settings.mode,
                   "indexing": _progress_dict(state.indexing), "priming": _progress_dict(state.priming),
                   "lastLatencyMs": self.last_latency_ms}
+        if self.last_completion is not None and self.last_completion.get("folder") == state.uri:
+            params["lastCompletion"] = self.last_completion  # token counts, for titans-lsp bench --server
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params)
 
     def status(self) -> dict:
@@ -413,10 +418,17 @@ class TitansServer(LanguageServer):
         }
 
     # ---- completion ---------------------------------------------------------------------------------------
-    async def complete(self, uri: str, position: types.Position, num_items: int) -> tuple[Completion | None, FolderState]:
+    async def complete(self, uri: str, position: types.Position, num_items: int,
+                       automatic: bool = False, kind: str = "inline") -> tuple[Completion | None, FolderState]:
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
+        if self.settings_ready is not None and not self.settings_ready.is_set():
+            # A request right after `initialized` must not run with default settings.
+            try:
+                await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                pass
         document = self.workspace.get_text_document(uri)
         state = self.folder_for(uri)
         source = document.source
@@ -428,13 +440,14 @@ class TitansServer(LanguageServer):
             return None, state
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         cancel = threading.Event()
-        previous = self.pending.get(uri)
+        previous = self.pending.get((kind, uri))
         if previous is not None:
             previous.set()  # a newer request for this document: the older one is stale
-        self.pending[uri] = cancel
+        self.pending[(kind, uri)] = cancel
         version = document.version
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
-                                    settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri)
+                                    settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri,
+                                    automatic=automatic)
         loop = asyncio.get_running_loop()
         self.inflight += 1
         try:
@@ -448,8 +461,8 @@ class TitansServer(LanguageServer):
             raise asyncio.CancelledError() from None
         finally:
             self.inflight -= 1
-            if self.pending.get(uri) is cancel:
-                del self.pending[uri]
+            if self.pending.get((kind, uri)) is cancel:
+                del self.pending[(kind, uri)]
         ms = (time.perf_counter() - started) * 1000
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode, deque(maxlen=100)).append(ms)
@@ -475,9 +488,8 @@ class TitansServer(LanguageServer):
         return engine.complete(request, state.workspace)
 
     def cancel_document(self, uri: str) -> None:
-        event = self.pending.pop(uri, None)
-        if event is not None:
-            event.set()
+        for key in [key for key in self.pending if key[1] == uri]:
+            self.pending.pop(key).set()
 
     def stop_all(self) -> None:
         self.stopping.set()
@@ -555,6 +567,7 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TitansServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_event_loop()
+        ls.settings_ready = asyncio.Event()
         capabilities = params.capabilities
         ls.supports_progress = bool(capabilities.window and capabilities.window.work_done_progress)
         ls.supports_configuration = bool(capabilities.workspace and capabilities.workspace.configuration)
@@ -570,7 +583,10 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZED)
     async def initialized(ls: TitansServer, params: types.InitializedParams) -> None:
         states = list(ls.folders.values())
-        await ls.pull_settings(states)
+        try:
+            await ls.pull_settings(states)
+        finally:
+            ls.settings_ready.set()
         for state in states:
             ls.open_folder(state)
             ls.send_status(state, force=True)
@@ -612,7 +628,8 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1)
+        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1,
+                                          automatic=not invoked)
         if completion is None:
             return None
         here = types.Range(start=params.position, end=params.position)
@@ -621,7 +638,7 @@ def build_server(**options) -> TitansServer:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: TitansServer, params: types.CompletionParams) -> types.CompletionList | None:
-        result, _ = await ls.complete(params.text_document.uri, params.position, 1)
+        result, _ = await ls.complete(params.text_document.uri, params.position, 1, kind="completion")
         if result is None or not result.text:
             return types.CompletionList(is_incomplete=True, items=[])
         text = result.text
