@@ -113,7 +113,7 @@ class FolderState:
         self.indexing = (0, 0)
         try:
             self.workspace.index = WorkspaceIndex.load_or_build(self.root, self.state_dir, progress=report,
-                                                                dense_model=dense_model)
+                                                                dense_model=dense_model, dense_sync_limit=0)
         finally:
             n = len(self.workspace.index.files()) if self.workspace.index is not None else 0
             self.indexing = (n, n)
