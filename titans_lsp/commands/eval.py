@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # build
-    parser.add_argument("--dir", action="append", default=[], help="(build) a repository directory; repeatable")
-    parser.add_argument("--pypi", action="append", default=[], help="(build) a pinned package NAME==VERSION; repeatable")
+    parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
+    parser.add_argument("--pypi", action="extend", nargs="+", default=[], help="(build) pinned packages NAME==VERSION")
     parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
     parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
