@@ -122,7 +122,7 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
     from titans_lsp.evals.report import write_reports
     from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
 
-    engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+    engine = None if args.report_only else CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint)
     specs: list[RunSpec] = []
     # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
@@ -138,20 +138,20 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
     by_label: dict[str, dict] = {}
     started = time.time()
     for spec in specs:
-        if spec.label.startswith("vanilla-") and engine.patch is not None:
+        if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
         by_label[spec.label] = run_mode(engine, samples, spec, out, source, progress=not args.no_progress,
                                         compute=not args.report_only)
     by_label = {label: rows for label, rows in by_label.items() if rows}
     info = {
-        "data": str(args.data), "model": engine.loaded.name if hasattr(engine.loaded, "name") else str(args.model),
+        "data": str(args.data), "model": engine.loaded.name if engine is not None else str(args.model),
         "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
         "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
         "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
                         if args.memory_checkpoint is None and any(m in modes for m in ("memory", "ablation", "hybrid")) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
-        "device": str(engine.loaded.device), "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+        "device": str(engine.loaded.device) if engine is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
     }
     payload = write_reports(by_label, out, info, args.seed)
     print((out / "tables.md").read_text())
