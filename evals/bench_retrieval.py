@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dense-queries", type=int, default=50)
     parser.add_argument("--reference-queries", type=int, default=5, help="rank-bm25 queries at full size (slow)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="folder for results.json and results.md")
+    parser.add_argument("--out", help="folder for the results file")
+    parser.add_argument("--name", default="results.json", help="results file name inside --out")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     from titans_lsp.retrieval.index import WorkspaceIndex
 
     results: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "root": args.root,
-                     "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}"}
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+                     "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     work = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     try:
         root = work / Path(args.root).name
@@ -211,10 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / args.name).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return results
 

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
         state = patch.new_state()
         results["memory_overhead_bytes"] = _allocated(device) - before
         results["memory_parameters"] = sum(p.numel() for p in patch.trainable_parameters())
+        # Device-independent size: the memory modules' own tensors (the fp32 state is the same order).
+        results["memory_module_bytes"] = sum(t.numel() * t.element_size() for t in patch.memory.parameters())
 
     modes = ["none"] + (["memory", "ablation"] if patch is not None else [])
     for mode in modes:

@@ -19,9 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-SITE = Path(sys.prefix).resolve().parent / "deps-venv" / "lib" / "python3.11" / "site-packages"
-
-
 def find_package(name: str) -> Path:
     import importlib.util
 

@@ -183,6 +183,7 @@ def greedy_generate(
     first_token: int | None = None,
     alternatives: int = 0,
     lookahead: int = 8,
+    prefill_chunk: int = 256,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
 
@@ -196,6 +197,7 @@ def greedy_generate(
     ``lookahead``: most prompt-lookup guesses verified per forward pass (0: plain greedy). The
     output is the same either way: a guess is kept only where it equals the greedy token.
     Used only where the cache can be cut back (not DeltaNet layers).
+    ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks.
     """
     from transformers import DynamicCache
 
@@ -240,20 +242,26 @@ def greedy_generate(
                 cache.key, cache.ids, cache.past, cache.snapshots = cache_key, list(fed), past, snapshots
             raise Cancelled()
 
+    def prefill(end: int):
+        """Feed prompt_ids[len(fed):end] in chunks, checking for cancellation between chunks so a
+        cancelled request stops soon and leaves what it computed for the next keystroke."""
+        nonlocal fed
+        out = None
+        while len(fed) < end:
+            check_cancel()
+            piece = prompt_ids[len(fed):min(end, len(fed) + prefill_chunk)]
+            out = model(input_ids=torch.tensor([piece], device=device), cache=past, use_cache=True).logits[0, -1]
+            fed = fed + list(piece)
+        return out
+
     check_cancel()
     start = time.perf_counter()
     checkpoint = None if croppable or cache is None else _line_start_position(tokenizer, prompt_ids, reused)
     if checkpoint is not None and checkpoint < len(prompt_ids):
         # Prefill up to the cursor's line, keep the recurrent states there, then the rest.
-        model(input_ids=torch.tensor([prompt_ids[reused:checkpoint]], device=device), cache=past, use_cache=True)
+        prefill(checkpoint)
         snapshots.append((checkpoint, snapshot_recurrent(past)))
-        fed = list(prompt_ids[:checkpoint])
-        check_cancel()
-        reused_for_tail = checkpoint
-    else:
-        reused_for_tail = reused
-    new_ids = torch.tensor([prompt_ids[reused_for_tail:]], device=device)
-    logits = model(input_ids=new_ids, cache=past, use_cache=True).logits[0, -1]
+    logits = prefill(len(prompt_ids))
     if not croppable and cache is not None:
         snapshots.append((len(prompt_ids), snapshot_recurrent(past)))
         snapshots = snapshots[-3:]

@@ -49,6 +49,7 @@ class PrimeStats:
     texts_completed: int = 0  # texts fully written
     offset_in_text: int = 0  # tokens of the next text already written (when stopped early)
     max_update_norm: float = 0.0  # largest raw (pre-clip) update norm seen
+    update_seconds: float = 0.0  # of ``seconds``, the time spent applying memory updates
 
 
 @dataclass
@@ -149,7 +150,8 @@ class TitansPatch:
 
     # -- priming ----------------------------------------------------------------------------
     @torch.no_grad()
-    def write(self, state: MemoryState, input_ids: torch.Tensor, gates: str = "open") -> float:
+    def write(self, state: MemoryState, input_ids: torch.Tensor, gates: str = "open",
+              stats: "PrimeStats | None" = None) -> float:
         """Run one chunk (1, T) through the model up to the last memory layer and write it into ``state``.
         Returns the largest raw update norm."""
         base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
@@ -160,8 +162,11 @@ class TitansPatch:
             except _StopForward:
                 pass
         norm = 0.0
+        start = time.perf_counter()
         for i in self.layers:
             norm = max(norm, self.memory[str(i)].update(state, ctx.pending[i]))
+        if stats is not None:
+            stats.update_seconds += time.perf_counter() - start
         state.tokens_written += int(input_ids.numel())
         state.updates += 1
         return norm
@@ -189,7 +194,7 @@ class TitansPatch:
                     stats.seconds = time.perf_counter() - start
                     return stats
                 chunk = torch.tensor([ids[offset:offset + chunk_tokens]], dtype=torch.long, device=device)
-                stats.max_update_norm = max(stats.max_update_norm, self.write(state, chunk, gates=gates))
+                stats.max_update_norm = max(stats.max_update_norm, self.write(state, chunk, gates=gates, stats=stats))
                 stats.chunks += 1
                 stats.tokens += chunk.shape[1]
             stats.texts_completed += 1
@@ -198,7 +203,7 @@ class TitansPatch:
 
     # -- parameters -------------------------------------------------------------------------
     def gate_values(self) -> dict[int, float]:
-        return {i: float(self.memory[str(i)].gate_value()) for i in self.layers}
+        return {i: float(self.memory[str(i)].gate_value().detach()) for i in self.layers}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Retrieve projections, gates, output projections (+ mag mix); optionally initial weights and

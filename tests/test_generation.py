@@ -201,3 +201,28 @@ def test_cancelled_request_keeps_its_prefill_for_the_next_keystroke(tiny):
     again = greedy_generate(tiny.model, tok, longer, 4, cache=cache, cache_key="k")
     assert again.reused >= len(ids) - 1
     assert again.token_ids == greedy_generate(tiny.model, tok, longer, 4).token_ids
+
+
+class _CancelAfter:
+    """A cancel event that turns set after ``n`` checks (mid-prefill)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_prefill_is_cancellable_between_chunks_and_keeps_its_progress(tiny):
+    tok = tiny.tokenizer
+    cache = PrefixCache()
+    ids = tok("import os\nimport sys\n\nclass Server:\n    def __init__(self, host, port):\n        self.host = host\n",
+              add_special_tokens=False).input_ids
+    with pytest.raises(Cancelled):
+        greedy_generate(tiny.model, tok, ids, 4, cancel=_CancelAfter(2), cache=cache, cache_key="k", prefill_chunk=8)
+    kept = len(cache.ids)
+    assert 0 < kept < len(ids) and cache.ids == ids[:kept]
+    again = greedy_generate(tiny.model, tok, ids, 4, cache=cache, cache_key="k", prefill_chunk=8)
+    assert again.reused == kept
+    assert again.token_ids == greedy_generate(tiny.model, tok, ids, 4).token_ids

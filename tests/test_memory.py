@@ -323,3 +323,26 @@ def test_default_model_memory_and_ablation(default_model):
         assert (primed - reference).abs().max() > 1e-3
     finally:
         patch.uninstall()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama_dir):
+    """Checkpointed layers recompute their forward during backward: it must read the same memory
+    (backward inside activate) and must not write anything."""
+    grads = []
+    for checkpointing in (False, True):
+        lm = load_model(str(tiny_llama_dir), device="cpu")
+        ids = ids_of(lm)
+        patch = install_memory(lm.model, tiny_config("llama"))
+        params = patch.trainable_parameters()
+        state = patch.new_state()
+        patch.prime(state, [CODE], lm.tokenizer)
+        before = state.copy()
+        if checkpointing:
+            lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm.model.train()
+        with patch.activate(state):
+            lm.model(ids, labels=ids, use_cache=False).loss.backward()
+        grads.append([p.grad.clone() for p in params])
+        assert all(torch.equal(x, y) for i in state.layers for x, y in zip(state.weights[i], before.weights[i]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

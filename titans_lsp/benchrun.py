@@ -85,6 +85,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         if mode in MEMORY_MODES and not memory_ok:
             notes.append(f"{mode}: skipped (no memory patch in this build: titans_lsp.model.patching missing)")
             continue
+        _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
             records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
                                                             args.debounce_ms / 1000.0, args.speed))
@@ -95,6 +96,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         summary = bench.summarize(records)
         if server_rss is not None:
             summary["server_peak_rss_mb"] = server_rss
+        _progress(f"{mode}: baseline for {summary['answered']} answered requests")
         base = _baseline(engine, records)
         pooled_baseline += base
         summary["baseline"] = bench.percentiles(base) | {"requests": len(base)}
@@ -102,7 +104,9 @@ def run_bench(args: argparse.Namespace) -> dict:
         log.info("%s: %s", mode, summary)
 
     if memory_ok and args.priming and any(m in MEMORY_MODES for m in modes):
+        _progress("memory with background priming vs idle")
         results["priming"] = _priming_comparison(engine, traces, settings_for("memory"), root, args)
+    _progress("warm/cold")
     results["baseline"] = bench.percentiles(pooled_baseline) | {"requests": len(pooled_baseline)}
     results["warm_cold"] = _warm_cold(engine, traces, settings_for("none"))
     results["peak_rss_mb"] = bench.peak_rss_mb()
@@ -119,6 +123,12 @@ def _workspace_index(root: Path, cache: Path):
     index = WorkspaceIndex(root, state_dir=cache / "bench" / "index", dense_model=None)
     index.build()
     return index
+
+
+def _progress(message: str) -> None:
+    import sys
+
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _serve_args(args) -> list[str]:

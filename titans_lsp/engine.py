@@ -146,11 +146,12 @@ class CompletionEngine:
         """Install the Titans memory into the model (once); returns the patch."""
         if self.patch is None:
             from titans_lsp.model.memory import MemoryConfig
-            from titans_lsp.model.patching import install_memory
+            from titans_lsp.model.patching import install_memory, load_memory_config
 
             config = self.memory_config
             if config is None and self.memory_checkpoint is not None:
-                config = MemoryConfig.from_dict(_read_json(Path(self.memory_checkpoint) / "config.json"))
+                # a checkpoint's config.json wraps the MemoryConfig: {"memory_config": {...}, "model_type": ...}
+                config = load_memory_config(self.memory_checkpoint)
             self.patch = install_memory(self.model, config or MemoryConfig())
             if self.memory_checkpoint is not None:
                 self.patch.load_parameters(self.memory_checkpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from titans_lsp.commands import add_model_arguments
 
@@ -50,7 +51,7 @@ def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) 
     logger.setLevel(level)
     if log_file == "-":
         return None
-    path = cache_root(cache_dir) / "serve.log" if log_file is None else __import__("pathlib").Path(log_file)
+    path = cache_root(cache_dir) / "serve.log" if log_file is None else Path(log_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
