@@ -84,3 +84,11 @@ def test_tiny_end_to_end_eval_is_resumable(tmp_path, tiny_llama_dir, capsys):
     before = (out / "predictions-none.jsonl").read_text()
     assert main(argv) == 0
     assert (out / "predictions-none.jsonl").read_text() == before
+    # our own rg1 retrieval over the repositories instead of the file's list
+    retrieved = tmp_path / "retrieved"
+    argv_r = argv[:argv.index("--out")] + ["--out", str(retrieved), "--no-progress", "--modes", "concat", "--naive", "",
+                                           "--threads", "1", "--retrieve", "bm25", "--repos", str(repo.parent)]
+    assert main(argv_r) == 0
+    rows = [json.loads(line) for line in (retrieved / "predictions-concat.jsonl").read_text().splitlines()]
+    assert any("# the below code fragment is found in server.py" in r["context"] or
+               "# the below code fragment is found in config.py" in r["context"] for r in rows)

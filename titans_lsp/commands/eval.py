@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # build
-    parser.add_argument("--dir", action="append", default=[], help="(build) a repository directory; repeatable")
-    parser.add_argument("--pypi", action="append", default=[], help="(build) a pinned package NAME==VERSION; repeatable")
+    parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
+    parser.add_argument("--pypi", action="extend", nargs="+", default=[], help="(build) pinned packages NAME==VERSION")
     parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
     parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
@@ -122,7 +122,7 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
     from titans_lsp.evals.report import write_reports
     from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
 
-    engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+    engine = None if args.report_only else CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint)
     specs: list[RunSpec] = []
     # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
@@ -138,20 +138,20 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
     by_label: dict[str, dict] = {}
     started = time.time()
     for spec in specs:
-        if spec.label.startswith("vanilla-") and engine.patch is not None:
+        if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
         by_label[spec.label] = run_mode(engine, samples, spec, out, source, progress=not args.no_progress,
                                         compute=not args.report_only)
     by_label = {label: rows for label, rows in by_label.items() if rows}
     info = {
-        "data": str(args.data), "model": engine.loaded.name if hasattr(engine.loaded, "name") else str(args.model),
+        "data": str(args.data), "model": engine.loaded.name if engine is not None else str(args.model),
         "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
         "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
         "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
                         if args.memory_checkpoint is None and any(m in modes for m in ("memory", "ablation", "hybrid")) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
-        "device": str(engine.loaded.device), "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+        "device": str(engine.loaded.device) if engine is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
     }
     payload = write_reports(by_label, out, info, args.seed)
     print((out / "tables.md").read_text())
