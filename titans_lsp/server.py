@@ -413,7 +413,8 @@ class TitansServer(LanguageServer):
         }
 
     # ---- completion ---------------------------------------------------------------------------------------
-    async def complete(self, uri: str, position: types.Position, num_items: int) -> tuple[Completion | None, FolderState]:
+    async def complete(self, uri: str, position: types.Position, num_items: int,
+                       automatic: bool = False) -> tuple[Completion | None, FolderState]:
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
@@ -434,7 +435,8 @@ class TitansServer(LanguageServer):
         self.pending[uri] = cancel
         version = document.version
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
-                                    settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri)
+                                    settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri,
+                                    automatic=automatic)
         loop = asyncio.get_running_loop()
         self.inflight += 1
         try:
@@ -612,7 +614,9 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1)
+        # Automatic triggers (while typing) answer early: one item, ending at the end of the line.
+        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1,
+                                          automatic=not invoked)
         if completion is None:
             return None
         here = types.Range(start=params.position, end=params.position)
