@@ -85,19 +85,20 @@ def run_bench(args: argparse.Namespace) -> dict:
         if mode in MEMORY_MODES and not memory_ok:
             notes.append(f"{mode}: skipped (no memory patch in this build: titans_lsp.model.patching missing)")
             continue
+        workspace = Workspace(index=index)
         _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
             records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
                                                             args.debounce_ms / 1000.0, args.speed))
             _fill_prompts(engine, records, settings_for(mode), index)
         else:
-            records = _replay_mode(engine, traces, settings_for(mode), Workspace(index=index), args)
+            records = _replay_mode(engine, traces, settings_for(mode), workspace, args)
             server_rss = None
         summary = bench.summarize(records)
         if server_rss is not None:
             summary["server_peak_rss_mb"] = server_rss
         _progress(f"{mode}: baseline for {summary['answered']} answered requests")
-        base = _baseline(engine, records)
+        base = _baseline(engine, records, mode, workspace)
         pooled_baseline += base
         summary["baseline"] = bench.percentiles(base) | {"requests": len(base)}
         results["modes"][mode] = summary
@@ -169,14 +170,15 @@ def _replay_mode(engine, traces, settings, workspace, args) -> list[bench.Reques
     return bench.replay(traces, complete, debounce=args.debounce_ms / 1000.0, speed=args.speed)
 
 
-def _baseline(engine, records) -> list[float]:
+def _baseline(engine, records, mode: str, workspace: Workspace) -> list[float]:
+    """Plain generate of the same prompts; memory modes read the same memory state (gates as the mode)."""
     prompts = []
     for record in records:
         if record.latency_ms is None or not record.prompt_ids:
             continue
         ids, _ = heal_prompt(engine.tokenizer, record.prompt_ids)
         prompts.append((ids, max(1, record.generated)))
-    with engine.model_lock:
+    with engine.model_lock, engine._memory_context(mode, workspace):
         return bench.baseline_ms(engine.model, prompts)
 
 

@@ -34,9 +34,9 @@ class BenchClient(LanguageClient):
 
         @self.feature("titans/status")
         def status(params):
-            last = getattr(params, "lastCompletion", None) if not isinstance(params, dict) else params.get("lastCompletion")
-            if last is not None:
-                self.last_completion = last if isinstance(last, dict) else vars(last)
+            last = _plain(params).get("lastCompletion")
+            if last:
+                self.last_completion = last
 
         @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create_progress(params):
@@ -92,6 +92,7 @@ async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRe
 
     future.add_done_callback(done)
     record.future = asyncio.wrap_future(future)
+    record.future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a cancel answer is expected
     return msg_id
 
 
@@ -144,6 +145,15 @@ async def _sleep_until(deadline: float) -> None:
     delay = deadline - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+def _plain(obj):
+    """pygls hands unknown notifications' params over as namedtuples: make them dicts."""
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if hasattr(obj, "__dict__"):
+        return {k: _plain(v) for k, v in vars(obj).items()}
+    return obj
 
 
 def _peak_rss_mb(pid: int) -> float | None:

@@ -628,6 +628,7 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        # Automatic triggers (while typing) answer early: one item, ending at the end of the line.
         completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1,
                                           automatic=not invoked)
         if completion is None:
