@@ -43,15 +43,22 @@ def require(name: str) -> str:
     return path
 
 
-def server_command(log_file: Path) -> list[str]:
-    """`titans-lsp serve --stdio` from this checkout (TITANS_EDITOR_TEST_SERVER replaces the executable)."""
+def server_executable() -> list[str]:
+    """The titans-lsp executable of this checkout (TITANS_EDITOR_TEST_SERVER replaces it, e.g. for a stand-in)."""
     override = os.environ.get("TITANS_EDITOR_TEST_SERVER")
     if override:
-        base = shlex.split(override)
-    else:
-        exe = Path(sys.executable).parent / "titans-lsp"
-        base = [str(exe)] if exe.exists() else [sys.executable, "-m", "titans_lsp"]
-    return [*base, "serve", "--stdio", "--log-level", "debug", "--log-file", str(log_file)]
+        return shlex.split(override)
+    exe = Path(sys.executable).parent / "titans-lsp"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "titans_lsp"]
+
+
+def server_log_args(log_file: Path) -> list[str]:
+    return ["--log-level", "debug", "--log-file", str(log_file)]
+
+
+def server_command(log_file: Path) -> list[str]:
+    """`titans-lsp serve --stdio` with a debug log file."""
+    return [*server_executable(), "serve", "--stdio", *server_log_args(log_file)]
 
 
 def make_workspace(root: Path) -> Path:

@@ -139,15 +139,25 @@ async function switchMode(): Promise<void> {
   await vscode.workspace.getConfiguration("titansLsp", folder.uri).update("mode", picked.label, target);
 }
 
+/** Read-only documents for the server's status (closing them never asks to save). */
+const STATUS_SCHEME = "titans-lsp-status";
+const statusContent = new Map<string, string>();
+const statusChanged = new vscode.EventEmitter<vscode.Uri>();
+const statusProvider: vscode.TextDocumentContentProvider = {
+  onDidChange: statusChanged.event,
+  provideTextDocumentContent: (uri) => statusContent.get(uri.toString()) ?? "",
+};
+
 async function showStatus(): Promise<void> {
   const result = await serverCommand("titans-lsp.status");
   if (result === undefined) {
     return;
   }
-  const document = await vscode.workspace.openTextDocument({
-    language: "json",
-    content: JSON.stringify(result, null, 2),
-  });
+  const uri = vscode.Uri.from({ scheme: STATUS_SCHEME, path: "/titans-lsp status.json" });
+  statusContent.set(uri.toString(), JSON.stringify(result, null, 2));
+  statusChanged.fire(uri);
+  const document = await vscode.workspace.openTextDocument(uri);
+  await vscode.languages.setTextDocumentLanguage(document, "json");
   await vscode.window.showTextDocument(document, { preview: true });
 }
 
@@ -166,6 +176,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(
     log,
     statusBar,
+    statusChanged,
+    vscode.workspace.registerTextDocumentContentProvider(STATUS_SCHEME, statusProvider),
     vscode.commands.registerCommand("titansLsp.switchMode", switchMode),
     vscode.commands.registerCommand("titansLsp.primeWorkspace", withProgress("Titans LSP: priming memory", "titans-lsp.primeWorkspace")),
     vscode.commands.registerCommand("titansLsp.resetMemory", withProgress("Titans LSP: resetting memory", "titans-lsp.resetMemory")),

@@ -52,6 +52,7 @@ export function resolveServerCommand(): ServerCommand {
   if (device) {
     serveArgs.push("--device", device);
   }
+  serveArgs.push(...config.get<string[]>("serverArgs", []));
 
   const configured = config.get<string[]>("serverCommand", []).filter((part) => part.trim() !== "");
   if (configured.length > 0) {
@@ -72,6 +73,7 @@ export function resolveServerCommand(): ServerCommand {
 export const RESTART_SETTINGS = [
   "titansLsp.serverCommand",
   "titansLsp.pythonPath",
+  "titansLsp.serverArgs",
   "titansLsp.model",
   "titansLsp.device",
   "titansLsp.logLevel",
