@@ -61,6 +61,20 @@ def server_command(log_file: Path) -> list[str]:
     return [*server_executable(), "serve", "--stdio", *server_log_args(log_file)]
 
 
+def editor_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for an editor under test: its own XDG config/data/state, the user's titans-lsp cache.
+
+    The server keeps the converted default model in its cache; pinning TITANS_LSP_CACHE keeps the
+    editor's private XDG dirs from sending it to an empty one.
+    """
+    from titans_lsp.paths import cache_root
+
+    env = dict(os.environ, TITANS_LSP_CACHE=str(cache_root()))
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        env[var] = str(tmp_path / "xdg" / var.lower())
+    return env
+
+
 def make_workspace(root: Path) -> Path:
     """A small Python project: a helper module and a main file that uses it (cross-file context)."""
     root.mkdir(parents=True, exist_ok=True)

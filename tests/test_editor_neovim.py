@@ -7,14 +7,13 @@ reads state with --remote-expr. The server is `titans-lsp serve --stdio` from th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from editor_tools import REPO, find_modes, make_workspace, require, server_command, stop_process
+from editor_tools import REPO, editor_env, find_modes, make_workspace, require, server_command, stop_process
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(300)]
 
@@ -100,9 +99,7 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         cmd="{" + ", ".join(lua_str(part) for part in cmd) + "}",
     ))
     sock = tmp_path / "nvim.sock"
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[var] = str(tmp_path / "xdg" / var.lower())
+    env = editor_env(tmp_path)
     proc = subprocess.Popen(
         [nvim_bin, "--headless", "--listen", str(sock), "-u", str(init), str(workspace / "main.py")],
         cwd=workspace, env=env, stdin=subprocess.DEVNULL,

@@ -2,14 +2,14 @@
 
 code-server serves the fixture workspace on 127.0.0.1; tests/e2e/vscode_inline.cjs (playwright-core)
 opens main.py, types, waits for the ghost text of the server's inline suggestion, accepts it with
-Tab, switches titansLsp.mode with the status bar quick pick, and reads the server's status command.
+Tab, switches titansLsp.mode with the status bar quick pick, reads the server's status command, and
+finally kills the server to see the extension restart it.
 Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from editor_tools import (
-    ARTIFACTS, REPO, find_modes, make_workspace, require, server_executable, server_log_args, stop_process,
+    ARTIFACTS, REPO, editor_env, find_modes, make_workspace, require, server_executable, server_log_args, stop_process,
 )
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(420)]
@@ -79,9 +79,7 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
         "titansLsp.serverCommand": server_executable(),
         "titansLsp.serverArgs": server_log_args(server_log),
     }, indent=2))
-    env = dict(os.environ, HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"))
-    # Keep the real cache: the server's converted default model lives there.
-    env.setdefault("TITANS_LSP_CACHE", str(Path.home() / ".cache" / "titans-lsp"))
+    env = editor_env(tmp_path)
 
     t0 = time.monotonic()
     subprocess.run([code_server, "--install-extension", str(VSIX), "--extensions-dir", str(extensions),
@@ -105,7 +103,7 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
             [node, str(SCRIPT)],
             env=dict(env, NODE_PATH=node_path, URL=f"http://127.0.0.1:{port}", FOLDER=str(workspace),
                      SCREENSHOT_DIR=str(shots), RESULT=str(result_file), CHROMIUM=chromium,
-                     TYPED=TYPED, NEW_MODE=NEW_MODE),
+                     TYPED=TYPED, NEW_MODE=NEW_MODE, SERVER_MARK=str(server_log)),
             capture_output=True, text=True, timeout=360,
         )
         print(run.stdout[-4000:], run.stderr[-4000:])
@@ -137,3 +135,7 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     assert settings["titansLsp.mode"] == NEW_MODE, settings
     assert NEW_MODE not in find_modes(result["statusBeforeModeChange"]), result["statusBeforeModeChange"]
     assert NEW_MODE in find_modes(result["statusAfterModeChange"]), result["statusAfterModeChange"]
+
+    # After the server was killed the user was told, and a new server process took over.
+    assert "restarting in" in result["crashNotification"], result["crashNotification"]
+    assert set(result["restartedPids"]).isdisjoint(result["killedPids"]), result

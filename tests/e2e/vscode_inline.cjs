@@ -2,7 +2,9 @@
 // open main.py, type, wait for the ghost text of an inline suggestion, accept it with Tab, then
 // switch titansLsp.mode with the status bar item's quick pick and read the server's status.
 // Run by tests/test_editor_vscode.py (playwright-core comes from NODE_PATH, set by the test).
-// Input (environment): URL, FOLDER, SCREENSHOT_DIR, RESULT, CHROMIUM, TYPED, NEW_MODE.
+// Last, it kills the server process and watches the extension restart it.
+// Input (environment): URL, FOLDER, SCREENSHOT_DIR, RESULT, CHROMIUM, TYPED, NEW_MODE,
+// SERVER_MARK (a string only the server's command line contains: how the script finds its pid).
 // Output: a JSON file at RESULT with what was seen; screenshots in SCREENSHOT_DIR.
 "use strict";
 const fs = require("fs");
@@ -22,6 +24,7 @@ const SCREENSHOT_DIR = env("SCREENSHOT_DIR");
 const RESULT = env("RESULT");
 const TYPED = env("TYPED");
 const NEW_MODE = env("NEW_MODE");
+const SERVER_MARK = env("SERVER_MARK");
 const result = { steps: [], timings: {} };
 const t0 = Date.now();
 const step = (name) => {
@@ -87,6 +90,31 @@ async function serverStatus(page) {
   // Close the status document again so the next step sees main.py.
   await page.keyboard.press("Control+W");
   return JSON.parse(text);
+}
+
+/** Process ids whose command line contains SERVER_MARK (the server the extension started). */
+function serverPids() {
+  const pids = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) {
+      continue;
+    }
+    try {
+      const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmdline.includes(SERVER_MARK) && cmdline.includes("serve")) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return pids;
+}
+
+async function notificationsText(page) {
+  return page.$$eval(".notification-list-item-message", (els) =>
+    els.map((el) => el.textContent).join("\n"),
+  );
 }
 
 async function statusBarText(page) {
@@ -181,7 +209,43 @@ async function main() {
     }
     step("status after mode change");
     result.statusBarAfterModeChange = await statusBarText(page);
+    await page.mouse.move(700, 450); // away from the status bar, so its hover closes
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, "vscode-after-mode-change.png") });
+
+    // Crash: kill the server; the extension says so and starts a new one.
+    const before = serverPids();
+    result.killedPids = before;
+    if (before.length === 0) {
+      throw new Error(`no server process with ${SERVER_MARK} in its command line`);
+    }
+    before.forEach((pid) => process.kill(pid, "SIGKILL"));
+    step("server killed");
+    result.crashNotification = await waitFor(
+      "the restart notification",
+      async () => {
+        const text = await notificationsText(page);
+        return /restarting in/.test(text) ? text : null;
+      },
+      30000,
+    );
+    result.restartedPids = await waitFor(
+      "a new server process",
+      async () => {
+        const pids = serverPids().filter((pid) => !before.includes(pid));
+        return pids.length ? pids : null;
+      },
+      60000,
+    );
+    result.statusBarAfterRestart = await waitFor(
+      "the status bar to show the restarted server",
+      async () => {
+        const text = await statusBarText(page);
+        return text && !/starting|stopped|failed/.test(text) ? text : null;
+      },
+      180000,
+    );
+    step("server restarted");
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "vscode-after-restart.png") });
     result.ok = true;
   } catch (error) {
     result.error = String(error && error.stack ? error.stack : error);

@@ -47,6 +47,7 @@ function makeClient(): LanguageClient {
     initializationOptions: {
       model: config.get<string>("model") || undefined,
       device: config.get<string>("device") || undefined,
+      dtype: config.get<string>("dtype") || undefined,
     },
     outputChannel: log,
     errorHandler,

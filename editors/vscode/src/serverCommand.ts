@@ -52,6 +52,10 @@ export function resolveServerCommand(): ServerCommand {
   if (device) {
     serveArgs.push("--device", device);
   }
+  const dtype = config.get<string>("dtype", "").trim();
+  if (dtype) {
+    serveArgs.push("--dtype", dtype);
+  }
   serveArgs.push(...config.get<string[]>("serverArgs", []));
 
   const configured = config.get<string[]>("serverCommand", []).filter((part) => part.trim() !== "");
@@ -76,5 +80,6 @@ export const RESTART_SETTINGS = [
   "titansLsp.serverArgs",
   "titansLsp.model",
   "titansLsp.device",
+  "titansLsp.dtype",
   "titansLsp.logLevel",
 ];
