@@ -240,7 +240,7 @@ async function main() {
       "the status bar to show the restarted server",
       async () => {
         const text = await statusBarText(page);
-        return text && !/starting|stopped|failed/.test(text) ? text : null;
+        return text && !/starting|restarting|stopped|failed/.test(text) ? text : null;
       },
       180000,
     );

@@ -17,6 +17,7 @@ export class BackoffErrorHandler implements ErrorHandler {
   constructor(
     private readonly log: vscode.OutputChannel,
     private readonly onGiveUp: () => void,
+    private readonly onRestarting: () => void,
   ) {}
 
   /** Called when the server (re)started successfully. */
@@ -57,6 +58,7 @@ export class BackoffErrorHandler implements ErrorHandler {
     const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** (this.crashes - 1));
     const message = `Titans LSP: the server stopped unexpectedly; restarting in ${Math.round(delay / 1000)} s (attempt ${this.crashes} of ${MAX_RESTARTS}).`;
     this.log.appendLine(message);
+    this.onRestarting();
     void vscode.window.showWarningMessage(message, "Show server log").then((choice) => {
       if (choice) {
         this.log.show(true);

@@ -173,7 +173,11 @@ function withProgress(title: string, command: string): () => Promise<void> {
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   log = vscode.window.createOutputChannel("Titans LSP", { log: true });
   statusBar = new StatusBar();
-  errorHandler = new BackoffErrorHandler(log, () => statusBar.setState("failed"));
+  errorHandler = new BackoffErrorHandler(
+    log,
+    () => statusBar.setState("failed"),
+    () => statusBar.setState("restarting"),
+  );
   context.subscriptions.push(
     log,
     statusBar,

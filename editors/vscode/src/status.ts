@@ -10,7 +10,7 @@ export interface TitansStatus {
   lastLatencyMs: number | null;
 }
 
-export type ServerState = "starting" | "running" | "stopped" | "failed";
+export type ServerState = "starting" | "running" | "restarting" | "stopped" | "failed";
 
 /** The workspace folder a `folder` field names: the server sends a URI; a plain path is accepted too. */
 function folderKey(folder: string): string {
@@ -82,9 +82,9 @@ export class StatusBar implements vscode.Disposable {
       parts.push(`${Math.round(status.lastLatencyMs)} ms`);
     }
     this.item.backgroundColor = undefined;
-    if (this.state === "starting") {
+    if (this.state === "starting" || this.state === "restarting") {
       icon = "$(loading~spin)";
-      parts.push("starting");
+      parts.push(this.state);
     } else if (this.state === "stopped" || this.state === "failed") {
       icon = "$(error)";
       parts.push(this.state);

@@ -26,13 +26,13 @@ M.status = {}
 local config = vim.deepcopy(M.defaults)
 
 --- The server command: titans-lsp from the project's .venv when present, else from PATH.
-local function default_cmd(dispatchers)
+local function default_cmd(dispatchers, client_config)
   local exe = 'titans-lsp'
-  local root = vim.fs.root(0, config.root_markers)
+  local root = (client_config and client_config.root_dir) or vim.fs.root(0, config.root_markers)
   if root and vim.fn.executable(root .. '/.venv/bin/titans-lsp') == 1 then
     exe = root .. '/.venv/bin/titans-lsp'
   end
-  return vim.lsp.rpc.start({ exe, 'serve', '--stdio' }, dispatchers)
+  return vim.lsp.rpc.start({ exe, 'serve', '--stdio' }, dispatchers, { cwd = root })
 end
 
 local function clients(bufnr)
