@@ -1,5 +1,6 @@
 // Titans LSP for VS Code: starts `titans-lsp serve --stdio`, shows its inline completions for Python,
 // and gives the user a status bar item and commands for the server's modes and memory.
+import * as net from "net";
 import * as vscode from "vscode";
 import {
   ExecuteCommandRequest,
@@ -10,7 +11,7 @@ import {
   TransportKind,
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
-import { RESTART_SETTINGS, resolveServerCommand } from "./serverCommand";
+import { RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
 import { StatusBar, TitansStatus } from "./status";
 
 const MODES: { mode: string; detail: string }[] = [
@@ -26,15 +27,30 @@ let errorHandler: BackoffErrorHandler;
 let statusBar: StatusBar;
 let log: vscode.LogOutputChannel;
 
-function makeClient(): LanguageClient {
+/** Start `titans-lsp serve --stdio`, or connect to a server listening on titansLsp.serverAddress. */
+function makeServerOptions(): ServerOptions {
+  const address = serverAddress();
+  if (address) {
+    log.info(`Connecting to the server at ${address.host}:${address.port} (titansLsp.serverAddress)`);
+    return () =>
+      new Promise((resolve, reject) => {
+        const socket = net.connect(address.port, address.host);
+        socket.once("connect", () => resolve({ reader: socket, writer: socket }));
+        socket.once("error", reject);
+      });
+  }
   const server = resolveServerCommand();
   log.info(`Starting ${server.command} ${server.args.join(" ")} (from ${server.source})`);
-  const serverOptions: ServerOptions = {
+  return {
     command: server.command,
     args: server.args,
     transport: TransportKind.stdio,
     options: { cwd: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
   };
+}
+
+function makeClient(): LanguageClient {
+  const serverOptions = makeServerOptions();
   const config = vscode.workspace.getConfiguration("titansLsp");
   const clientOptions: LanguageClientOptions = {
     documentSelector: [

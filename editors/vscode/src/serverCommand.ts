@@ -73,8 +73,19 @@ export function resolveServerCommand(): ServerCommand {
   return { command: "titans-lsp", args: serveArgs, source: "PATH" };
 }
 
+/** `titansLsp.serverAddress` as host and port, or undefined when the extension starts its own server. */
+export function serverAddress(): { host: string; port: number } | undefined {
+  const value = vscode.workspace.getConfiguration("titansLsp").get<string>("serverAddress", "").trim();
+  const match = /^(.*):(\d+)$/.exec(value);
+  if (!match) {
+    return undefined;
+  }
+  return { host: match[1].replace(/^\[|\]$/g, "") || "127.0.0.1", port: Number(match[2]) };
+}
+
 /** Settings whose change needs a new server process (the rest reach the running server). */
 export const RESTART_SETTINGS = [
+  "titansLsp.serverAddress",
   "titansLsp.serverCommand",
   "titansLsp.pythonPath",
   "titansLsp.serverArgs",
