@@ -71,21 +71,27 @@ async function runCommand(page, title) {
   await page.keyboard.press("Enter");
 }
 
-/** Runs "Titans LSP: Show server status" and returns the JSON document it opens. */
+/** Runs "Titans LSP: Show server status" and returns the JSON document it opens. The document can be
+ * longer than the screen (the editor renders only visible lines), so its text comes through the
+ * clipboard: Select All, Copy, as a user would. */
 async function serverStatus(page) {
   await runCommand(page, "Titans LSP: Show server status");
+  await page.locator(".tabs-container .tab", { hasText: "titans-lsp status.json" }).first().waitFor({ timeout: 30000 });
   const text = await waitFor(
     "the server status document",
     async () => {
-      const lines = await editorLines(page);
-      const joined = lines.join("\n");
+      await page.evaluate(() => navigator.clipboard.writeText(""));
+      await page.keyboard.press("Control+A");
+      await page.keyboard.press("Control+C");
+      const copied = await page.evaluate(() => navigator.clipboard.readText());
       try {
-        return JSON.stringify(JSON.parse(joined));
+        return JSON.stringify(JSON.parse(copied));
       } catch {
         return null;
       }
     },
     30000,
+    500,
   );
   // Close the status document again so the next step sees main.py.
   await page.keyboard.press("Control+W");
@@ -129,7 +135,9 @@ async function main() {
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
   });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: URL });
+  const page = await context.newPage();
   page.on("pageerror", (err) => console.log(`page error: ${err.message}`));
   try {
     await page.goto(`${URL}/?folder=${encodeURIComponent(FOLDER)}`);
@@ -166,7 +174,8 @@ async function main() {
     step("typed");
     result.lineBeforeAccept = (await editorLines(page)).filter((l) => l.trim()).pop();
 
-    let ghost = await waitFor("ghost text", () => ghostText(page), 30000).catch(() => "");
+    // The first suggestion waits for the model to load (tens of seconds on a busy 2-core machine).
+    let ghost = await waitFor("ghost text", () => ghostText(page), 90000).catch(() => "");
     if (!ghost) {
       // Fall back to asking explicitly (Alt+\ is VS Code's "Trigger Inline Suggestion").
       result.explicitTrigger = true;
