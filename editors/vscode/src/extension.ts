@@ -1,0 +1,220 @@
+// Titans LSP for VS Code: starts `titans-lsp serve --stdio`, shows its inline completions for Python,
+// and gives the user a status bar item and commands for the server's modes and memory.
+import * as net from "net";
+import * as vscode from "vscode";
+import {
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  TransportKind,
+} from "vscode-languageclient/node";
+import { BackoffErrorHandler } from "./backoff";
+import { RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
+import { StatusBar, TitansStatus } from "./status";
+
+const MODES: { mode: string; detail: string }[] = [
+  { mode: "none", detail: "In-file context only" },
+  { mode: "concat", detail: "Retrieved cross-file snippets in the prompt" },
+  { mode: "memory", detail: "Cross-file context written into Titans neural memory" },
+  { mode: "ablation", detail: "Memory module present but not written" },
+  { mode: "hybrid", detail: "Snippets in the prompt, the rest in memory" },
+];
+
+let client: LanguageClient | undefined;
+let errorHandler: BackoffErrorHandler;
+let statusBar: StatusBar;
+let log: vscode.LogOutputChannel;
+
+/** Start `titans-lsp serve --stdio`, or connect to a server listening on titansLsp.serverAddress. */
+function makeServerOptions(): ServerOptions {
+  const address = serverAddress();
+  if (address) {
+    log.info(`Connecting to the server at ${address.host}:${address.port} (titansLsp.serverAddress)`);
+    return () =>
+      new Promise((resolve, reject) => {
+        const socket = net.connect(address.port, address.host);
+        socket.once("connect", () => resolve({ reader: socket, writer: socket }));
+        socket.once("error", reject);
+      });
+  }
+  const server = resolveServerCommand();
+  log.info(`Starting ${server.command} ${server.args.join(" ")} (from ${server.source})`);
+  return {
+    command: server.command,
+    args: server.args,
+    transport: TransportKind.stdio,
+    options: { cwd: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
+  };
+}
+
+function makeClient(): LanguageClient {
+  const serverOptions = makeServerOptions();
+  const config = vscode.workspace.getConfiguration("titansLsp");
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [
+      { scheme: "file", language: "python" },
+      { scheme: "untitled", language: "python" },
+    ],
+    // Pushes workspace/didChangeConfiguration when a titansLsp setting changes; the server pulls
+    // per-folder values with workspace/configuration.
+    synchronize: { configurationSection: "titansLsp" },
+    initializationOptions: {
+      model: config.get<string>("model") || undefined,
+      device: config.get<string>("device") || undefined,
+      dtype: config.get<string>("dtype") || undefined,
+    },
+    outputChannel: log,
+    errorHandler,
+  };
+  const newClient = new LanguageClient("titansLsp", "Titans LSP", serverOptions, clientOptions);
+  newClient.onDidChangeState((event) => {
+    if (event.newState === State.Running) {
+      errorHandler.started();
+      statusBar.setState("running");
+    } else if (event.newState === State.Starting) {
+      statusBar.setState("starting");
+    } else {
+      statusBar.setState("stopped");
+    }
+  });
+  newClient.onNotification("titans/status", (params: TitansStatus) => statusBar.update(params));
+  return newClient;
+}
+
+async function startClient(): Promise<void> {
+  client = makeClient();
+  try {
+    await client.start();
+  } catch (error) {
+    statusBar.setState("failed");
+    const choice = await vscode.window.showErrorMessage(
+      `Titans LSP: could not start the server: ${error instanceof Error ? error.message : String(error)}`,
+      "Show server log",
+    );
+    if (choice) {
+      log.show(true);
+    }
+  }
+}
+
+async function stopClient(): Promise<void> {
+  if (!client) {
+    return;
+  }
+  errorHandler.stopping = true;
+  try {
+    if (client.state !== State.Stopped) {
+      await client.stop();
+    }
+  } catch {
+    // A server that is already gone cannot be stopped politely.
+  } finally {
+    errorHandler.stopping = false;
+    client = undefined;
+  }
+}
+
+async function restartClient(): Promise<void> {
+  errorHandler.reset();
+  await stopClient();
+  await startClient();
+}
+
+/** Runs one of the server's workspace/executeCommand commands (ids `titans-lsp.*`). */
+async function serverCommand(command: string): Promise<unknown> {
+  if (!client || client.state !== State.Running) {
+    void vscode.window.showWarningMessage("Titans LSP: the server is not running.");
+    return undefined;
+  }
+  return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+}
+
+async function switchMode(): Promise<void> {
+  const folder = statusBar.activeFolder();
+  if (!folder) {
+    void vscode.window.showWarningMessage("Titans LSP: open a folder to choose its completion mode.");
+    return;
+  }
+  const current = vscode.workspace.getConfiguration("titansLsp", folder.uri).get<string>("mode", "concat");
+  const picked = await vscode.window.showQuickPick(
+    MODES.map(({ mode, detail }) => ({
+      label: mode,
+      description: mode === current ? "(current)" : undefined,
+      detail,
+    })),
+    { title: `Titans LSP completion mode for ${folder.name}`, placeHolder: current },
+  );
+  if (!picked || picked.label === current) {
+    return;
+  }
+  // One folder: the workspace settings; several: that folder's own settings.
+  const target = vscode.workspace.workspaceFile
+    ? vscode.ConfigurationTarget.WorkspaceFolder
+    : vscode.ConfigurationTarget.Workspace;
+  await vscode.workspace.getConfiguration("titansLsp", folder.uri).update("mode", picked.label, target);
+}
+
+/** Read-only documents for the server's status (closing them never asks to save). */
+const STATUS_SCHEME = "titans-lsp-status";
+const statusContent = new Map<string, string>();
+const statusChanged = new vscode.EventEmitter<vscode.Uri>();
+const statusProvider: vscode.TextDocumentContentProvider = {
+  onDidChange: statusChanged.event,
+  provideTextDocumentContent: (uri) => statusContent.get(uri.toString()) ?? "",
+};
+
+async function showStatus(): Promise<void> {
+  const result = await serverCommand("titans-lsp.status");
+  if (result === undefined) {
+    return;
+  }
+  const uri = vscode.Uri.from({ scheme: STATUS_SCHEME, path: "/titans-lsp status.json" });
+  statusContent.set(uri.toString(), JSON.stringify(result, null, 2));
+  statusChanged.fire(uri);
+  const document = await vscode.workspace.openTextDocument(uri);
+  await vscode.languages.setTextDocumentLanguage(document, "json");
+  await vscode.window.showTextDocument(document, { preview: true });
+}
+
+function withProgress(title: string, command: string): () => Promise<void> {
+  return async () => {
+    await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title }, async () => {
+      await serverCommand(command);
+    });
+  };
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  log = vscode.window.createOutputChannel("Titans LSP", { log: true });
+  statusBar = new StatusBar();
+  errorHandler = new BackoffErrorHandler(
+    log,
+    () => statusBar.setState("failed"),
+    () => statusBar.setState("restarting"),
+  );
+  context.subscriptions.push(
+    log,
+    statusBar,
+    statusChanged,
+    vscode.workspace.registerTextDocumentContentProvider(STATUS_SCHEME, statusProvider),
+    vscode.commands.registerCommand("titansLsp.switchMode", switchMode),
+    vscode.commands.registerCommand("titansLsp.primeWorkspace", withProgress("Titans LSP: priming memory", "titans-lsp.primeWorkspace")),
+    vscode.commands.registerCommand("titansLsp.resetMemory", withProgress("Titans LSP: resetting memory", "titans-lsp.resetMemory")),
+    vscode.commands.registerCommand("titansLsp.showStatus", showStatus),
+    vscode.commands.registerCommand("titansLsp.showServerLog", () => log.show(true)),
+    vscode.commands.registerCommand("titansLsp.restartServer", restartClient),
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      if (RESTART_SETTINGS.some((setting) => event.affectsConfiguration(setting))) {
+        log.info("Server settings changed: restarting the server.");
+        void restartClient();
+      }
+    }),
+  );
+  await startClient();
+}
+
+export async function deactivate(): Promise<void> {
+  await stopClient();
+}

@@ -1,0 +1,96 @@
+// Decide which command starts the titans-lsp server, and with which arguments.
+import * as fs from "fs";
+import * as path from "path";
+import * as vscode from "vscode";
+
+export interface ServerCommand {
+  command: string;
+  args: string[];
+  /** Where the command came from, for the log. */
+  source: string;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** A workspace folder's own `.venv` (the repository's setup script makes one) holds titans-lsp. */
+function findVenvServer(): string | undefined {
+  const exe = process.platform === "win32" ? path.join("Scripts", "titans-lsp.exe") : path.join("bin", "titans-lsp");
+  for (const folder of vscode.workspace.workspaceFolders ?? []) {
+    if (folder.uri.scheme !== "file") {
+      continue;
+    }
+    for (const venv of [".venv", "venv"]) {
+      const candidate = path.join(folder.uri.fsPath, venv, exe);
+      if (isExecutable(candidate)) {
+        return candidate;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The command, in order of preference: the `titansLsp.serverCommand` setting, a workspace folder's
+ * `.venv/bin/titans-lsp`, `titansLsp.pythonPath -m titans_lsp`, then `titans-lsp` on PATH.
+ * `serve --stdio` and the window-wide server options are appended.
+ */
+export function resolveServerCommand(): ServerCommand {
+  const config = vscode.workspace.getConfiguration("titansLsp");
+  const serveArgs = ["serve", "--stdio", "--log-level", config.get<string>("logLevel", "info")];
+  const model = config.get<string>("model", "").trim();
+  if (model) {
+    serveArgs.push("--model", model);
+  }
+  const device = config.get<string>("device", "").trim();
+  if (device) {
+    serveArgs.push("--device", device);
+  }
+  const dtype = config.get<string>("dtype", "").trim();
+  if (dtype) {
+    serveArgs.push("--dtype", dtype);
+  }
+  serveArgs.push(...config.get<string[]>("serverArgs", []));
+
+  const configured = config.get<string[]>("serverCommand", []).filter((part) => part.trim() !== "");
+  if (configured.length > 0) {
+    return { command: configured[0], args: [...configured.slice(1), ...serveArgs], source: "titansLsp.serverCommand" };
+  }
+  const venvServer = findVenvServer();
+  if (venvServer) {
+    return { command: venvServer, args: serveArgs, source: "workspace .venv" };
+  }
+  const python = config.get<string>("pythonPath", "").trim();
+  if (python) {
+    return { command: python, args: ["-m", "titans_lsp", ...serveArgs], source: "titansLsp.pythonPath" };
+  }
+  return { command: "titans-lsp", args: serveArgs, source: "PATH" };
+}
+
+/** `titansLsp.serverAddress` as host and port, or undefined when the extension starts its own server. */
+export function serverAddress(): { host: string; port: number } | undefined {
+  const value = vscode.workspace.getConfiguration("titansLsp").get<string>("serverAddress", "").trim();
+  const match = /^(.*):(\d+)$/.exec(value);
+  if (!match) {
+    return undefined;
+  }
+  return { host: match[1].replace(/^\[|\]$/g, "") || "127.0.0.1", port: Number(match[2]) };
+}
+
+/** Settings whose change needs a new server process (the rest reach the running server). */
+export const RESTART_SETTINGS = [
+  "titansLsp.serverAddress",
+  "titansLsp.serverCommand",
+  "titansLsp.pythonPath",
+  "titansLsp.serverArgs",
+  "titansLsp.model",
+  "titansLsp.device",
+  "titansLsp.dtype",
+  "titansLsp.logLevel",
+];

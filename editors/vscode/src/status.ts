@@ -1,0 +1,111 @@
+// The status bar item: mode of the active editor's folder, indexing/priming progress, last latency.
+import * as vscode from "vscode";
+
+/** Params of the server's `titans/status` notification. */
+export interface TitansStatus {
+  folder: string;
+  mode: string;
+  indexing: { done: number; total: number } | null;
+  priming: { done: number; total: number } | null;
+  lastLatencyMs: number | null;
+}
+
+export type ServerState = "starting" | "running" | "restarting" | "stopped" | "failed";
+
+/** The workspace folder a `folder` field names: the server sends a URI; a plain path is accepted too. */
+function folderKey(folder: string): string {
+  try {
+    const uri = folder.includes("://") ? vscode.Uri.parse(folder) : vscode.Uri.file(folder);
+    return uri.toString();
+  } catch {
+    return folder;
+  }
+}
+
+export class StatusBar implements vscode.Disposable {
+  private readonly item: vscode.StatusBarItem;
+  private readonly byFolder = new Map<string, TitansStatus>();
+  private state: ServerState = "starting";
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor() {
+    this.item = vscode.window.createStatusBarItem("titansLsp.status", vscode.StatusBarAlignment.Right, 100);
+    this.item.name = "Titans LSP";
+    this.item.command = "titansLsp.switchMode";
+    this.disposables.push(
+      vscode.window.onDidChangeActiveTextEditor(() => this.render()),
+      vscode.workspace.onDidChangeConfiguration((event) => {
+        if (event.affectsConfiguration("titansLsp.mode")) {
+          this.render();
+        }
+      }),
+    );
+    this.render();
+    this.item.show();
+  }
+
+  setState(state: ServerState): void {
+    this.state = state;
+    if (state !== "running") {
+      this.byFolder.clear();
+    }
+    this.render();
+  }
+
+  update(status: TitansStatus): void {
+    this.byFolder.set(folderKey(status.folder), status);
+    this.render();
+  }
+
+  /** The folder of the active editor, or the first folder. */
+  activeFolder(): vscode.WorkspaceFolder | undefined {
+    const uri = vscode.window.activeTextEditor?.document.uri;
+    return (uri && vscode.workspace.getWorkspaceFolder(uri)) ?? vscode.workspace.workspaceFolders?.[0];
+  }
+
+  private render(): void {
+    const folder = this.activeFolder();
+    const status = folder ? this.byFolder.get(folder.uri.toString()) : undefined;
+    const configuredMode = vscode.workspace.getConfiguration("titansLsp", folder?.uri).get<string>("mode", "concat");
+    const mode = status?.mode ?? configuredMode;
+    const parts = [`Titans: ${mode}`];
+    let icon = "$(sparkle)";
+    if (status?.indexing && status.indexing.done < status.indexing.total) {
+      parts.push(`indexing ${status.indexing.done}/${status.indexing.total}`);
+      icon = "$(sync~spin)";
+    }
+    if (status?.priming && status.priming.done < status.priming.total) {
+      parts.push(`priming ${status.priming.done}/${status.priming.total}`);
+      icon = "$(sync~spin)";
+    }
+    if (status?.lastLatencyMs !== null && status?.lastLatencyMs !== undefined) {
+      parts.push(`${Math.round(status.lastLatencyMs)} ms`);
+    }
+    this.item.backgroundColor = undefined;
+    if (this.state === "starting" || this.state === "restarting") {
+      icon = "$(loading~spin)";
+      parts.push(this.state);
+    } else if (this.state === "stopped" || this.state === "failed") {
+      icon = "$(error)";
+      parts.push(this.state);
+      this.item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
+    }
+    this.item.text = `${icon} ${parts.join(" · ")}`;
+    const tooltip = new vscode.MarkdownString(undefined, true);
+    tooltip.appendMarkdown(`**Titans LSP** (${this.state})\n\n`);
+    tooltip.appendMarkdown(`Mode: \`${mode}\`${folder ? ` in ${folder.name}` : ""}\n\n`);
+    if (status?.indexing) {
+      tooltip.appendMarkdown(`Indexed ${status.indexing.done}/${status.indexing.total} files\n\n`);
+    }
+    if (status?.priming) {
+      tooltip.appendMarkdown(`Primed ${status.priming.done}/${status.priming.total} files\n\n`);
+    }
+    tooltip.appendMarkdown("Click to switch mode.");
+    this.item.tooltip = tooltip;
+  }
+
+  dispose(): void {
+    this.item.dispose();
+    this.disposables.forEach((d) => d.dispose());
+  }
+}

@@ -1,0 +1,144 @@
+"""End-to-end: headless Neovim with the Lua plugin in editors/neovim, driven as a user would type.
+
+Neovim runs headless with --listen; the test sends keys with `nvim --server SOCK --remote-send` and
+reads state with --remote-expr. The server is `titans-lsp serve --stdio` from this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from editor_tools import REPO, editor_env, find_modes, make_workspace, require, server_command, stop_process
+
+pytestmark = [pytest.mark.editor, pytest.mark.timeout(300)]
+
+INIT_LUA = """
+vim.opt.rtp:prepend({plugin_dir})
+vim.opt.swapfile = false
+require('titans_lsp').setup({{
+  cmd = {cmd},
+  settings = {{ titansLsp = {{ mode = 'concat', maxNewTokens = 16, multiline = 'never' }} }},
+}})
+
+-- Probes the test reads through --remote-expr.
+_G.T = {{}}
+function T.ready()
+  local c = vim.lsp.get_clients({{ name = 'titans', bufnr = 0 }})[1]
+  return c ~= nil and c.initialized == true and vim.lsp.inline_completion.is_enabled({{ bufnr = 0 }})
+end
+function T.ghost()
+  local ns = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
+  if not ns then return '' end
+  local text = {{}}
+  for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {{ details = true }})) do
+    for _, chunk in ipairs(mark[4].virt_text or {{}}) do table.insert(text, chunk[1]) end
+    for _, line in ipairs(mark[4].virt_lines or {{}}) do
+      table.insert(text, '\\n')
+      for _, chunk in ipairs(line) do table.insert(text, chunk[1]) end
+    end
+  end
+  return table.concat(text)
+end
+function T.state()
+  return vim.json.encode({{ mode = vim.api.nvim_get_mode().mode, line = vim.api.nvim_get_current_line(),
+    lines = vim.api.nvim_buf_get_lines(0, 0, -1, false) }})
+end
+function T.status()
+  local answers = vim.lsp.buf_request_sync(0, 'workspace/executeCommand',
+    {{ command = 'titans-lsp.status', arguments = {{}} }}, 20000)
+  for _, answer in pairs(answers or {{}}) do
+    if answer.result then return vim.json.encode(answer.result) end
+    if answer.err then return vim.json.encode({{ error = answer.err.message }}) end
+  end
+  return ''
+end
+"""
+
+
+def lua_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid Lua string literal for these paths
+
+
+class Nvim:
+    def __init__(self, nvim: str, sock: Path):
+        self.nvim, self.sock = nvim, sock
+
+    def send(self, keys: str) -> None:
+        subprocess.run([self.nvim, "--server", str(self.sock), "--remote-send", keys], check=True, timeout=30)
+
+    def lua(self, expr: str) -> str:
+        out = subprocess.run(
+            [self.nvim, "--server", str(self.sock), "--remote-expr", f"luaeval({json.dumps(expr)})"],
+            check=True, timeout=60, capture_output=True, text=True,
+        )
+        return out.stdout.strip()
+
+    def wait_for(self, what: str, probe, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
+    nvim_bin = require("NVIM")
+    workspace = make_workspace(tmp_path / "shapes")
+    server_log = tmp_path / "server.log"
+    cmd = server_command(server_log)
+    init = tmp_path / "init.lua"
+    init.write_text(INIT_LUA.format(
+        plugin_dir=lua_str(str(REPO / "editors" / "neovim")),
+        cmd="{" + ", ".join(lua_str(part) for part in cmd) + "}",
+    ))
+    sock = tmp_path / "nvim.sock"
+    env = editor_env(tmp_path)
+    proc = subprocess.Popen(
+        [nvim_bin, "--headless", "--listen", str(sock), "-u", str(init), str(workspace / "main.py")],
+        cwd=workspace, env=env, stdin=subprocess.DEVNULL,
+        stdout=open(tmp_path / "nvim.out", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        nv = Nvim(nvim_bin, sock)
+        t0 = time.monotonic()
+        nv.wait_for("the socket", sock.exists, 30)
+        nv.wait_for("the titans client to initialize", lambda: nv.lua("T.ready()") == "true", 120)
+        t_ready = time.monotonic() - t0
+
+        # A user opens a new line under the last one and starts typing: ghost text appears.
+        nv.send("Goperimeter = ")
+        ghost = nv.wait_for("ghost text from the server", lambda: nv.lua("T.ghost()"), 120)
+        before = json.loads(nv.lua("T.state()"))
+        assert before["mode"] == "i", before
+        assert before["line"].endswith("perimeter = "), before
+
+        # Tab accepts it: the ghost text's first line is now in the buffer.
+        nv.send("<Tab>")
+        after = nv.wait_for("the accepted text", lambda: (s := json.loads(nv.lua("T.state()")))["line"] != before["line"] and s, 30)
+        first = ghost.split("\n")[0]
+        assert after["line"].startswith(before["line"]), (before, after)
+        assert first.strip() and first.strip() in after["line"], (ghost, after)
+        assert "\t" not in after["line"], "Tab was inserted instead of accepting the suggestion"
+
+        # :TitansMode memory reaches the server: its status command reports the new mode.
+        assert "memory" not in find_modes(json.loads(nv.lua("T.status()"))), "memory before switching"
+        nv.send("<Esc>:TitansMode memory<CR>")
+        nv.wait_for("the server to report mode memory",
+                    lambda: "memory" in find_modes(json.loads(nv.lua("T.status()") or "{}")), 60)
+        print(f"neovim: client ready in {t_ready:.1f}s; ghost {ghost!r}; accepted line {after['line']!r}")
+    finally:
+        try:
+            nv.send("<Esc>:qa!<CR>")
+            proc.wait(timeout=10)
+        except Exception:
+            pass
+        stop_process(proc)
+        if server_log.exists():
+            print("server log tail:\n" + "\n".join(server_log.read_text(errors="replace").splitlines()[-20:]))

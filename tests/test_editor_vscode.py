@@ -1,0 +1,141 @@
+"""End-to-end: a real VS Code (code-server) in headless Chromium with the packaged extension.
+
+code-server serves the fixture workspace on 127.0.0.1; tests/e2e/vscode_inline.cjs (playwright-core)
+opens main.py, types, waits for the ghost text of the server's inline suggestion, accepts it with
+Tab, switches titansLsp.mode with the status bar quick pick, reads the server's status command, and
+finally kills the server to see the extension restart it.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from editor_tools import (
+    ARTIFACTS, REPO, editor_env, find_modes, make_workspace, require, server_executable, server_log_args, stop_process,
+)
+
+pytestmark = [pytest.mark.editor, pytest.mark.timeout(420)]
+
+VSIX = REPO / "editors" / "vscode" / "titans-lsp.vsix"
+SCRIPT = REPO / "tests" / "e2e" / "vscode_inline.cjs"
+TYPED = "perimeter = "
+NEW_MODE = "memory"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"code-server did not answer at {url} within {timeout:.0f}s")
+
+
+def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
+    node = require("NODE")
+    code_server = require("CODE_SERVER")
+    chromium = require("CHROMIUM")
+    node_path = require("PLAYWRIGHT_NODE_PATH")
+    if not VSIX.exists():
+        pytest.skip(f"{VSIX.name} not built: run scripts/provision-editors")
+
+    workspace = make_workspace(tmp_path / "shapes")
+    (workspace / ".vscode").mkdir()
+    (workspace / ".vscode" / "settings.json").write_text(json.dumps(
+        {"titansLsp.mode": "concat", "titansLsp.maxNewTokens": 16, "titansLsp.multiline": "never"}, indent=2))
+    server_log = tmp_path / "server.log"
+    user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
+    (user_data / "User").mkdir(parents=True)
+    (user_data / "User" / "settings.json").write_text(json.dumps({
+        "security.workspace.trust.enabled": False,
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": False,
+        "chat.disableAIFeatures": True,
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+        "extensions.autoCheckUpdates": False,
+        "extensions.autoUpdate": False,
+        "telemetry.telemetryLevel": "off",
+        "editor.inlineSuggest.enabled": True,
+    }, indent=2))
+    # Machine-scoped settings of a remote window (code-server) live in the Machine settings file.
+    (user_data / "Machine").mkdir()
+    (user_data / "Machine" / "settings.json").write_text(json.dumps({
+        "titansLsp.serverCommand": server_executable(),
+        "titansLsp.serverArgs": server_log_args(server_log),
+    }, indent=2))
+    env = editor_env(tmp_path)
+
+    t0 = time.monotonic()
+    subprocess.run([code_server, "--install-extension", str(VSIX), "--extensions-dir", str(extensions),
+                    "--user-data-dir", str(user_data)], check=True, env=env, capture_output=True, timeout=120)
+    t_install = time.monotonic() - t0
+
+    port = free_port()
+    cs_log = open(tmp_path / "code-server.log", "w")
+    proc = subprocess.Popen(
+        [code_server, "--bind-addr", f"127.0.0.1:{port}", "--auth", "none", "--disable-telemetry",
+         "--disable-update-check", "--disable-workspace-trust", "--user-data-dir", str(user_data),
+         "--extensions-dir", str(extensions), str(workspace)],
+        env=env, stdin=subprocess.DEVNULL, stdout=cs_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    result_file = tmp_path / "result.json"
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60)
+        run = subprocess.run(
+            [node, str(SCRIPT)],
+            env=dict(env, NODE_PATH=node_path, URL=f"http://127.0.0.1:{port}", FOLDER=str(workspace),
+                     SCREENSHOT_DIR=str(shots), RESULT=str(result_file), CHROMIUM=chromium,
+                     TYPED=TYPED, NEW_MODE=NEW_MODE, SERVER_MARK=str(server_log)),
+            capture_output=True, text=True, timeout=360,
+        )
+        print(run.stdout[-4000:], run.stderr[-4000:])
+    finally:
+        stop_process(proc)
+        cs_log.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        for shot in shots.glob("*.png"):
+            (ARTIFACTS / shot.name).write_bytes(shot.read_bytes())
+        if server_log.exists():
+            (ARTIFACTS / "vscode-server.log").write_bytes(server_log.read_bytes())
+    result = json.loads(result_file.read_text())
+    print(json.dumps({k: v for k, v in result.items() if k != "linesWithGhost"}, indent=2)[:6000])
+    print(f"extension install {t_install:.1f}s; steps at {result.get('timings')}")
+    assert result.get("ok"), f"the VS Code script failed: {result.get('error')} (screenshots in {ARTIFACTS})"
+
+    # Ghost text appeared after typing, and Tab put it into the document.
+    ghost = result["ghost"]
+    assert ghost.strip(), result
+    before = result["lineBeforeAccept"]
+    assert before.rstrip().endswith(TYPED.strip()), before
+    joined_after = "\n".join(result["linesAfterAccept"])
+    first = ghost.split("\n")[0].strip()
+    assert first and first in joined_after, (ghost, result["linesAfterAccept"])
+    assert (ARTIFACTS / "vscode-ghost-text.png").stat().st_size > 10000
+
+    # The quick pick wrote the workspace setting, and the server reports the new mode.
+    settings = json.loads((workspace / ".vscode" / "settings.json").read_text())
+    assert settings["titansLsp.mode"] == NEW_MODE, settings
+    assert NEW_MODE not in find_modes(result["statusBeforeModeChange"]), result["statusBeforeModeChange"]
+    assert NEW_MODE in find_modes(result["statusAfterModeChange"]), result["statusAfterModeChange"]
+
+    # After the server was killed the user was told, and a new server process took over.
+    assert "restarting in" in result["crashNotification"], result["crashNotification"]
+    assert set(result["restartedPids"]).isdisjoint(result["killedPids"]), result
