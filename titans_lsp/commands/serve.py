@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tcp:
         host, port = parse_host_port(args.tcp)
         print(f"titans-lsp: listening on {host}:{port} (log: {log_path or 'none'})\n"
-              f"  VS Code: the titans-lsp extension starts its own server over stdio; a client that should use this one\n"
-              f"           connects a socket to {host}:{port} (vscode-languageclient: ServerOptions returning StreamInfo)\n"
+              f"  VS Code: install editors/vscode (npm ci && npm run package), then set\n"
+              f"           \"titansLsp.serverAddress\": \"{host}:{port}\" to use this server (without it the extension starts its own)\n"
               f"  Neovim:  vim.lsp.config('titans', {{ cmd = vim.lsp.rpc.connect('{host}', {port}) }})",
               file=sys.stderr, flush=True)
         log.info("serving on tcp %s:%d", host, port)
