@@ -39,12 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     with tqdm(desc="indexing", unit="file") as bar:
-        def index_progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        state.load_index(index_progress)
+        state.load_index(_progress_to(bar))
     print(f"indexed {len(state.index.files())} files ({state.index.num_chunks()} chunks) in "
           f"{time.perf_counter() - started:.1f} s -> {state.state_dir}")
     if args.dense:
@@ -54,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.n = done
                 bar.refresh()
 
-            state.index.build_dense(dense_progress)
+            state.index.build_dense(_progress_to(bar))
         state.save_index()
     if args.index_only:
         return 0
@@ -65,12 +60,16 @@ def run(args: argparse.Namespace) -> int:
                                    memory_checkpoint=args.memory_checkpoint)
     started = time.perf_counter()
     with tqdm(desc="priming", unit="file") as bar:
-        def prime_progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        result = state.prime_all(engine, prime_progress, force=args.force)
+        result = state.prime_all(engine, _progress_to(bar), force=args.force)
     print(f"primed {result.primed} files ({result.skipped} already primed) in {time.perf_counter() - started:.1f} s; "
           f"{len(state.primed)} files in memory")
     return 0
+
+
+def _progress_to(bar):
+    """A ``progress(done, total)`` callback that drives a tqdm bar."""
+    def report(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+    return report
