@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from titans_lsp.model.mac import init_queries
+
 UPDATE_RULES = ("sgd", "titans")
 INTEGRATIONS = ("additive", "mac", "mag")
 RETRIEVE_MODES = ("separate", "tied")
@@ -66,8 +68,8 @@ class MemoryConfig:
             raise ValueError(f"integration must be one of {INTEGRATIONS}, got {self.integration!r}")
         if self.retrieve not in RETRIEVE_MODES:
             raise ValueError(f"retrieve must be one of {RETRIEVE_MODES}, got {self.retrieve!r}")
-        if self.depth < 1 or self.memory_dim < 1 or self.chunk_size < 1:
-            raise ValueError("depth, memory_dim and chunk_size must be positive")
+        if self.depth < 1 or self.memory_dim < 1 or self.chunk_size < 1 or self.num_memory_tokens < 1:
+            raise ValueError("depth, memory_dim, chunk_size and num_memory_tokens must be positive")
         if not 0.0 <= self.gate_floor < 1.0:
             raise ValueError(f"gate_floor must be in [0, 1), got {self.gate_floor}")
         if self.layers is not None:
@@ -298,7 +300,8 @@ class MemoryLayer(nn.Module):
 
     Read: y = out_proj(M(normalize(W_q h))) with W_q = W_retrieve ("separate", initialised equal to
     W_k) or W_k itself ("tied"). The contribution added after self-attention is gate * y
-    ("additive") or gate * sigmoid(mix(q)) * y ("mag").
+    ("additive") or gate * sigmoid(mix(q)) * y ("mag"). "mac" reads at learned queries instead
+    (:meth:`memory_tokens`) and the tokens join the attention (see model/mac.py).
     """
 
     def __init__(self, hidden_size: int, config: MemoryConfig, layer_idx: int):
@@ -323,6 +326,9 @@ class MemoryLayer(nn.Module):
         nn.init.zeros_(self.rule_maps.weight)
         with torch.no_grad():
             self.rule_maps.bias.copy_(torch.tensor([0.0, _logit(config.momentum_init), _logit(config.decay_init)]))
+        # "mac": learned read queries (hidden space) for the memory tokens prepended to attention.
+        self.memory_queries = (nn.Parameter(init_queries(config.num_memory_tokens, hidden_size, g))
+                               if config.integration == "mac" else None)
         self.initial_weights = nn.ParameterList(
             [nn.Parameter(w, requires_grad=False) for w in init_memory_weights(d, config.depth, g)])
 
@@ -332,15 +338,24 @@ class MemoryLayer(nn.Module):
         floor = self.config.gate_floor
         return floor + (1 - floor) * torch.sigmoid(self.gate)
 
+    def _recall(self, hidden: torch.Tensor, weights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalized read query, out_proj(M(query))) for hidden-space inputs, in fp32."""
+        proj = self.retrieve_proj if self.retrieve_proj is not None else self.key_proj
+        q = F.normalize(hidden.float() @ proj.t(), dim=-1)
+        return q, memory_forward(weights, q) @ self.out_proj.t()
+
     def read(self, hidden: torch.Tensor, weights: list[torch.Tensor], shut: bool = False) -> torch.Tensor:
         """The memory's contribution to the residual stream, in fp32 (caller casts back)."""
-        x = hidden.float()
-        proj = self.retrieve_proj if self.retrieve_proj is not None else self.key_proj
-        q = F.normalize(x @ proj.t(), dim=-1)
-        y = memory_forward(weights, q) @ self.out_proj.t()
+        q, y = self._recall(hidden, weights)
         if self.mix is not None:
             y = torch.sigmoid(self.mix(q)) * y
         return self.gate_value(shut) * y
+
+    def memory_tokens(self, weights: list[torch.Tensor]) -> torch.Tensor:
+        """"mac": the memory read at the learned queries, (num_memory_tokens, hidden) in fp32."""
+        if self.memory_queries is None:
+            raise ValueError("memory_tokens() needs integration='mac'")
+        return self._recall(self.memory_queries, weights)[1]
 
     @torch.no_grad()
     def write_inputs(self, hidden: torch.Tensor):

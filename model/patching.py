@@ -1,7 +1,9 @@
 """Install Titans memory into a Hugging Face causal LM, in place, without changing its classes.
 
 Each memory layer gets a forward hook on its ``self_attn`` module: the memory's read is added to the
-attention output, i.e. to the residual stream right after self-attention (h <- h + gate * y).
+attention output, i.e. to the residual stream right after self-attention (h <- h + gate * y), for the
+``additive`` and ``mag`` integrations. For ``mac`` the hook only records write inputs, and the read
+happens inside attention: memory tokens prepended to the keys and values (model/mac.py).
 The hook does nothing unless a state is active (``with patch.activate(state): ...``), so outside
 that context the patched model computes exactly what the unpatched model computes, and the
 ``none`` / ``concat`` modes can share one loaded model with ``memory`` / ``ablation``.
@@ -26,6 +28,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from titans_lsp.model import mac
 from titans_lsp.model.memory import MemoryConfig, MemoryLayer, MemoryState, _atomic_save_safetensors
 
 PARAMS_FILE = "memory.safetensors"
@@ -108,6 +111,11 @@ class TitansPatch:
         self._active: _Active | None = None
         self._handles = [layers[i].self_attn.register_forward_hook(self._make_hook(i), with_kwargs=True)
                          for i in self.layers]
+        self._mac_modules = []
+        if config.integration == "mac":
+            for i in self.layers:
+                mac.attach(layers[i].self_attn, self._make_mac_provider(i, layers[i].self_attn))
+                self._mac_modules.append(layers[i].self_attn)
 
     # -- the hook ---------------------------------------------------------------------------
     def _make_hook(self, layer_idx: int):
@@ -120,6 +128,23 @@ class TitansPatch:
             return _apply_memory(mem, ctx, layer_idx, args, kwargs, output)
 
         return hook
+
+    def _make_mac_provider(self, layer_idx: int, attention: nn.Module):
+        mem = self.memory[str(layer_idx)]
+
+        @torch.compiler.disable
+        def provider(dtype: torch.dtype):
+            ctx = self._active
+            if ctx is None or ctx.shut:  # not active, or the ablation: the layer's own attention exactly
+                return None
+            if ctx.state.updates == 0 and not self.config.train_init_weights:
+                return None  # nothing written yet: the memory reads zero (skipping also keeps the fused kernel)
+            tokens = mem.memory_tokens(ctx.state.weights[layer_idx])
+            bias = mac.presence_bias(tokens, mem.gate_value())
+            keys, values = mac.memory_kv(attention, tokens.to(attention.k_proj.weight.dtype))
+            return keys.to(dtype), values.to(dtype), bias
+
+        return provider
 
     # -- states -----------------------------------------------------------------------------
     def new_state(self) -> MemoryState:
@@ -216,6 +241,8 @@ class TitansPatch:
                 group.append(mem.retrieve_proj)
             if mem.mix is not None:
                 group += list(mem.mix.parameters())
+            if mem.memory_queries is not None:
+                group.append(mem.memory_queries)
             if self.config.train_init_weights:
                 group += list(mem.initial_weights)
             if self.config.train_titans_maps:
@@ -260,6 +287,9 @@ class TitansPatch:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        for attention in self._mac_modules:
+            mac.detach(attention)
+        self._mac_modules = []
         if getattr(self.model, "_titans_patch", None) is self:
             del self.model._titans_patch
 
@@ -271,6 +301,8 @@ def _apply_memory(mem: MemoryLayer, ctx: _Active, layer_idx: int, args, kwargs, 
         ctx.pending[layer_idx] = hidden.detach()
         if ctx.stop_at == layer_idx:
             raise _StopForward
+    if mem.memory_queries is not None:  # "mac": the read happened inside attention
+        return None
     attn_out = output[0] if isinstance(output, tuple) else output
     y = mem.read(hidden, ctx.state.weights[layer_idx], shut=ctx.shut).to(attn_out.dtype)
     if isinstance(output, tuple):
@@ -305,9 +337,6 @@ def install_memory(model: nn.Module, config: MemoryConfig | None = None,
         if wanted != existing.config:
             raise ValueError("memory is already installed in this model with another config; uninstall() first")
         return existing
-    if config.integration == "mac":
-        raise NotImplementedError("integration='mac' (memory tokens prepended to attention) is not implemented yet; "
-                                  "use 'additive' or 'mag'")
     patch = TitansPatch(model, MemoryConfig.from_dict(config.to_dict()))
     model._titans_patch = patch
     if checkpoint is not None:

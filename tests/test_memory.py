@@ -162,9 +162,10 @@ def test_reading_never_writes(tiny):
     assert all(torch.equal(x, y) for i in state.layers for x, y in zip(state.weights[i], before.weights[i]))
 
 
-def test_cached_generation_equals_uncached_forward(tiny):
+@pytest.mark.parametrize("integration", ["additive", "mac"])
+def test_cached_generation_equals_uncached_forward(tiny, integration):
     model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, tiny_config(tiny.arch, update_rule="titans"))
+    patch = install_memory(model, tiny_config(tiny.arch, update_rule="titans", integration=integration))
     state = patch.new_state()
     patch.prime(state, [CODE * 2], tiny.tokenizer, chunk_tokens=32)
     with torch.no_grad(), patch.activate(state):
@@ -262,8 +263,10 @@ def test_install_twice_and_uninstall(tiny):
     with torch.no_grad():
         reference = model(ids).logits
     assert not hasattr(model, "_titans_patch")
-    with pytest.raises(NotImplementedError):
-        install_memory(model, tiny_config(tiny.arch, integration="mac"))
+    mac = install_memory(model, tiny_config(tiny.arch, integration="mac"))  # another config once uninstalled
+    mac.uninstall()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference)  # mac's attention routing is undone too
     with pytest.raises(ValueError, match="self-attention"):
         if tiny.arch == "qwen3_5":
             install_memory(model, MemoryConfig(memory_dim=8, layers=[0]))
@@ -346,3 +349,69 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama_dir):
         assert all(torch.equal(x, y) for i in state.layers for x, y in zip(state.weights[i], before.weights[i]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory as context ("mac": memory tokens prepended to attention)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_mac_fresh_shut_primed_and_uninstalled(tiny, attention):
+    model, ids = tiny.model, ids_of(tiny)
+    model.config._attn_implementation = attention
+    with torch.no_grad():
+        reference = model(ids).logits
+        patch = install_memory(model, tiny_config(tiny.arch, integration="mac", num_memory_tokens=4))
+        state = patch.new_state()
+        with patch.activate(state):
+            fresh = model(ids).logits
+        patch.prime(state, [CODE * 3], tiny.tokenizer, chunk_tokens=24)
+        with patch.activate(state, gates="shut"):
+            shut = model(ids).logits
+        with patch.activate(state):
+            primed = model(ids).logits
+            tokens = patch.memory[str(patch.layers[0])].memory_tokens(state.weights[patch.layers[0]])
+        outside = model(ids).logits
+        patch.uninstall()
+        after = model(ids).logits
+    assert tokens.shape == (4, model.config.hidden_size) and tokens.abs().max() > 0
+    assert (fresh - reference).abs().max() <= 1e-5  # an empty memory draws no attention
+    assert torch.equal(shut, reference)  # ablation: the layer's own attention, untouched
+    assert torch.equal(outside, reference)
+    assert (primed - reference).abs().max() > 1e-3
+    assert torch.equal(after, reference)
+
+
+def test_mac_chunked_prefill_with_cache_equals_one_forward(tiny):
+    """Queries that start mid-sequence (a cached prefix, a later chunk of several tokens) see the
+    memory tokens and exactly the causal part of the sequence."""
+    from transformers import DynamicCache
+
+    model, ids = tiny.model, ids_of(tiny, PROMPT + "\n" + CODE)
+    patch = install_memory(model, tiny_config(tiny.arch, integration="mac", num_memory_tokens=3))
+    state = patch.new_state()
+    patch.prime(state, [CODE * 2], tiny.tokenizer, chunk_tokens=32)
+    cut = ids.shape[1] // 2
+    with torch.no_grad(), patch.activate(state):
+        full = model(ids, use_cache=False).logits
+        cache = DynamicCache(config=model.config)
+        first = model(ids[:, :cut], past_key_values=cache, use_cache=True).logits
+        second = model(ids[:, cut:], past_key_values=cache, use_cache=True).logits
+    torch.testing.assert_close(torch.cat([first, second], dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_mac_gradients_reach_queries_gates_and_projections(tiny):
+    model, ids = tiny.model, ids_of(tiny)
+    patch = install_memory(model, tiny_config(tiny.arch, integration="mac", num_memory_tokens=4))
+    params = patch.trainable_parameters()
+    state = patch.new_state()
+    patch.prime(state, [CODE], tiny.tokenizer)
+    with patch.activate(state):
+        loss = model(ids, labels=ids).loss
+    loss.backward()
+    for i in patch.layers:
+        mem = patch.memory[str(i)]
+        for p in (mem.memory_queries, mem.retrieve_proj, mem.gate, mem.out_proj):
+            assert p.grad is not None and p.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.parameters())
+    assert len(params) == 4 * len(patch.layers)
