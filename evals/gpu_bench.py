@@ -255,7 +255,7 @@ def _guarded(results: dict, name: str, fn, device: str):
 
 def run(args: argparse.Namespace) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype) or (torch.float32 if device == "cpu" else torch.bfloat16)
     save = (lambda: Path(args.out).write_text(json.dumps(results, indent=2) + "\n")) if args.out else (lambda: None)
     started = time.perf_counter()
     before = _allocated(device)
@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny Qwen3.5 config (CPU): exercises the same code path")
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="weights dtype (auto: bf16 on a GPU, fp32 on CPU; --tiny --dtype bf16 rehearses the GPU dtypes)")
     parser.add_argument("--modes", type=_csv(str), default=["none", "memory", "ablation"],
                         help="comma-separated latency modes among none, memory, ablation (default: all three)")
     parser.add_argument("--integrations", type=_csv(str), default=["additive"],
