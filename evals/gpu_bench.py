@@ -10,6 +10,7 @@ Everything goes through the same decoding loop the server uses (greedy_generate)
 With ``--train-steps N``: seconds per memory-training step (frozen bf16 base, gradient checkpointing,
 model/training.py's loss / freeze / optimizer groups / priming) for files of ``--train-seq-lens``
 tokens, peak GPU memory, trainable parameters, and the hours 10,000 such steps take.
+``--checkpointing both`` also times the steps without checkpointing (as ``training.train`` runs today).
 ``--integrations additive,mac`` repeats the memory measurements per MemoryConfig integration.
 Each section is guarded: an error is recorded under ``errors`` and the run goes on.
 
@@ -322,10 +323,14 @@ def run(args: argparse.Namespace) -> dict:
                 save()
             if device.startswith("cuda"):
                 info["inference_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-            if args.train_steps:
-                info["train"] = _guarded(results, f"train{suffix}", lambda: time_training(
+            # training.train() itself runs without checkpointing: "both" also measures what that costs.
+            for checkpointing in {"on": [True], "off": [False], "both": [True, False]}[args.checkpointing]:
+                if not args.train_steps:
+                    break
+                key = "train" if checkpointing else "train_no_checkpointing"
+                info[key] = _guarded(results, f"{key}{suffix}", lambda: time_training(
                     model, patch, args.train_seq_lens, args.train_steps, args.train_warmup, device,
-                    checkpointing=not args.no_checkpointing, label=suffix), device)
+                    checkpointing=checkpointing, label=suffix + ("" if checkpointing else " (no checkpointing)")), device)
                 save()
         finally:
             patch.uninstall()
@@ -372,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-warmup", type=int, default=1, help="untimed training steps before the timed ones")
     parser.add_argument("--train-seq-lens", type=_csv(int), default=[2048, 4096],
                         help="comma-separated file lengths in tokens for the training steps")
-    parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
+    parser.add_argument("--checkpointing", choices=["on", "off", "both"], default="on",
+                        help="gradient checkpointing for the training steps; results under train / "
+                             "train_no_checkpointing (an out-of-memory error is recorded, not fatal)")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every section")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modes if m not in ("none", "memory", "ablation")]

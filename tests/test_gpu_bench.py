@@ -38,7 +38,8 @@ def test_tiny_training_step_with_checkpointing_and_skipped_integration(tmp_path,
     out = tmp_path / "gpu.json"
     assert gpu_bench.main(["--tiny", "--device", "cpu", "--dtype", "bf16", "--modes", "memory", "--integrations", "additive,mag",
                            "--prompt-tokens", "24", "--new-tokens", "2", "--repeats", "1", "--priming-tokens", "0",
-                           "--train-steps", "2", "--train-seq-lens", "32,48", "--out", str(out)]) == 0
+                           "--train-steps", "2", "--train-seq-lens", "32,48", "--checkpointing", "both",
+                           "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results["modes"]) == {"memory"}
     assert any("'mag' skipped" in note for note in results["notes"])
@@ -50,3 +51,5 @@ def test_tiny_training_step_with_checkpointing_and_skipped_integration(tmp_path,
         assert len(entry["all_step_seconds"]) == 3 and entry["seconds_per_step"] > 0
         assert abs(entry["hours_for_10000_steps"] - entry["seconds_per_step"] * 10_000 / 3600) <= 0.01  # both rounded
     assert train["parameter_change_norm"] > 0  # gradients reached the memory through checkpointed layers
+    plain = results["memory"]["additive"]["train_no_checkpointing"]
+    assert plain["gradient_checkpointing"] is False and set(plain["seq_lens"]) == {"32", "48"}
