@@ -356,7 +356,8 @@ class TitansServer(LanguageServer):
         if state.settings.mode in MEMORY_WRITE_MODES and reindexed:
             engine = self.engine()
             for rel in reindexed:
-                state.prime_file(engine, rel, should_yield=self._should_yield, wait=self._wait_for_idle)
+                state.prime_file(engine, rel, should_yield=self._should_yield, wait=self._wait_for_idle, publish=False)
+            engine.publish_memory(state.workspace)  # one publish per batch of changed files
             state.save_memory(engine)
             log.info("%s: re-primed %s", state.name, ", ".join(reindexed))
         if set(state.settings.retriever) & set(DENSE_RETRIEVERS):
