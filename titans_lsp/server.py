@@ -467,9 +467,11 @@ class TitansServer(LanguageServer):
         ms = (time.perf_counter() - started) * 1000
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode, deque(maxlen=100)).append(ms)
-        self.last_completion = {"folder": state.uri, "mode": completion.mode, "promptTokens": completion.prompt_tokens,
+        self.last_completion = {"folder": state.uri, "uri": uri, "version": version,  # which request (bench --server)
+                                "mode": completion.mode, "promptTokens": completion.prompt_tokens,
                                 "contextChars": len(completion.context), "reused": completion.reused,
-                                "decoded": completion.decoded, "latencyMs": _round(ms), "items": len(completion.items),
+                                "prefilled": completion.prefilled, "decoded": completion.decoded,
+                                "accepted": completion.accepted, "latencyMs": _round(ms), "items": len(completion.items),
                                 "timings": {k: _round(v * 1000) for k, v in completion.timings.items()}}
         log.debug("%s completion in %.0f ms (prompt %d, reused %d, decoded %d, %s): %r", completion.mode, ms,
                   completion.prompt_tokens, completion.reused, completion.decoded,
