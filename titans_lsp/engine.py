@@ -78,7 +78,7 @@ class Workspace:
     """Per workspace-folder state the engine reads: its snippet index and its memory.
 
     The memory is double-buffered so priming does not throw away the completions' KV caches:
-    completions read ``memory``, a published snapshot that is never written in place, and its
+    completions read ``memory``, a published snapshot that priming never writes, and its
     ``memory_version`` is part of the cache key; priming writes ``pending``, a working copy, which
     :meth:`publish` turns into the new snapshot (one version bump per publish, not per write).
     Callers hold the engine's ``model_lock`` around these methods."""
