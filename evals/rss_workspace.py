@@ -159,8 +159,8 @@ async def measure(root: Path, open_file: Path, cache: Path, model: str, mode: st
         result["stages"]["after_completion"] = proc_memory_mb(pid)
         result["peak_rss_mb"] = result["stages"]["after_completion"]["VmHWM"]
         state_dirs = list((cache / "workspaces").glob(f"{root.name}-*"))
-        result["index_on_disk_mb"] = round(sum(f.stat().st_size for d in state_dirs for f in d.rglob("*") if f.is_file())
-                                           / 2**20, 1)
+        on_disk = sum(f.stat().st_size for d in state_dirs for f in d.rglob("*") if f.is_file())
+        result["index_on_disk_mb"] = round(on_disk / 2**20, 1)
         await client.shutdown_async(None)
         client.exit(None)
     finally:
@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(small)
         (small / open_file.parent.relative_to(root)).mkdir(parents=True)
         shutil.copyfile(open_file, small / open_file.relative_to(root))
-        results["small"] = asyncio.run(measure(small, small / open_file.relative_to(root), fresh_cache(work / "cache-small"),
-                                               args.model, args.mode, args.timeout))
+        small_file = small / open_file.relative_to(root)
+        results["small"] = asyncio.run(measure(small, small_file, fresh_cache(work / "cache-small"), args.model,
+                                               args.mode, args.timeout))
         print(_line("one file", results["small"]), flush=True)
         results["index_cost_mb"] = round(results["large"]["peak_rss_mb"] - results["small"]["peak_rss_mb"], 1)
         print(f"peak RSS difference (what the large workspace costs): {results['index_cost_mb']} MiB")

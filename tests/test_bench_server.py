@@ -35,14 +35,16 @@ def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_di
     root = write_fixture(tmp_path / "repo")
     text, tail = FIXTURE_FILES["app.py"], "    print(area_of_circle("
     # 1 s between keys: the tiny model answers each request (~0.1 s) before the next key, even on a loaded machine
-    keys = [Keystroke(at=1.0 * n, prefix=text + tail[:n], suffix="") for n in range(len(tail) - 4, len(tail) + 1)]
+    typed = range(len(tail) - 4, len(tail) + 1)
+    keys = [Keystroke(at=1.0 * i, prefix=text + tail[:n], suffix="") for i, n in enumerate(typed)]
     serve = ["--model", str(tiny_llama_dir), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
     records, rss = asyncio.run(replay_server([FileTrace("app.py", keys)], root, "none", serve, debounce=0.1))
     answered = [r for r in records if r.latency_ms is not None]
     assert len(answered) >= 2 and rss and rss > 0
     for record in answered:
         assert record.decoded > 0 and record.prefilled + record.reused > 0
-    assert answered[0].reused == 0 and answered[0].prefilled > 0  # the document's first request: no cache yet
+    first = records[0]
+    assert first.latency_ms is None or (first.reused == 0 and first.prefilled > 0)  # the document's first: no cache
     assert all(r.reused > 0 for r in answered[1:])  # later keystrokes reuse its cache
     summary = summarize(records)
     assert summary["decoded_per_request"] > 0 and summary["reused_per_request"] > 0
