@@ -277,7 +277,9 @@ async def test_memory_is_primed_reprimed_on_edit_and_separate_per_folder(env):
 
     async def reprimed():
         now = folder_status(await status(env.client), env.alpha)
-        return now["primeWrites"] > alpha["primeWrites"] and now["lastPrimed"] == "pkg/config.py" and now
+        # written into priming's working copy, then published (the end of the batch of changed files)
+        written = now["primeWrites"] > alpha["primeWrites"] and now["lastPrimed"] == "pkg/config.py"
+        return written and now["memory"]["version"] > alpha["memory"]["version"] and now
 
     after = await wait_for(reprimed, 60, what="re-prime of pkg/config.py")
     assert after["lastIndexed"] == "pkg/config.py" and after["indexUpdates"] > alpha["indexUpdates"]

@@ -222,7 +222,8 @@ def _priming_comparison(engine, traces, settings, root: Path, args) -> dict:
             for text in texts:
                 if stop.is_set():
                     return
-                stats = engine.prime(workspace, [text], chunk_tokens=128, should_yield=stop.is_set)
+                # as the server primes: into the working copy, published every engine.publish_every_s
+                stats = engine.prime(workspace, [text], chunk_tokens=128, should_yield=stop.is_set, publish=False)
                 primed["tokens"] += stats.tokens
                 primed["seconds"] += stats.seconds
                 primed["yields"] += int(stats.stopped_early)

@@ -4,8 +4,9 @@ An LSP client (pygls) starts ``titans-lsp serve``, opens each file of the trace,
 keystroke as a full-text ``didChange``, and after the debounce an Automatic
 ``textDocument/inlineCompletion``; the next keystroke sends ``$/cancelRequest`` for an open
 request. Latency is measured client-side from request to response. Per-request token counts come
-from the server's ``titans/status`` notification (``lastCompletion``); peak RSS from the server
-process's ``VmHWM``.
+from the server's ``titans/status`` notification (``lastCompletion``, which names the document
+and version it answered, so figures are matched to their request whichever of the response and
+the notification arrives first); peak RSS from the server process's ``VmHWM``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class BenchClient(LanguageClient):
     def __init__(self, settings: dict):
         super().__init__("titans-lsp-bench", "0")
         self.settings = settings
-        self.last_completion: dict | None = None
+        self.token_figures: dict[tuple[str, int], dict] = {}  # (uri, version) -> the server's lastCompletion
 
         @self.feature(types.WORKSPACE_CONFIGURATION)
         def configuration(params: types.ConfigurationParams):
@@ -34,9 +35,9 @@ class BenchClient(LanguageClient):
 
         @self.feature("titans/status")
         def status(params):
-            last = _plain(params).get("lastCompletion")
-            if last:
-                self.last_completion = last
+            figures = completion_figures(_plain(params))
+            if figures is not None:
+                self.token_figures[figures[0]] = figures[1]
 
         @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create_progress(params):
@@ -68,6 +69,39 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
     return records, rss
 
 
+def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
+    """((uri, version), token figures) from a ``titans/status`` notification's ``lastCompletion``."""
+    last = params.get("lastCompletion") if isinstance(params, dict) else None
+    if not isinstance(last, dict) or last.get("uri") is None or last.get("version") is None:
+        return None
+    reused = int(last.get("reused") or 0)
+    prefilled = last.get("prefilled")
+    prefilled = int(prefilled) if prefilled is not None else max(0, int(last.get("promptTokens") or 0) - reused)
+    return (str(last["uri"]), int(last["version"])), {
+        "reused": reused, "prefilled": prefilled, "decoded": int(last.get("decoded") or 0),
+        "accepted": int(last.get("accepted") or 0)}
+
+
+async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str, int], RequestRecord]],
+                             timeout: float = 5.0) -> int:
+    """Copy the server's figures onto the answered records (waiting up to ``timeout`` for status
+    notifications still in flight); returns how many answered records got none."""
+    answered = [(key, record) for key, record in requests if record.latency_ms is not None]
+    deadline = time.perf_counter() + timeout
+    while any(key not in client.token_figures for key, _ in answered) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    missing = 0
+    for key, record in answered:
+        figures = client.token_figures.get(key)
+        if figures is None:
+            missing += 1
+            continue
+        record.reused, record.prefilled = figures["reused"], figures["prefilled"]
+        record.decoded, record.accepted = figures["decoded"], figures["accepted"]
+        record.generated = record.decoded + 1
+    return missing
+
+
 async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRecord) -> str:
     """Send one Automatic inline completion; returns its message id (for $/cancelRequest)."""
     line = prefix.count("\n")
@@ -83,12 +117,6 @@ async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRe
         record.finished = time.perf_counter()
         if fut.cancelled() or fut.exception() is not None:
             record.cancelled = True
-            return
-        last = client.last_completion or {}
-        record.reused = int(last.get("reused") or 0)
-        record.decoded = int(last.get("decoded") or 0)
-        record.prefilled = max(0, int(last.get("promptTokens") or 0) - record.reused)
-        record.generated = record.decoded + 1
 
     future.add_done_callback(done)
     record.future = asyncio.wrap_future(future)
@@ -104,6 +132,7 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text0)))
     t0 = time.perf_counter()
     open_request: tuple[str, RequestRecord] | None = None
+    sent: list[tuple[tuple[str, int], RequestRecord]] = []  # (uri, document version) of each request
     for i, key in enumerate(trace.keys):
         await _sleep_until(t0 + key.at / speed)
         if open_request is not None and open_request[1].finished is None:
@@ -117,10 +146,15 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
             await _sleep_until(t0 + (key.at + debounce) / speed)
             record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix)
             records.append(record)
+            sent.append(((uri, i + 1), record))
             open_request = (await _request(client, uri, key.prefix, record), record)
     pending = [r.future for r in records if getattr(r, "future", None) is not None and not r.future.done()]
     if pending:
         await asyncio.wait(pending)
+    missing = await fill_token_figures(client, sent)
+    if missing:
+        print(f"[bench] {trace.path}: no token figures from the server for {missing} answered requests",
+              file=sys.stderr, flush=True)
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
 
 

@@ -75,14 +75,47 @@ class CompletionSettings:
 
 @dataclass
 class Workspace:
-    """Per workspace-folder state the engine reads: its snippet index and its memory."""
+    """Per workspace-folder state the engine reads: its snippet index and its memory.
+
+    The memory is double-buffered so priming does not throw away the completions' KV caches:
+    completions read ``memory``, a published snapshot that priming never writes, and its
+    ``memory_version`` is part of the cache key; priming writes ``pending``, a working copy, which
+    :meth:`publish` turns into the new snapshot (one version bump per publish, not per write).
+    Callers hold the engine's ``model_lock`` around these methods."""
 
     root: Path | None = None
     index: object | None = None  # titans_lsp.retrieval.index.WorkspaceIndex
-    memory: object | None = None  # titans_lsp.model.memory.MemoryState
-    memory_version: int = 0  # bumped after every write, so cached KV from older memory is not reused
+    memory: object | None = None  # titans_lsp.model.memory.MemoryState: the published snapshot completions read
+    memory_version: int = 0  # version of ``memory``; bumped on every publish, so KV from older memory is not reused
+    pending: object | None = None  # priming's working copy (None: nothing unpublished)
+    pending_since: float = 0.0  # time.monotonic() when ``pending`` was forked from ``memory``
     caches: dict[str, PrefixCache] = field(default_factory=dict)  # per document
     layouts: dict[str, DocumentLayout] = field(default_factory=dict)  # per document: stable prompt layout
+
+    @property
+    def latest_memory(self):
+        """The newest memory: the working copy when priming has unpublished writes, else the snapshot."""
+        return self.pending if self.pending is not None else self.memory
+
+    def working_memory(self):
+        """The copy priming writes into, forked from the published snapshot on first use."""
+        if self.pending is None:
+            self.pending = self.memory.copy()
+            self.pending_since = time.monotonic()
+        return self.pending
+
+    def publish(self) -> bool:
+        """Make the working copy the snapshot completions read; returns whether there was one."""
+        if self.pending is None:
+            return False
+        self.memory, self.pending = self.pending, None
+        self.memory_version += 1
+        return True
+
+    def set_memory(self, state) -> None:
+        """Replace the memory outright (loaded from disk, or fresh); unpublished writes are dropped."""
+        self.memory, self.pending = state, None
+        self.memory_version += 1
 
 
 @dataclass
@@ -124,7 +157,7 @@ class CompletionEngine:
     """Owns one loaded model (and its memory patch, installed on first use)."""
 
     def __init__(self, loaded: LoadedModel, memory_config: object | None = None,
-                 memory_checkpoint: str | Path | None = None):
+                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -135,6 +168,9 @@ class CompletionEngine:
         self._waiting = 0  # completions waiting for the model; priming yields while > 0
         self._waiting_lock = threading.Lock()
         self.lookahead = 8  # prompt-lookup guesses per decoding step (0: plain greedy); same output either way
+        # Long priming runs publish their working copy of the memory at most this often (seconds); each
+        # publish costs every document one full re-prefill in the memory modes.
+        self.publish_every_s = publish_every_s
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -161,24 +197,37 @@ class CompletionEngine:
         return self.ensure_memory().new_state()
 
     def prime(self, workspace: Workspace, texts: Iterable[str] | Iterable[list[int]], chunk_tokens: int = 512,
-              should_yield: Callable[[], bool] | None = None):
-        """Write ``texts`` into the workspace's memory. Yields the model to waiting completions:
-        returns early (stats.stopped_early) when one is waiting or ``should_yield()`` says so."""
+              should_yield: Callable[[], bool] | None = None, publish: bool = True):
+        """Write ``texts`` into the workspace's working copy of the memory. Completions keep reading
+        the published snapshot (and reusing their KV caches) until it is published: at the end of
+        this call with ``publish=True`` (one-shot priming, the eval), otherwise once the working copy
+        is ``publish_every_s`` old; a priming batch calls :meth:`publish_memory` when it is done.
+        Yields the model to waiting completions: returns early (stats.stopped_early) when one is
+        waiting or ``should_yield()`` says so."""
         patch = self.ensure_memory()
-        if workspace.memory is None:
-            workspace.memory = patch.new_state()
 
         def yield_now() -> bool:
             return self._waiting > 0 or bool(should_yield and should_yield())
 
         with self.model_lock:
-            stats = patch.prime(workspace.memory, texts, self.tokenizer, chunk_tokens=chunk_tokens, should_yield=yield_now)
-            workspace.memory_version += 1
+            if workspace.memory is None:
+                workspace.memory = patch.new_state()
+            working = workspace.working_memory()
+            stats = patch.prime(working, texts, self.tokenizer, chunk_tokens=chunk_tokens, should_yield=yield_now)
+            if publish or time.monotonic() - workspace.pending_since >= self.publish_every_s:
+                workspace.publish()
         return stats
 
+    def publish_memory(self, workspace: Workspace) -> bool:
+        """Publish priming's unpublished writes (the end of a priming batch); returns whether there were any."""
+        with self.model_lock:
+            return workspace.publish()
+
     def reset_memory(self, workspace: Workspace) -> None:
+        """Back to the initial memory, unpublished writes dropped. The caller holds ``model_lock``."""
         if workspace.memory is not None:
             workspace.memory.reset()
+            workspace.pending = None
             workspace.memory_version += 1
 
     # ---- completion ----------------------------------------------------------------------
@@ -227,7 +276,6 @@ class CompletionEngine:
         cache = None
         if request.doc_key is not None:
             cache = workspace.caches.setdefault(request.doc_key, PrefixCache())
-        cache_key = self._cache_key(settings.mode, workspace)
 
         with self._waiting_lock:
             self._waiting += 1  # background priming sees this and hands the model over
@@ -238,6 +286,9 @@ class CompletionEngine:
                 self._waiting -= 1
         try:
             waited = time.perf_counter() - start - t_context
+            # Under the model lock: the memory snapshot and its version are read together (publishing
+            # also happens under the lock), so the cache key always names the memory the forward reads.
+            cache_key = self._cache_key(settings.mode, workspace)
             with self._memory_context(settings.mode, workspace):
                 results = self._generate_items(prompt_ids, heal_text, settings.max_new_tokens, stop, request, cache, cache_key)
         finally:

@@ -177,26 +177,29 @@ class FolderState:
                 try:
                     from titans_lsp.model.memory import MemoryState
 
-                    self.workspace.memory = MemoryState.load(memory_path, device=engine.loaded.device)
+                    loaded = MemoryState.load(memory_path, device=engine.loaded.device)
                     self.primed = {str(k): int(v) for k, v in json.loads(primed_path.read_text()).items()}
-                    self.workspace.memory_version += 1
+                    with engine.model_lock:
+                        self.workspace.set_memory(loaded)
                     log.info("%s: resumed memory with %d primed files from %s", self.name, len(self.primed), memory_path)
                     return
                 except Exception as exc:  # noqa: BLE001 - a damaged state means: start over
                     log.warning("%s: memory state %s is unreadable (%s: %s); starting fresh",
                                 self.name, memory_path, type(exc).__name__, exc)
-        self.workspace.memory = patch.new_state()
-        self.workspace.memory_version += 1
+        with engine.model_lock:
+            self.workspace.set_memory(patch.new_state())
         self.primed = {}
 
     def save_memory(self, engine: CompletionEngine) -> None:
-        """Persist memory and the primed-file map atomically (a crash leaves the previous pair)."""
+        """Persist memory and the primed-file map atomically (a crash leaves the previous pair).
+        Saves the newest memory (priming's unpublished working copy when there is one), which is
+        what ``primed`` describes."""
         if self.state_dir is None or self.workspace.memory is None:
             return
         memory_path, primed_path = self._memory_paths(engine)
         memory_path.parent.mkdir(parents=True, exist_ok=True)
         with engine.model_lock:  # no priming writes while the state is serialized
-            self.workspace.memory.save(memory_path)  # atomic (temp file + rename)
+            self.workspace.latest_memory.save(memory_path)  # atomic (temp file + rename)
         tmp_json = primed_path.with_name(primed_path.name + ".tmp")
         tmp_json.write_text(json.dumps(self.primed, sort_keys=True))
         os.replace(tmp_json, primed_path)
@@ -226,10 +229,11 @@ class FolderState:
         return priming_order(todo)
 
     def prime_file(self, engine: CompletionEngine, rel: str, should_yield: Callable[[], bool] | None = None,
-                   wait: Callable[[], None] | None = None) -> bool:
+                   wait: Callable[[], None] | None = None, publish: bool = True) -> bool:
         """Write one file into memory. When a completion needs the model the engine stops priming
         between chunks; ``wait()`` then blocks until the model is free and priming resumes at the
-        first unwritten token."""
+        first unwritten token. ``publish=False`` inside a batch: the batch publishes when it ends
+        (and the engine every ``publish_every_s`` meanwhile), so completions keep their KV caches."""
         from titans_lsp.retrieval.workspace import decode_source
 
         path = self.root / rel
@@ -243,17 +247,21 @@ class FolderState:
         ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
         offset = 0
         while offset < len(ids):
-            stats = engine.prime(self.workspace, [ids[offset:]], should_yield=should_yield)
+            stats = engine.prime(self.workspace, [ids[offset:]], should_yield=should_yield, publish=False)
             if not getattr(stats, "stopped_early", False):
                 break
             offset += int(getattr(stats, "offset_in_text", 0))
             if should_yield is not None and wait is None:
+                if publish:
+                    engine.publish_memory(self.workspace)
                 return False
             if wait is not None:
                 wait()
         self.primed[rel] = mtime
         self.prime_writes += 1
         self.last_primed = rel
+        if publish:
+            engine.publish_memory(self.workspace)
         return True
 
     def prime_all(self, engine: CompletionEngine, progress: Progress | None = None, force: bool = False,
@@ -277,7 +285,7 @@ class FolderState:
                 if should_stop is not None and should_stop():
                     result.stopped = True
                     break
-                if self.prime_file(engine, rel, should_yield=should_yield, wait=wait):
+                if self.prime_file(engine, rel, should_yield=should_yield, wait=wait, publish=False):
                     result.primed += 1
                 self.priming = (done, total)
                 if progress is not None:
@@ -286,6 +294,7 @@ class FolderState:
                     self.save_memory(engine)
                     last_save = time.monotonic()
         finally:
+            engine.publish_memory(self.workspace)  # the batch is done: completions see it from now on
             self.priming = (len(self.primed), len(self.primed) + len(self.files_to_prime()))
             self.save_memory(engine)
         return result
@@ -302,11 +311,13 @@ class FolderState:
                 summary["gates"] = _plain(gates() if callable(gates) else gates)
             except Exception as exc:  # noqa: BLE001 - status must not fail
                 summary["gates"] = f"unavailable: {exc}"
-        memory = self.workspace.memory
+        memory = self.workspace.memory  # the published snapshot: what completions read
         if memory is not None:
             summary["fingerprint"] = _fingerprint(memory)
             summary["tokensWritten"] = getattr(memory, "tokens_written", None)
             summary["updates"] = getattr(memory, "updates", None)
+            pending = self.workspace.pending
+            summary["unpublishedTokens"] = (pending.tokens_written - memory.tokens_written) if pending is not None else 0
         return summary
 
 

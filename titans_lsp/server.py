@@ -356,7 +356,8 @@ class TitansServer(LanguageServer):
         if state.settings.mode in MEMORY_WRITE_MODES and reindexed:
             engine = self.engine()
             for rel in reindexed:
-                state.prime_file(engine, rel, should_yield=self._should_yield, wait=self._wait_for_idle)
+                state.prime_file(engine, rel, should_yield=self._should_yield, wait=self._wait_for_idle, publish=False)
+            engine.publish_memory(state.workspace)  # one publish per batch of changed files
             state.save_memory(engine)
             log.info("%s: re-primed %s", state.name, ", ".join(reindexed))
         if set(state.settings.retriever) & set(DENSE_RETRIEVERS):
@@ -466,9 +467,11 @@ class TitansServer(LanguageServer):
         ms = (time.perf_counter() - started) * 1000
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode, deque(maxlen=100)).append(ms)
-        self.last_completion = {"folder": state.uri, "mode": completion.mode, "promptTokens": completion.prompt_tokens,
+        self.last_completion = {"folder": state.uri, "uri": uri, "version": version,  # which request (bench --server)
+                                "mode": completion.mode, "promptTokens": completion.prompt_tokens,
                                 "contextChars": len(completion.context), "reused": completion.reused,
-                                "decoded": completion.decoded, "latencyMs": _round(ms), "items": len(completion.items),
+                                "prefilled": completion.prefilled, "decoded": completion.decoded,
+                                "accepted": completion.accepted, "latencyMs": _round(ms), "items": len(completion.items),
                                 "timings": {k: _round(v * 1000) for k, v in completion.timings.items()}}
         log.debug("%s completion in %.0f ms (prompt %d, reused %d, decoded %d, %s): %r", completion.mode, ms,
                   completion.prompt_tokens, completion.reused, completion.decoded,
