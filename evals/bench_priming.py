@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-tokens", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rules", nargs="+", default=["sgd", "titans"])
+    parser.add_argument("--integrations", nargs="+", default=["additive"], help="additive, mag, mac")
     parser.add_argument("--memory-dim", type=int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {"model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype), "tokens": len(ids),
                "chunk_tokens": args.chunk_tokens, "threads": torch.get_num_threads(), "rules": {}}
-    for rule in args.rules:
-        patch = install_memory(model, MemoryConfig(memory_dim=args.memory_dim, update_rule=rule))
+    for rule, integration in [(r, i) for i in args.integrations for r in args.rules]:
+        name = rule if integration == "additive" else f"{rule}+{integration}"
+        patch = install_memory(model, MemoryConfig(memory_dim=args.memory_dim, update_rule=rule, integration=integration))
         state = patch.new_state()
         patch.prime(state, [ids[:args.chunk_tokens]])  # warm-up (first autograd call, allocations)
         run_forward()
@@ -80,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             prime_s.append(time.perf_counter() - start)
             update_s.append(stats.update_seconds)
         fwd, prm = statistics.median(forward_s), statistics.median(prime_s)
-        results["rules"][rule] = {"layers": patch.layers, "forward_s": forward_s, "prime_s": prime_s, "update_s": update_s,
+        results["rules"][name] = {"layers": patch.layers, "forward_s": forward_s, "prime_s": prime_s, "update_s": update_s,
                                   "forward_tok_s": len(ids) / fwd, "prime_tok_s": len(ids) / prm, "ratio": prm / fwd}
-        print(f"{rule:7s} layers={patch.layers} forward {fwd:.3f}s ({len(ids) / fwd:.0f} tok/s)  "
+        print(f"{name:12s} layers={patch.layers} forward {fwd:.3f}s ({len(ids) / fwd:.0f} tok/s)  "
               f"prime {prm:.3f}s ({len(ids) / prm:.0f} tok/s)  prime/forward = {prm / fwd:.2f}x  "
               f"(memory updates {statistics.median(update_s):.3f}s = {statistics.median(update_s) / fwd:.2f}x forward)")
         patch.uninstall()
