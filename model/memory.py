@@ -119,10 +119,20 @@ def memory_forward(weights: list[torch.Tensor] | tuple[torch.Tensor, ...], x: to
 
 
 def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
-                   coeffs: torch.Tensor) -> list[list[torch.Tensor]]:
+                   coeffs: torch.Tensor, create_graph: bool = False) -> list[list[torch.Tensor]]:
     """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * 0.5 * ||M(k_t) - v_t||^2 w.r.t.
     the weights, from one shared forward. Works under no_grad and inference_mode (it leaves both
-    locally); plain autograd, because torch.func costs ~5x more per call on these small matrices."""
+    locally); plain autograd, because torch.func costs ~5x more per call on these small matrices.
+
+    ``create_graph=True`` (second-order training) keeps the result differentiable with respect to the
+    weights, keys, values and coefficients, so a later loss can backpropagate through the write."""
+    if create_graph:
+        with torch.enable_grad():
+            ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in weights]
+            out = memory_forward(ws, keys)
+            err = out - values
+            return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, create_graph=True))
+                    for row in coeffs]
     with torch.inference_mode(False), torch.enable_grad():
         ws = [w.detach().clone().requires_grad_(True) for w in weights]
         out = memory_forward(ws, keys.clone())
@@ -140,20 +150,22 @@ def recall_error(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.
 
 
 def _clip(old: list[torch.Tensor], new: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], float]:
-    """Scale the change new - old so its global norm is at most max_norm; returns (clipped, raw norm)."""
+    """Scale the change new - old so its global norm is at most max_norm; returns (clipped, raw norm).
+    The scale is a tensor, so a differentiable write stays differentiable through the clip."""
     deltas = [n - o for n, o in zip(new, old)]
-    norm = float(torch.sqrt(sum(d.pow(2).sum() for d in deltas)))
+    norm_t = torch.sqrt(sum(d.pow(2).sum() for d in deltas))
+    norm = float(norm_t)
     if max_norm > 0 and norm > max_norm:
-        scale = max_norm / (norm + 1e-12)
+        scale = max_norm / (norm_t + 1e-12)
         return [o + d * scale for o, d in zip(old, deltas)], norm
     return new, norm
 
 
 def sgd_update(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor, lr: float,
-               max_update_norm: float) -> tuple[list[torch.Tensor], float]:
-    """One first-order step W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, update norm)."""
+               max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], float]:
+    """One step W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, update norm)."""
     coeffs = torch.full((1, keys.shape[0]), lr, dtype=keys.dtype, device=keys.device)
-    grads = weighted_grads(weights, keys, values, coeffs)[0]
+    grads = weighted_grads(weights, keys, values, coeffs, create_graph)[0]
     new = [w - g for w, g in zip(weights, grads)]
     return _clip(weights, new, max_update_norm)
 
@@ -181,13 +193,13 @@ def titans_coefficients(theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Ten
 
 def titans_update(weights: list[torch.Tensor], momentum: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
                   theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor, chunk_size: int,
-                  max_update_norm: float) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+                  max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
     """Surprise-with-momentum and forgetting over the tokens in order, ``chunk_size`` tokens per parallel block."""
     max_norm = 0.0
     for start in range(0, keys.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         w_decay, s_to_w, b, s_decay, a = titans_coefficients(theta[sl], eta[sl], alpha[sl])
-        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]))
+        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]), create_graph)
         new_w = [w_decay * w + s_to_w * s - g for w, s, g in zip(weights, momentum, grad_w)]
         new_s = [s_decay * s - g for s, g in zip(momentum, grad_s)]
         new_w, norm = _clip(weights, new_w, max_update_norm)
@@ -251,6 +263,11 @@ class MemoryState:
         self.tokens_written = 0
         self.updates = 0
         self.last_update_norm = {}
+
+    def detach_(self) -> None:
+        """Cut the autograd graph a differentiable (second-order) write left in the weights."""
+        self.weights = {i: [w.detach() for w in ws] for i, ws in self.weights.items()}
+        self.momentum = {i: [m.detach() for m in ms] for i, ms in self.momentum.items()}
 
     def to(self, device) -> "MemoryState":
         move = lambda d: {i: [w.to(device) for w in ws] for i, ws in d.items()}  # noqa: E731
@@ -357,10 +374,10 @@ class MemoryLayer(nn.Module):
             raise ValueError("memory_tokens() needs integration='mac'")
         return self._recall(self.memory_queries, weights)[1]
 
-    @torch.no_grad()
     def write_inputs(self, hidden: torch.Tensor):
-        """Keys, values and the titans rule's per-token theta, eta, alpha for a flat (tokens, hidden) input."""
-        x = hidden.detach().float().reshape(-1, hidden.shape[-1])
+        """Keys, values and the titans rule's per-token theta, eta, alpha for a flat (tokens, hidden) input
+        (differentiable when ``hidden`` carries a graph and grad mode is on: second-order training)."""
+        x = hidden.float().reshape(-1, hidden.shape[-1])
         keys = F.normalize(x @ self.key_proj.t(), dim=-1)
         values = F.normalize(x @ self.value_proj.t(), dim=-1)
         z = self.rule_maps(x)
@@ -369,17 +386,20 @@ class MemoryLayer(nn.Module):
         alpha = torch.sigmoid(z[:, 2])
         return keys, values, theta, eta, alpha
 
-    @torch.no_grad()
-    def update(self, state: MemoryState, hidden: torch.Tensor) -> float:
-        """Write ``hidden`` (tokens in order) into ``state`` for this layer; returns the raw update norm."""
-        keys, values, theta, eta, alpha = self.write_inputs(hidden)
-        i = self.layer_idx
-        if self.config.update_rule == "sgd":
-            state.weights[i], norm = sgd_update(state.weights[i], keys, values, self.config.lr, self.config.max_update_norm)
-        else:
-            state.weights[i], state.momentum[i], norm = titans_update(
-                state.weights[i], state.momentum[i], keys, values, theta, eta, alpha,
-                self.config.chunk_size, self.config.max_update_norm)
+    def update(self, state: MemoryState, hidden: torch.Tensor, create_graph: bool = False) -> float:
+        """Write ``hidden`` (tokens in order) into ``state`` for this layer; returns the raw update norm.
+        ``create_graph``: keep the new state differentiable w.r.t. ``hidden``, the old state and the
+        rule maps (second-order training); otherwise the write is a constant."""
+        with torch.set_grad_enabled(create_graph):
+            keys, values, theta, eta, alpha = self.write_inputs(hidden if create_graph else hidden.detach())
+            i = self.layer_idx
+            if self.config.update_rule == "sgd":
+                state.weights[i], norm = sgd_update(state.weights[i], keys, values, self.config.lr,
+                                                    self.config.max_update_norm, create_graph)
+            else:
+                state.weights[i], state.momentum[i], norm = titans_update(
+                    state.weights[i], state.momentum[i], keys, values, theta, eta, alpha,
+                    self.config.chunk_size, self.config.max_update_norm, create_graph)
         state.last_update_norm[i] = norm
         return norm
 

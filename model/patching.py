@@ -60,6 +60,7 @@ class _Active:
     state: MemoryState
     shut: bool
     write: bool = False
+    create_graph: bool = False  # keep recorded inputs attached (second-order training)
     stop_at: int | None = None
     pending: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -174,14 +175,15 @@ class TitansPatch:
             self._active = previous
 
     # -- priming ----------------------------------------------------------------------------
-    @torch.no_grad()
     def write(self, state: MemoryState, input_ids: torch.Tensor, gates: str = "open",
-              stats: "PrimeStats | None" = None) -> float:
+              stats: "PrimeStats | None" = None, create_graph: bool = False) -> float:
         """Run one chunk (1, T) through the model up to the last memory layer and write it into ``state``.
-        Returns the largest raw update norm."""
+        Returns the largest raw update norm. ``create_graph``: the new state stays differentiable with
+        respect to the trainable memory parameters (through the forward) and the old state."""
         base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
-        with self.activate(state, gates=gates, write=True) as ctx:
+        with torch.set_grad_enabled(create_graph), self.activate(state, gates=gates, write=True) as ctx:
             ctx.stop_at = max(self.layers)
+            ctx.create_graph = create_graph
             try:
                 base(input_ids=input_ids, use_cache=False)
             except _StopForward:
@@ -189,7 +191,7 @@ class TitansPatch:
         norm = 0.0
         start = time.perf_counter()
         for i in self.layers:
-            norm = max(norm, self.memory[str(i)].update(state, ctx.pending[i]))
+            norm = max(norm, self.memory[str(i)].update(state, ctx.pending[i], create_graph=create_graph))
         if stats is not None:
             stats.update_seconds += time.perf_counter() - start
         state.tokens_written += int(input_ids.numel())
@@ -197,9 +199,12 @@ class TitansPatch:
         return norm
 
     def prime(self, state: MemoryState, texts: Sequence[str | Sequence[int]], tokenizer=None, chunk_tokens: int = 512,
-              should_yield: Callable[[], bool] | None = None, gates: str = "open") -> PrimeStats:
+              should_yield: Callable[[], bool] | None = None, gates: str = "open",
+              create_graph: bool = False) -> PrimeStats:
         """Write texts (strings, or token-id lists) into ``state``, ``chunk_tokens`` tokens per forward.
-        ``should_yield()`` is polled before each chunk; when it returns True we stop and say how far we got."""
+        ``should_yield()`` is polled before each chunk; when it returns True we stop and say how far we got.
+        ``create_graph=True`` makes the writes differentiable (second-order training; call
+        ``state.detach_()`` after the backward)."""
         if chunk_tokens < 1:
             raise ValueError("chunk_tokens must be positive")
         stats = PrimeStats()
@@ -219,7 +224,8 @@ class TitansPatch:
                     stats.seconds = time.perf_counter() - start
                     return stats
                 chunk = torch.tensor([ids[offset:offset + chunk_tokens]], dtype=torch.long, device=device)
-                stats.max_update_norm = max(stats.max_update_norm, self.write(state, chunk, gates=gates, stats=stats))
+                stats.max_update_norm = max(stats.max_update_norm,
+                                            self.write(state, chunk, gates=gates, stats=stats, create_graph=create_graph))
                 stats.chunks += 1
                 stats.tokens += chunk.shape[1]
             stats.texts_completed += 1
@@ -298,7 +304,7 @@ class TitansPatch:
 def _apply_memory(mem: MemoryLayer, ctx: _Active, layer_idx: int, args, kwargs, output):
     hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
     if ctx.write:
-        ctx.pending[layer_idx] = hidden.detach()
+        ctx.pending[layer_idx] = hidden if ctx.create_graph else hidden.detach()
         if ctx.stop_at == layer_idx:
             raise _StopForward
     if mem.memory_queries is not None:  # "mac": the read happened inside attention

@@ -8,9 +8,11 @@ projections, gates, output projection, whatever ``patch.trainable_parameters()``
 Inner loop:
 - ``first-order`` (the study): the state written from earlier files is a constant for the loss
   (written with ``patch.prime`` under ``no_grad``); gradients reach the read path only.
-- ``second-order``: gradients also flow through the memory update into the write path. It needs a
-  differentiable write from the memory code (``patch.prime(..., create_graph=True)``); when the
-  installed memory lacks one, training refuses with a clear message instead of silently degrading.
+- ``second-order``: gradients also flow through the memory update into the write path
+  (``patch.prime(..., create_graph=True)``): through the keys and values of the previous file's
+  write, the reads that shaped its hidden states, and the ``titans`` rule's rate maps. The graph is
+  one write deep: the state is detached after each optimizer step (truncated backpropagation).
+  It keeps the previous file's forward graph alive, so it costs roughly twice the memory of first order.
 
 One optimizer step = the loss on one file (files after a repository's first). Checkpoints hold the
 memory parameters alone (``patch.save_parameters``: safetensors + config.json) plus a small trainer
