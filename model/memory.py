@@ -154,7 +154,7 @@ def _clip(old: list[torch.Tensor], new: list[torch.Tensor], max_norm: float) -> 
     The scale is a tensor, so a differentiable write stays differentiable through the clip."""
     deltas = [n - o for n, o in zip(new, old)]
     norm_t = torch.sqrt(sum(d.pow(2).sum() for d in deltas))
-    norm = float(norm_t)
+    norm = float(norm_t.detach())
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm_t + 1e-12)
         return [o + d * scale for o, d in zip(old, deltas)], norm

@@ -395,8 +395,8 @@ def test_mac_chunked_prefill_with_cache_equals_one_forward(tiny):
     with torch.no_grad(), patch.activate(state):
         full = model(ids, use_cache=False).logits
         cache = DynamicCache(config=model.config)
-        first = model(ids[:, :cut], past_key_values=cache, use_cache=True).logits
-        second = model(ids[:, cut:], past_key_values=cache, use_cache=True).logits
+        first = model(ids[:, :cut], cache=cache, use_cache=True).logits
+        second = model(ids[:, cut:], cache=cache, use_cache=True).logits
     torch.testing.assert_close(torch.cat([first, second], dim=1), full, atol=1e-4, rtol=1e-4)
 
 
