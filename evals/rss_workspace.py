@@ -28,7 +28,7 @@ from pathlib import Path
 from lsprotocol import types
 
 from titans_lsp.benchserver import BenchClient
-from titans_lsp.paths import cache_root
+from titans_lsp.paths import cache_sharing_models
 
 DEFAULT_PACKAGES = ("transformers", "torch")
 
@@ -170,16 +170,6 @@ async def measure(root: Path, open_file: Path, cache: Path, model: str, mode: st
     return result
 
 
-def fresh_cache(directory: Path) -> Path:
-    """An empty cache dir that shares the converted models of the user's cache (no re-conversion)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    models = cache_root() / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    if not (directory / "models").exists():
-        (directory / "models").symlink_to(models)
-    return directory
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=3000, help="files in the generated workspace")
@@ -212,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = work / "cache"
     if cache.exists():
         shutil.rmtree(cache)
-    results["large"] = asyncio.run(measure(root, open_file, fresh_cache(cache), args.model, args.mode, args.timeout))
+    results["large"] = asyncio.run(measure(root, open_file, cache_sharing_models(cache), args.model, args.mode, args.timeout))
     print(_line("large", results["large"]), flush=True)
     if args.compare_small:
         small = work / "small"
@@ -221,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         (small / open_file.parent.relative_to(root)).mkdir(parents=True)
         shutil.copyfile(open_file, small / open_file.relative_to(root))
         small_file = small / open_file.relative_to(root)
-        results["small"] = asyncio.run(measure(small, small_file, fresh_cache(work / "cache-small"), args.model,
+        results["small"] = asyncio.run(measure(small, small_file, cache_sharing_models(work / "cache-small"), args.model,
                                                args.mode, args.timeout))
         print(_line("one file", results["small"]), flush=True)
         results["index_cost_mb"] = round(results["large"]["peak_rss_mb"] - results["small"]["peak_rss_mb"], 1)

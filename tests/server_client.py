@@ -72,15 +72,9 @@ def write_fixture(root: Path) -> Path:
 
 def isolated_cache(tmp: Path) -> Path:
     """A cache dir of its own (workspace state), sharing the converted default model."""
-    from titans_lsp.paths import cache_root
+    from titans_lsp.paths import cache_sharing_models
 
-    cache = tmp / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    models = cache_root() / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    if not (cache / "models").exists():
-        (cache / "models").symlink_to(models)
-    return cache
+    return cache_sharing_models(tmp / "cache")
 
 
 class TestClient(LanguageClient):

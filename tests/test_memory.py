@@ -177,9 +177,10 @@ def test_cached_generation_equals_uncached_forward(tiny, integration):
         torch.testing.assert_close(step_logits[0], full[0, n - 1 + step], atol=1e-4, rtol=1e-4)
 
 
-def test_gradients_reach_retrieve_projections_and_gates(tiny):
+@pytest.mark.parametrize("integration,extra", [("mag", "mix"), ("mac", "memory_queries")])
+def test_gradients_reach_retrieve_projections_and_gates(tiny, integration, extra):
     model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, tiny_config(tiny.arch, integration="mag"))
+    patch = install_memory(model, tiny_config(tiny.arch, integration=integration, num_memory_tokens=4))
     params = patch.trainable_parameters()
     state = patch.new_state()
     patch.prime(state, [CODE], tiny.tokenizer)
@@ -188,10 +189,11 @@ def test_gradients_reach_retrieve_projections_and_gates(tiny):
     loss.backward()
     for i in patch.layers:
         mem = patch.memory[str(i)]
-        for p in (mem.retrieve_proj, mem.gate, mem.out_proj, mem.mix.weight):
+        own = mem.mix.weight if extra == "mix" else mem.memory_queries  # the integration's own parameter
+        for p in (mem.retrieve_proj, mem.gate, mem.out_proj, own):
             assert p.grad is not None and p.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in model.parameters())
-    assert len(params) == 5 * len(patch.layers)
+    assert len(params) == (5 if integration == "mag" else 4) * len(patch.layers)
 
 
 def test_tied_retrieve_has_no_retrieve_parameter(tiny):
@@ -398,20 +400,3 @@ def test_mac_chunked_prefill_with_cache_equals_one_forward(tiny):
         first = model(ids[:, :cut], cache=cache, use_cache=True).logits
         second = model(ids[:, cut:], cache=cache, use_cache=True).logits
     torch.testing.assert_close(torch.cat([first, second], dim=1), full, atol=1e-4, rtol=1e-4)
-
-
-def test_mac_gradients_reach_queries_gates_and_projections(tiny):
-    model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, tiny_config(tiny.arch, integration="mac", num_memory_tokens=4))
-    params = patch.trainable_parameters()
-    state = patch.new_state()
-    patch.prime(state, [CODE], tiny.tokenizer)
-    with patch.activate(state):
-        loss = model(ids, labels=ids).loss
-    loss.backward()
-    for i in patch.layers:
-        mem = patch.memory[str(i)]
-        for p in (mem.memory_queries, mem.retrieve_proj, mem.gate, mem.out_proj):
-            assert p.grad is not None and p.grad.abs().sum() > 0
-    assert not any(p.requires_grad for p in model.parameters())
-    assert len(params) == 4 * len(patch.layers)

@@ -27,3 +27,15 @@ def workspace_cache_dir(workspace_root: str | os.PathLike, override: str | os.Pa
     resolved = str(Path(workspace_root).resolve())
     digest = hashlib.sha256(resolved.encode()).hexdigest()[:16]
     return cache_root(override) / "workspaces" / f"{Path(resolved).name}-{digest}"
+
+
+def cache_sharing_models(directory: str | os.PathLike) -> Path:
+    """An empty cache dir of its own (workspace state) whose ``models/`` links to the user's cache,
+    so tests and benchmarks get fresh workspace state without converting the model again."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    if not (directory / "models").exists():
+        (directory / "models").symlink_to(models)
+    return directory
