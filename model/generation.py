@@ -184,6 +184,7 @@ def greedy_generate(
     alternatives: int = 0,
     lookahead: int = 8,
     prefill_chunk: int = 256,
+    prefill_only: bool = False,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
 
@@ -198,6 +199,8 @@ def greedy_generate(
     output is the same either way: a guess is kept only where it equals the greedy token.
     Used only where the cache can be cut back (not DeltaNet layers).
     ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks.
+    ``prefill_only``: fill ``cache`` with the prompt and return without decoding (pre-warming a
+    document before its first request; the result has no tokens).
     """
     from transformers import DynamicCache
 
@@ -267,6 +270,11 @@ def greedy_generate(
         snapshots = snapshots[-3:]
     prefill_s = time.perf_counter() - start
     fed = list(prompt_ids)
+    if prefill_only:
+        if cache is not None:
+            cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
+        return GenerationResult(token_ids=[], text="", prefilled=len(prompt_ids) - reused, reused=reused, decoded=0,
+                                stop_reason="prefill_only", prefill_s=prefill_s)
     check_cancel()
 
     generated: list[int] = []

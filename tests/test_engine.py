@@ -71,6 +71,57 @@ def test_document_cache_reuse_gives_the_same_completion(tiny_engine):
     assert cold.reused == 0
 
 
+class _FixedIndex:
+    """A workspace index stand-in: the same two snippets for every query."""
+
+    def retrieve(self, prefix, path, retriever="bm25", k=5):
+        return [Snippet("pkg/util.py", "def helper(x):\n    return x + 1"), Snippet("pkg/io.py", "def read(path):\n    pass")]
+
+
+class _SetAfter(threading.Event):
+    """A cancel event that reads as set from its ``calls``-th check on (cancel mid-prefill)."""
+
+    def __init__(self, calls: int):
+        super().__init__()
+        self.calls = calls
+
+    def is_set(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0
+
+
+@pytest.mark.parametrize("mode", ["none", "concat"])
+def test_prepare_prewarms_the_cursor_so_the_first_keystroke_is_warm(tiny_engine, mode):
+    settings = CompletionSettings(mode=mode, max_new_tokens=6)
+    prefix = "".join(f"def handler_{i}(request):\n    return request.value + {i}\n\n" for i in range(40)) + "def main():\n    x"
+    workspace = Workspace(index=_FixedIndex())
+    prepared = tiny_engine.prepare(CompletionRequest(prefix=prefix, settings=settings, doc_key="a.py", automatic=True),
+                                   workspace)
+    assert prepared.items == [] and prepared.decoded == 0 and prepared.prefilled == prepared.prompt_tokens > 200
+    typed = CompletionRequest(prefix=prefix + "y", settings=settings, doc_key="a.py", automatic=True)
+    warm = tiny_engine.complete(typed, workspace)
+    fresh = tiny_engine.complete(CompletionRequest(prefix=prefix + "y", settings=settings, automatic=True),
+                                 Workspace(index=_FixedIndex()))
+    assert warm.prefilled <= 3 and warm.reused >= prepared.prompt_tokens - 2
+    assert warm.raw == fresh.raw and warm.items == fresh.items
+    if mode == "concat":
+        assert warm.context == prepared.context != ""
+
+
+def test_cancelled_prepare_keeps_the_chunks_it_finished(tiny_engine):
+    settings = CompletionSettings(mode="none", max_new_tokens=4)
+    prefix = "values = [\n" + "".join(f"    {i} * {i},\n" for i in range(200))
+    workspace = Workspace()
+    with pytest.raises(Cancelled):  # one 256-token chunk, then cancelled before the second
+        tiny_engine.prepare(CompletionRequest(prefix=prefix, settings=settings, doc_key="b.py", cancel=_SetAfter(2)),
+                            workspace)
+    assert len(workspace.caches["b.py"].ids) == 256
+    later = tiny_engine.complete(CompletionRequest(prefix=prefix + "]", settings=settings, doc_key="b.py"), workspace)
+    assert later.reused == 256
+    with pytest.raises(ValueError, match="document key"):
+        tiny_engine.prepare(CompletionRequest(prefix=prefix, settings=settings), workspace)
+
+
 @pytest.mark.slow
 def test_default_model_completes_plausibly(default_model):
     engine = CompletionEngine(default_model)

@@ -119,6 +119,33 @@ async def test_concat_and_none_modes_differ(env):
     await set_settings(env, env.alpha, {"mode": "concat"})
 
 
+async def test_cursor_notification_prewarms_the_first_keystroke(env):
+    await set_settings(env, env.beta, {"mode": "none", "maxNewTokens": 16, "multiline": "never"})
+    text = FIXTURE_FILES["app.py"] + APP_TAIL
+    uri = await open_document(env.client, env.beta / "app.py", text, 1)
+    env.client.protocol.notify("titans/cursor", {"textDocument": {"uri": uri}})  # malformed: ignored, logged
+    position = end_position(text)
+    env.client.protocol.notify("titans/cursor", {"textDocument": {"uri": uri},
+                                                 "position": {"line": position.line, "character": position.character}})
+
+    async def prepared():
+        last = (await status(env.client)).get("lastPrepare")
+        return last if last and last["uri"] == uri and last["line"] == position.line else None
+
+    prepare = await wait_for(prepared, 60, what="lastPrepare for the cursor")
+    assert prepare["prefilled"] == prepare["promptTokens"] > 50 and prepare["reused"] == 0
+    typed = text + "f"
+    env.client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=typed)]))
+    await inline(env.client, uri, end_position(typed))
+    last = (await status(env.client))["lastCompletion"]
+    assert last["uri"] == uri and last["version"] == 2
+    assert last["reused"] >= prepare["promptTokens"] - 2 and last["prefilled"] <= 3
+    assert last["engineMs"] <= last["latencyMs"]
+    await set_settings(env, env.beta, dict(LONG))
+
+
 async def test_textdocument_completion_returns_one_item(env):
     text = FIXTURE_FILES["app.py"] + APP_TAIL
     uri = await open_document(env.client, env.alpha / "app.py", text, 3)

@@ -262,9 +262,21 @@ class CompletionEngine:
 
     def complete(self, request: CompletionRequest, workspace: Workspace | None = None) -> Completion:
         """Complete at the cursor. Raises :class:`Cancelled` if ``request.cancel`` is set mid-way."""
+        return self._run(request, workspace or Workspace(), prefill_only=False)
+
+    def prepare(self, request: CompletionRequest, workspace: Workspace) -> Completion:
+        """Pre-warm: lay out the prompt ``request`` would get (cross-file block included) and prefill
+        it into the document's cache, without decoding. Called when the cursor comes to rest, so the
+        first keystroke's request there prefills only the typed tail. Needs ``request.doc_key``.
+        Raises :class:`Cancelled` when ``request.cancel`` is set; the chunks done so far stay cached."""
+        if request.doc_key is None:
+            raise ValueError("prepare needs a document key (the cache to fill)")
+        return self._run(request, workspace, prefill_only=True)
+
+    def _run(self, request: CompletionRequest, workspace: Workspace, prefill_only: bool) -> Completion:
+        """The one path behind complete() and prepare(): layout, the model lock, generation."""
         start = time.perf_counter()
         settings = request.settings
-        workspace = workspace or Workspace()
         block = self.context_for(request, workspace)
         t_context = time.perf_counter() - start
         prompt_ids = self._prompt_ids(request, workspace, block)
@@ -290,12 +302,17 @@ class CompletionEngine:
             # also happens under the lock), so the cache key always names the memory the forward reads.
             cache_key = self._cache_key(settings.mode, workspace)
             with self._memory_context(settings.mode, workspace):
-                results = self._generate_items(prompt_ids, heal_text, settings.max_new_tokens, stop, request, cache, cache_key)
+                if prefill_only:
+                    results = [greedy_generate(self.model, self.tokenizer, prompt_ids, 0, cancel=request.cancel,
+                                               cache=cache, cache_key=cache_key, prefill_only=True)]
+                else:
+                    results = self._generate_items(prompt_ids, heal_text, settings.max_new_tokens, stop, request,
+                                                   cache, cache_key)
         finally:
             self.model_lock.release()
 
         items: list[str] = []
-        for result in results:
+        for result in results if not prefill_only else []:
             cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline)
             if cleaned not in items or not items:
                 items.append(cleaned)

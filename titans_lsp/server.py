@@ -45,6 +45,7 @@ CMD_PRIME = "titans-lsp.primeWorkspace"
 CMD_RESET = "titans-lsp.resetMemory"
 CMD_STATUS = "titans-lsp.status"
 STATUS_NOTIFICATION = "titans/status"
+CURSOR_NOTIFICATION = "titans/cursor"  # client -> server: the cursor rests here, pre-warm its prompt
 NO_FOLDER = "titans-lsp:no-folder"
 
 
@@ -134,6 +135,7 @@ class TitansServer(LanguageServer):
         self.latencies: dict[str, deque] = {}  # mode -> recent end-to-end latencies (ms)
         self.last_latency_ms: float | None = None
         self.last_completion: dict | None = None
+        self.last_prepare: dict | None = None  # the last titans/cursor pre-warm that finished (status)
         self.stopping = threading.Event()
         self.watcher = None
         self._last_status_sent: dict[str, float] = {}
@@ -381,6 +383,8 @@ class TitansServer(LanguageServer):
                   "lastLatencyMs": self.last_latency_ms}
         if self.last_completion is not None and self.last_completion.get("folder") == state.uri:
             params["lastCompletion"] = self.last_completion  # token counts, for titans-lsp bench --server
+        if self.last_prepare is not None and self.last_prepare.get("folder") == state.uri:
+            params["lastPrepare"] = self.last_prepare
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params)
 
     def status(self) -> dict:
@@ -408,7 +412,7 @@ class TitansServer(LanguageServer):
             "dtype": str(engine.loaded.dtype).replace("torch.", "") if engine else self.model_options["dtype"],
             "modelLoaded": engine is not None, "modelError": error,
             "memoryInstalled": bool(engine is not None and engine.patch is not None),
-            "inflight": self.inflight, "lastCompletion": self.last_completion,
+            "inflight": self.inflight, "lastCompletion": self.last_completion, "lastPrepare": self.last_prepare,
             "latencyMs": {
                 "p50": _round(statistics.median(all_ms)) if all_ms else None, "last": _round(self.last_latency_ms),
                 "count": len(all_ms),
@@ -430,29 +434,21 @@ class TitansServer(LanguageServer):
                 await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
             except asyncio.TimeoutError:
                 pass
-        document = self.workspace.get_text_document(uri)
-        state = self.folder_for(uri)
-        source = document.source
-        line = max(0, min(position.line, len(document.lines)))
-        offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
-        offset = max(0, min(offset, len(source)))
-        prefix, suffix = source[:offset], source[offset:]
-        if not prefix.strip():
-            return None, state
-        rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
-        cancel = threading.Event()
+        made = self._request_at(uri, position, num_items, automatic)
+        if made is None:
+            return None, self.folder_for(uri)
+        request, state, version = made
+        cancel = request.cancel
         previous = self.pending.get((kind, uri))
         if previous is not None:
             previous.set()  # a newer request for this document: the older one is stale
         self.pending[(kind, uri)] = cancel
-        version = document.version
-        request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
-                                    settings=state.settings, num_items=num_items, cancel=cancel, doc_key=uri,
-                                    automatic=automatic)
+        for key in [key for key in self.pending if key[0] == "prepare" and key[1] != uri]:
+            self.pending.pop(key).set()  # pre-warming another document must not delay this request
         loop = asyncio.get_running_loop()
         self.inflight += 1
         try:
-            completion = await loop.run_in_executor(self.inference, self._run_completion, request, state, uri, version)
+            completion = await loop.run_in_executor(self.inference, self._run_engine, request, state, uri, version)
         except asyncio.CancelledError:
             cancel.set()
             log.debug("completion for %s cancelled by the client", uri)
@@ -471,7 +467,8 @@ class TitansServer(LanguageServer):
                                 "mode": completion.mode, "promptTokens": completion.prompt_tokens,
                                 "contextChars": len(completion.context), "reused": completion.reused,
                                 "prefilled": completion.prefilled, "decoded": completion.decoded,
-                                "accepted": completion.accepted, "latencyMs": _round(ms), "items": len(completion.items),
+                                "accepted": completion.accepted, "latencyMs": _round(ms), "engineMs": _round(completion.seconds * 1000),
+                                "items": len(completion.items),
                                 "timings": {k: _round(v * 1000) for k, v in completion.timings.items()}}
         log.debug("%s completion in %.0f ms (prompt %d, reused %d, decoded %d, %s): %r", completion.mode, ms,
                   completion.prompt_tokens, completion.reused, completion.decoded,
@@ -479,7 +476,29 @@ class TitansServer(LanguageServer):
         self.send_status(state, force=True)
         return completion, state
 
-    def _run_completion(self, request: CompletionRequest, state: FolderState, uri: str, version) -> Completion:
+    def _request_at(self, uri: str, position: types.Position, num_items: int = 1,
+                    automatic: bool = True) -> tuple[CompletionRequest, FolderState, int | None] | None:
+        """The engine request for a cursor in an open document (None when there is no text before
+        it), with a fresh cancel event, and the document version it was made from."""
+        document = self.workspace.get_text_document(uri)
+        state = self.folder_for(uri)
+        source = document.source
+        line = max(0, min(position.line, len(document.lines)))
+        offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
+        offset = max(0, min(offset, len(source)))
+        prefix, suffix = source[:offset], source[offset:]
+        if not prefix.strip():
+            return None
+        rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
+        request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
+                                    settings=state.settings, num_items=num_items, cancel=threading.Event(),
+                                    doc_key=uri, automatic=automatic)
+        return request, state, document.version
+
+    def _run_engine(self, request: CompletionRequest, state: FolderState, uri: str, version,
+                    prepare: bool = False) -> Completion:
+        """On the inference thread: complete (or, with ``prepare``, only pre-warm) unless the request
+        was cancelled or the document changed while it queued."""
         if request.cancel.is_set():
             raise Cancelled()
         engine = self.engine()
@@ -488,7 +507,51 @@ class TitansServer(LanguageServer):
             raise Cancelled()
         if request.settings.mode in ("memory", "ablation", "hybrid"):
             state.ensure_memory(engine)
+        if prepare:
+            return engine.prepare(request, state.workspace)
         return engine.complete(request, state.workspace)
+
+    def prepare(self, uri: str, position: types.Position) -> None:
+        """``titans/cursor``: the cursor rests at ``position``; prefill the prompt a request there
+        would get, so the first keystroke's request only prefills what was typed. A newer cursor
+        for the document supersedes it, an edit or a request for another document cancels it (the
+        chunks already prefilled stay in the document's cache)."""
+        if uri not in self.workspace.text_documents:
+            return
+        made = self._request_at(uri, position)
+        if made is None:
+            return
+        request, state, version = made
+        previous = self.pending.get(("prepare", uri))
+        if previous is not None:
+            previous.set()
+        self.pending[("prepare", uri)] = request.cancel
+        started = time.perf_counter()
+
+        def run() -> None:
+            try:
+                prepared = self._run_engine(request, state, uri, version, prepare=True)
+            except Cancelled:
+                log.debug("pre-warm of %s cancelled", uri)
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed pre-warm only costs the next request time
+                log.warning("pre-warm of %s failed: %s", uri, exc)
+                return
+            finally:
+                self.call_in_loop(self._forget_pending, ("prepare", uri), request.cancel)
+            self.last_prepare = {"folder": state.uri, "uri": uri, "line": position.line, "character": position.character,
+                                 "version": version, "mode": prepared.mode, "promptTokens": prepared.prompt_tokens,
+                                 "prefilled": prepared.prefilled, "reused": prepared.reused,
+                                 "ms": _round((time.perf_counter() - started) * 1000)}
+            log.debug("pre-warmed %s:%d: %d tokens prefilled, %d reused", uri, position.line, prepared.prefilled,
+                      prepared.reused)
+            self.call_in_loop(self.send_status, state, True)
+
+        self.inference.submit(run)
+
+    def _forget_pending(self, key: tuple[str, str], event: threading.Event) -> None:
+        if self.pending.get(key) is event:
+            del self.pending[key]
 
     def cancel_document(self, uri: str) -> None:
         for key in [key for key in self.pending if key[1] == uri]:
@@ -548,11 +611,14 @@ def _round(value: float | None) -> float | None:
 
 
 def _to_plain(value: Any) -> Any:
-    """lsprotocol hands over LSPAny as plain JSON values already; unwrap attrs objects just in case."""
+    """lsprotocol hands over LSPAny as plain JSON values already; unwrap attrs objects just in case,
+    and the namedtuples pygls makes of a custom notification's params (titans/cursor)."""
     if hasattr(value, "__attrs_attrs__"):
         from lsprotocol import converters
 
         return converters.get_converter().unstructure(value)
+    if hasattr(value, "_asdict"):
+        return {key: _to_plain(item) for key, item in value._asdict().items()}
     return value
 
 
@@ -627,6 +693,18 @@ def build_server(**options) -> TitansServer:
         uri = params.text_document.uri
         ls.cancel_document(uri)
         ls.folder_for(uri).workspace.caches.pop(uri, None)
+
+    @server.feature(CURSOR_NOTIFICATION)
+    def cursor(ls: TitansServer, params: Any) -> None:
+        params = _to_plain(params)
+        try:
+            uri = params["textDocument"]["uri"]
+            position = types.Position(line=int(params["position"]["line"]), character=int(params["position"]["character"]))
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring %s with params %r: expected {textDocument: {uri}, position: {line, character}}",
+                        CURSOR_NOTIFICATION, params)
+            return
+        ls.prepare(uri, position)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
