@@ -17,34 +17,42 @@ pytest.importorskip("titans_lsp.retrieval.index", reason="the workspace index (b
 
 def test_completion_figures_parse_the_status_notification():
     last = {"folder": "file:///r", "uri": "file:///r/app.py", "version": 7, "promptTokens": 120, "reused": 100,
-            "prefilled": 20, "decoded": 9, "accepted": 3}
+            "prefilled": 20, "decoded": 9, "accepted": 3, "engineMs": 41.5}
     # pygls hands unknown notifications' params over as namedtuples
     Params = namedtuple("Params", ["folder", "mode", "lastCompletion"])
     Last = namedtuple("Last", list(last))
     params = _plain(Params("file:///r", "none", Last(**last)))
     key, figures = completion_figures(params)
     assert key == ("file:///r/app.py", 7)
-    assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3}
+    assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5}
     assert completion_figures({"folder": "file:///r", "mode": "none"}) is None  # status without a completion
-    older = {k: v for k, v in last.items() if k not in ("prefilled", "accepted")}
+    older = {k: v for k, v in last.items() if k not in ("prefilled", "accepted", "engineMs")}
     assert completion_figures({"lastCompletion": older})[1]["prefilled"] == 20  # promptTokens - reused
 
 
 @pytest.mark.timeout(240)
-def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_dir):
+@pytest.mark.parametrize("prewarm", [False, True])
+def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_dir, prewarm):
     root = write_fixture(tmp_path / "repo")
     text, tail = FIXTURE_FILES["app.py"], "    print(area_of_circle("
     # 1 s between keys: the tiny model answers each request (~0.1 s) before the next key, even on a loaded machine
     typed = range(len(tail) - 4, len(tail) + 1)
     keys = [Keystroke(at=1.0 * i, prefix=text + tail[:n], suffix="") for i, n in enumerate(typed)]
     serve = ["--model", str(tiny_llama_dir), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
-    records, rss = asyncio.run(replay_server([FileTrace("app.py", keys)], root, "none", serve, debounce=0.1))
+    records, rss = asyncio.run(replay_server([FileTrace("app.py", keys)], root, "none", serve, debounce=0.1,
+                                             prewarm=prewarm, think=1.0))
     answered = [r for r in records if r.latency_ms is not None]
     assert len(answered) >= 2 and rss and rss > 0
     for record in answered:
         assert record.decoded > 0 and record.prefilled + record.reused > 0
+        assert 0 < record.engine_ms <= record.latency_ms
     first = records[0]
-    assert first.latency_ms is None or (first.reused == 0 and first.prefilled > 0)  # the document's first: no cache
+    assert first.first_in_file and not any(r.first_in_file for r in records[1:])
+    if prewarm:  # titans/cursor at the typing position a second before the first key: only the key is prefilled
+        assert first.latency_ms is None or (first.reused > 0 and first.prefilled <= 3)
+    else:  # the document's first request: no cache
+        assert first.latency_ms is None or (first.reused == 0 and first.prefilled > 0)
     assert all(r.reused > 0 for r in answered[1:])  # later keystrokes reuse its cache
     summary = summarize(records)
     assert summary["decoded_per_request"] > 0 and summary["reused_per_request"] > 0
+    assert summary["overhead_p50_ms"] >= 0 and len(summary["first_in_file_ms"]) == int(first.latency_ms is not None)

@@ -3,9 +3,12 @@
 The trace is built from real files of a pinned PyPI package (downloaded once with
 ``pip download --no-deps`` into a cache outside the repository): in each chosen file a user
 retypes a few lines deep in the file, one character at a time, with human-like gaps. The editor
-side is modelled like Neovim/VS Code: after a keystroke it waits ``debounce`` seconds; if no
+side is modelled like Neovim/VS Code: on opening the file the cursor comes to rest where the typing
+starts (the editor sends ``titans/cursor``, so the server pre-warms that prompt) and the user
+thinks for ``think`` seconds; after each keystroke the editor waits ``debounce`` seconds; if no
 key follows it sends an Automatic inline-completion request; a keystroke arriving before the
-answer cancels it. One worker answers requests in order, as the server does.
+answer cancels it (and a pre-warm still running). One worker answers requests in order, as the
+server does.
 
 Baseline, measured in the same run: the same final prompts (as the engine laid them out)
 through a plain ``model.generate`` with no cache reuse, generating the same number of tokens.
@@ -110,6 +113,8 @@ class RequestRecord:
     prompt_ids: list[int] = field(default_factory=list)
     path: str = ""  # the trace file and text before the cursor (to rebuild the prompt for the baseline)
     prefix: str = ""
+    first_in_file: bool = False  # the file's first request (cold unless pre-warmed)
+    engine_ms: float | None = None  # the engine's own time for it (latency minus this: server and transport)
     future: object | None = field(default=None, repr=False)  # server backend: the pending response
 
     @property
@@ -118,10 +123,20 @@ class RequestRecord:
 
 
 Complete = Callable[[str, str, str, threading.Event], "object"]  # (path, prefix, suffix, cancel) -> Completion
+Prewarm = Callable[[str, str, str, threading.Event], "object"]  # the same, pre-warming only (engine.prepare)
 
 
-def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, speed: float = 1.0) -> list[RequestRecord]:
-    """Replay keystrokes in real time (``speed`` > 1 replays faster); returns one record per request sent."""
+def start_of(trace: FileTrace) -> tuple[str, str]:
+    """(prefix, suffix) at the cursor before the trace's first keystroke: where the typing starts."""
+    first = trace.keys[0]
+    return first.prefix[:-1], first.prefix[-1:] + first.suffix
+
+
+def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, speed: float = 1.0,
+           prewarm: Prewarm | None = None, think: float = 0.0) -> list[RequestRecord]:
+    """Replay keystrokes in real time (``speed`` > 1 replays faster); returns one record per request sent.
+    With ``prewarm``, each file starts with a pre-warm at the typing position and ``think`` seconds
+    before the first key (which cancels the pre-warm if it is still running)."""
     from titans_lsp.engine import Cancelled
 
     records: list[RequestRecord] = []
@@ -135,15 +150,26 @@ def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, 
             return
         record.finished = time.perf_counter()
         record.cancelled = cancel.is_set()  # answered after a newer keystroke: the editor drops it
+        record.engine_ms = completion.seconds * 1000.0
         record.prefilled, record.reused, record.decoded = completion.prefilled, completion.reused, completion.decoded
         record.generated = completion.decoded + 1
         record.accepted = getattr(completion, "accepted", 0)
         record.prompt_ids = list(getattr(completion, "prompt_ids", []))
 
+    def warm(path: str, prefix: str, suffix: str, cancel: threading.Event) -> None:
+        try:
+            prewarm(path, prefix, suffix, cancel)
+        except Cancelled:
+            pass
+
     try:
         for trace in traces:
-            t0 = time.perf_counter()
             pending: threading.Event | None = None
+            if prewarm is not None:
+                pending = threading.Event()
+                worker.submit(warm, trace.path, *start_of(trace), pending)
+            t0 = time.perf_counter() + think / speed
+            first = True
             for i, key in enumerate(trace.keys):
                 _sleep_until(t0 + key.at / speed)
                 if pending is not None:
@@ -152,7 +178,9 @@ def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, 
                 next_at = trace.keys[i + 1].at if i + 1 < len(trace.keys) else key.at + 10.0
                 if next_at - key.at > debounce:
                     _sleep_until(t0 + (key.at + debounce) / speed)
-                    record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix)
+                    record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix,
+                                           first_in_file=first)
+                    first = False
                     pending = threading.Event()
                     records.append(record)
                     worker.submit(run, record, trace.path, key, pending)
@@ -198,8 +226,15 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def summarize(records: list[RequestRecord]) -> dict:
     answered = [r for r in records if r.latency_ms is not None]
     mean = lambda xs: round(statistics.fmean(xs), 1) if xs else None  # noqa: E731
+    timed = [r for r in answered if r.engine_ms is not None]
+    overhead = [r.latency_ms - r.engine_ms for r in timed]
     return {
         **percentiles([r.latency_ms for r in answered]),
+        "first_in_file_ms": [round(r.latency_ms, 1) for r in answered if r.first_in_file],
+        "later_requests": percentiles([r.latency_ms for r in answered if not r.first_in_file]),
+        # Request-to-answer time outside the engine: JSON-RPC, the event loop, the inference queue.
+        "overhead_p50_ms": round(statistics.median(overhead), 1) if overhead else None,
+        "overhead_share_p50": round(statistics.median(o / r.latency_ms for o, r in zip(overhead, timed)), 3) if timed else None,
         "requests": len(records), "answered": len(answered), "cancelled": sum(r.cancelled for r in records),
         "prefilled_per_request": mean([r.prefilled for r in answered]),
         "reused_per_request": mean([r.reused for r in answered]),
@@ -220,14 +255,15 @@ def write_json(path: Path, results: dict) -> None:
 
 def format_table(results: dict) -> str:
     """One row per mode (and its same-run baseline), for the terminal and the committed note."""
-    header = ("mode", "p50_ms", "p95_ms", "p99_ms", "base_p50", "base_p95", "p50/base", "answered", "cancelled",
-              "prefill/req", "reused/req", "decoded/req", "accepted/req")
+    header = ("mode", "p50_ms", "p95_ms", "p99_ms", "base_p50", "base_p95", "p50/base", "first_ms", "overhead_ms",
+              "answered", "cancelled", "prefill/req", "reused/req", "decoded/req", "accepted/req")
     rows = [header]
     for mode, r in results["modes"].items():
         b = r.get("baseline", {})
         ratio = (round(r["p50_ms"] / b["p50_ms"], 2) if r.get("p50_ms") and b.get("p50_ms") else None)
+        first = r.get("first_in_file_ms") or []
         rows.append((mode, r["p50_ms"], r["p95_ms"], r["p99_ms"], b.get("p50_ms"), b.get("p95_ms"), ratio,
-                     r["answered"], r["cancelled"], r["prefilled_per_request"], r["reused_per_request"],
+                     max(first) if first else None, r.get("overhead_p50_ms"), r["answered"], r["cancelled"], r["prefilled_per_request"], r["reused_per_request"],
                      r["decoded_per_request"], r["accepted_guesses_per_request"]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(v).rjust(w) for v, w in zip(row, widths)) for row in rows]

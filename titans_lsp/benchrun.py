@@ -73,7 +73,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     index = _workspace_index(root, cache_root(args.cache_dir)) if any(m in ("concat", "hybrid") for m in modes) else None
     notes: list[str] = []
     results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
-                     "debounce_ms": args.debounce_ms, "model": engine.loaded.source.label, "device": str(engine.loaded.device),
+                     "debounce_ms": args.debounce_ms, "think_ms": args.think_ms, "prewarm": not args.no_prewarm,
+                     "model": engine.loaded.source.label, "device": str(engine.loaded.device),
                      "lookahead": engine.lookahead, "backend": "server (stdio)" if args.server else "engine (in-process)",
                      "modes": {}}
 
@@ -89,7 +90,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
             records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
-                                                            args.debounce_ms / 1000.0, args.speed))
+                                                            args.debounce_ms / 1000.0, args.speed,
+                                                            prewarm=not args.no_prewarm, think=args.think_ms / 1000.0))
             _fill_prompts(engine, records, settings_for(mode), index)
         else:
             records = _replay_mode(engine, traces, settings_for(mode), workspace, args)
@@ -162,12 +164,18 @@ def _warm_up(engine: CompletionEngine, settings: CompletionSettings) -> None:
 
 
 def _replay_mode(engine, traces, settings, workspace, args) -> list[bench.RequestRecord]:
-    def complete(path, prefix, suffix, cancel):
-        request = CompletionRequest(prefix=prefix, suffix=suffix, path=path, settings=settings, cancel=cancel,
-                                    doc_key=path, automatic=True)
-        return engine.complete(request, workspace)
+    def request(path, prefix, suffix, cancel):
+        return CompletionRequest(prefix=prefix, suffix=suffix, path=path, settings=settings, cancel=cancel,
+                                 doc_key=path, automatic=True)
 
-    return bench.replay(traces, complete, debounce=args.debounce_ms / 1000.0, speed=args.speed)
+    def complete(path, prefix, suffix, cancel):
+        return engine.complete(request(path, prefix, suffix, cancel), workspace)
+
+    def prewarm(path, prefix, suffix, cancel):
+        return engine.prepare(request(path, prefix, suffix, cancel), workspace)
+
+    return bench.replay(traces, complete, debounce=args.debounce_ms / 1000.0, speed=args.speed,
+                        prewarm=None if args.no_prewarm else prewarm, think=args.think_ms / 1000.0)
 
 
 def _baseline(engine, records, mode: str, workspace: Workspace) -> list[float]:

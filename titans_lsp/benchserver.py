@@ -1,7 +1,8 @@
 """`titans-lsp bench --server`: the typing trace through the real server over stdio.
 
-An LSP client (pygls) starts ``titans-lsp serve``, opens each file of the trace, sends every
-keystroke as a full-text ``didChange``, and after the debounce an Automatic
+An LSP client (pygls) starts ``titans-lsp serve``, opens each file of the trace, puts the cursor
+where the typing starts (``titans/cursor``, as the editor plugins do; the server pre-warms that
+prompt) and waits ``think`` seconds, sends every keystroke as a full-text ``didChange``, and after the debounce an Automatic
 ``textDocument/inlineCompletion``; the next keystroke sends ``$/cancelRequest`` for an open
 request. Latency is measured client-side from request to response. Per-request token counts come
 from the server's ``titans/status`` notification (``lastCompletion``, which names the document
@@ -20,7 +21,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from titans_lsp.bench import FileTrace, RequestRecord
+from titans_lsp.bench import FileTrace, RequestRecord, start_of
 
 
 class BenchClient(LanguageClient):
@@ -48,8 +49,11 @@ class BenchClient(LanguageClient):
 
 
 async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_args: list[str], debounce: float,
-                        speed: float = 1.0) -> tuple[list[RequestRecord], float | None]:
-    """Replay ``traces`` against a fresh server in ``mode``; returns (records, server peak RSS MiB)."""
+                        speed: float = 1.0, prewarm: bool = True,
+                        think: float = 0.0) -> tuple[list[RequestRecord], float | None]:
+    """Replay ``traces`` against a fresh server in ``mode``; returns (records, server peak RSS MiB).
+    ``prewarm``: send ``titans/cursor`` at the typing position when a file opens; ``think``:
+    seconds between opening the file and the first key."""
     client = BenchClient({"mode": mode})
     await client.start_io(sys.executable, "-m", "titans_lsp", "serve", *serve_args)
     records: list[RequestRecord] = []
@@ -60,7 +64,7 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
         client.initialized(types.InitializedParams())
         await _warm_up(client, root, traces)
         for trace in traces:
-            await _replay_file(client, root, trace, debounce, speed, records)
+            await _replay_file(client, root, trace, debounce, speed, records, prewarm, think)
         rss = _peak_rss_mb(client._server.pid) if client._server is not None else None
         await client.shutdown_async(None)
         client.exit(None)
@@ -79,7 +83,7 @@ def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
     prefilled = int(prefilled) if prefilled is not None else max(0, int(last.get("promptTokens") or 0) - reused)
     return (str(last["uri"]), int(last["version"])), {
         "reused": reused, "prefilled": prefilled, "decoded": int(last.get("decoded") or 0),
-        "accepted": int(last.get("accepted") or 0)}
+        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs")}
 
 
 async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str, int], RequestRecord]],
@@ -98,16 +102,17 @@ async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str
             continue
         record.reused, record.prefilled = figures["reused"], figures["prefilled"]
         record.decoded, record.accepted = figures["decoded"], figures["accepted"]
+        record.engine_ms = figures["engine_ms"]
         record.generated = record.decoded + 1
     return missing
 
 
 async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRecord) -> str:
     """Send one Automatic inline completion; returns its message id (for $/cancelRequest)."""
-    line = prefix.count("\n")
-    character = len(prefix) - (prefix.rfind("\n") + 1)
+    position = _position(prefix)
     params = types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=position["line"], character=position["character"]),
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
     msg_id = str(uuid.uuid4())
     future = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
@@ -124,13 +129,16 @@ async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRe
     return msg_id
 
 
-async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, speed: float, records) -> None:
+async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, speed: float, records,
+                       prewarm: bool = True, think: float = 0.0) -> None:
     uri = (root / trace.path).as_uri()
-    first = trace.keys[0]
-    text0 = first.prefix[:-1] + first.suffix
+    prefix0, suffix0 = start_of(trace)
     client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text0)))
-    t0 = time.perf_counter()
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=prefix0 + suffix0)))
+    if prewarm:
+        client.protocol.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": _position(prefix0)})
+    t0 = time.perf_counter() + think / speed
+    first_request = True
     open_request: tuple[str, RequestRecord] | None = None
     sent: list[tuple[tuple[str, int], RequestRecord]] = []  # (uri, document version) of each request
     for i, key in enumerate(trace.keys):
@@ -144,7 +152,9 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
         next_at = trace.keys[i + 1].at if i + 1 < len(trace.keys) else key.at + 10.0
         if next_at - key.at > debounce:
             await _sleep_until(t0 + (key.at + debounce) / speed)
-            record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix)
+            record = RequestRecord(sent=time.perf_counter(), path=trace.path, prefix=key.prefix,
+                                   first_in_file=first_request)
+            first_request = False
             records.append(record)
             sent.append(((uri, i + 1), record))
             open_request = (await _request(client, uri, key.prefix, record), record)
@@ -173,6 +183,12 @@ async def _warm_up(client, root: Path, traces: list[FileTrace]) -> None:
         pass
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     del trace
+
+
+def _position(prefix: str) -> dict:
+    """The LSP position at the end of ``prefix`` (characters counted in UTF-16 code units, as LSP does)."""
+    line = prefix[prefix.rfind("\n") + 1:]
+    return {"line": prefix.count("\n"), "character": len(line.encode("utf-16-le")) // 2}
 
 
 async def _sleep_until(deadline: float) -> None:

@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1500, help="how deep in each file the typing starts")
     parser.add_argument("--debounce-ms", type=float, default=150.0, help="editor debounce before a request")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (>1: faster typing)")
+    parser.add_argument("--think-ms", type=float, default=3000.0,
+                        help="pause between opening a file (cursor placed where the typing starts) and the first key")
+    parser.add_argument("--no-prewarm", action="store_true",
+                        help="do not pre-warm the cursor's prompt when a file opens (no titans/cursor)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--no-lookup", action="store_true", help="disable prompt-lookup speculative decoding")
     parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
