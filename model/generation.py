@@ -183,7 +183,7 @@ def greedy_generate(
     first_token: int | None = None,
     alternatives: int = 0,
     lookahead: int = 8,
-    prefill_chunk: int = 256,
+    prefill_chunk: int = 512,
     prefill_only: bool = False,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
@@ -198,7 +198,9 @@ def greedy_generate(
     ``lookahead``: most prompt-lookup guesses verified per forward pass (0: plain greedy). The
     output is the same either way: a guess is kept only where it equals the greedy token.
     Used only where the cache can be cut back (not DeltaNet layers).
-    ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks.
+    ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks
+    (what a cancelled request finished stays cached). Measured on the default model, 2 CPU
+    threads, 1,500-token prompts: 512 costs 3 % over one forward, 256 costs 11 %.
     ``prefill_only``: fill ``cache`` with the prompt and return without decoding (pre-warming a
     document before its first request; the result has no tokens).
     """
@@ -253,7 +255,10 @@ def greedy_generate(
         while len(fed) < end:
             check_cancel()
             piece = prompt_ids[len(fed):min(end, len(fed) + prefill_chunk)]
-            out = model(input_ids=torch.tensor([piece], device=device), cache=past, use_cache=True).logits[0, -1]
+            # Only the last position's logits are needed: the LM head over every prompt token would
+            # cost about a fifth of a small model's prefill.
+            out = model(input_ids=torch.tensor([piece], device=device), cache=past, use_cache=True,
+                        logits_to_keep=1).logits[0, -1]
             fed = fed + list(piece)
         return out
 

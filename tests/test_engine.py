@@ -110,14 +110,14 @@ def test_prepare_prewarms_the_cursor_so_the_first_keystroke_is_warm(tiny_engine,
 
 def test_cancelled_prepare_keeps_the_chunks_it_finished(tiny_engine):
     settings = CompletionSettings(mode="none", max_new_tokens=4)
-    prefix = "values = [\n" + "".join(f"    {i} * {i},\n" for i in range(200))
+    prefix = "values = [\n" + "".join(f"    {i} * {i},\n" for i in range(300))
     workspace = Workspace()
-    with pytest.raises(Cancelled):  # one 256-token chunk, then cancelled before the second
+    with pytest.raises(Cancelled):  # one 512-token chunk, then cancelled before the second
         tiny_engine.prepare(CompletionRequest(prefix=prefix, settings=settings, doc_key="b.py", cancel=_SetAfter(2)),
                             workspace)
-    assert len(workspace.caches["b.py"].ids) == 256
+    assert len(workspace.caches["b.py"].ids) == 512
     later = tiny_engine.complete(CompletionRequest(prefix=prefix + "]", settings=settings, doc_key="b.py"), workspace)
-    assert later.reused == 256
+    assert later.reused == 512
     with pytest.raises(ValueError, match="document key"):
         tiny_engine.prepare(CompletionRequest(prefix=prefix, settings=settings), workspace)
 
