@@ -1,4 +1,4 @@
-"""Prompt layout that survives typing: a stable start, the block kept within a line, and reuse
+"""Prompt layout that survives typing: a stable start, the block kept within a region, and reuse
 through the engine giving exactly the completions of a fresh, uncached run."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
-from titans_lsp.layout import DocumentLayout, stable_prefix_ids
+from titans_lsp.layout import BLOCK_REGION_LINES, DocumentLayout, block_still_fits, stable_prefix_ids
 from titans_lsp.model.generation import greedy_generate, heal_prompt
 from titans_lsp.model.loading import load_model
 from titans_lsp.retrieval.prompt import Snippet
@@ -65,5 +65,15 @@ def test_typing_through_the_engine_reuses_and_matches_uncached(arch, tiny_llama_
         assert warm.raw == fresh.text
         assert warm.prompt_tokens <= 200 - 4
         reused.append(warm.reused)
-    assert index.calls == TYPED.count("\n") + 1  # retrieval once per line, not per keystroke
+    assert index.calls == 1  # TYPED is 3 lines: one region, so one retrieval, not one per keystroke
     assert sum(r > 0 for r in reused) >= len(reused) - 3, reused
+
+
+def test_block_is_kept_within_a_region_and_refreshed_outside_it():
+    layout = DocumentLayout(block="# block", block_key=("concat",), block_anchor=FILE)
+    assert block_still_fits(layout, ("concat",), FILE + "class Server:")
+    assert block_still_fits(layout, ("concat",), FILE + "x = 1\n" * BLOCK_REGION_LINES + "y")
+    assert not block_still_fits(layout, ("concat",), FILE + "x = 1\n" * (BLOCK_REGION_LINES + 1))  # moved on
+    assert not block_still_fits(layout, ("hybrid",), FILE + "class Server:")  # other settings
+    assert not block_still_fits(layout, ("concat",), "import os\n" + FILE)  # edited above the anchor
+    assert not block_still_fits(layout, ("concat",), FILE[:40])  # the cursor moved above it

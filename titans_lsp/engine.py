@@ -22,7 +22,7 @@ from pathlib import Path
 
 from titans_lsp import MODES
 from titans_lsp.model.generation import Cancelled, GenerationResult, PrefixCache, greedy_generate, heal_prompt
-from titans_lsp.layout import DocumentLayout, lines_before_cursor, stable_prefix_ids
+from titans_lsp.layout import DocumentLayout, block_still_fits, lines_before_cursor, stable_prefix_ids
 from titans_lsp.model.loading import LoadedModel, load_model
 from titans_lsp.postprocess import clean_completion, make_stop
 from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
@@ -232,21 +232,20 @@ class CompletionEngine:
 
     # ---- completion ----------------------------------------------------------------------
     def context_for(self, request: CompletionRequest, workspace: Workspace | None) -> str:
-        """The cross-file block for context modes ("" otherwise). With a document key, the block
-        is kept while the text before the cursor's line is unchanged (typing within a line)."""
+        """The cross-file block for context modes ("" otherwise). With a document key, the block is
+        kept while the user types in the same region (titans_lsp.layout.block_still_fits)."""
         settings = request.settings
         if settings.mode not in CONTEXT_MODES or settings.context_budget <= 0:
             return ""
         layout = None
         if request.doc_key is not None and request.snippets is None and workspace is not None:
             layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
-            key = (settings.mode, settings.retriever, settings.context_budget, request.path, id(workspace.index),
-                   lines_before_cursor(request.prefix))
-            if layout.block_key == key:
+            key = (settings.mode, settings.retriever, settings.context_budget, request.path, id(workspace.index))
+            if block_still_fits(layout, key, request.prefix):
                 return layout.block
         block = self._retrieve_block(request, workspace)
         if layout is not None:
-            layout.block, layout.block_key = block, key
+            layout.block, layout.block_key, layout.block_anchor = block, key, lines_before_cursor(request.prefix)
         return block
 
     def _retrieve_block(self, request: CompletionRequest, workspace: Workspace | None) -> str:
