@@ -46,3 +46,16 @@ def test_replay_prewarms_the_first_request_of_a_file(engine, prewarm):
     summary = summarize(records)
     assert summary["first_in_file_ms"] == [round(first.latency_ms, 1)]
     assert summary["later_requests"]["p50_ms"] is not None and 0 <= summary["overhead_share_p50"] < 1
+
+
+def test_request_records_serialize_to_json(engine):
+    import json
+
+    from titans_lsp.bench import RequestRecord, asdict_records
+
+    records = [RequestRecord(sent=10.0, finished=10.25, path="a.py", engine_ms=240.0, timings_ms={"prefill_s": 200.0}),
+               RequestRecord(sent=11.0, cancelled=True, future=object())]
+    rows = json.loads(json.dumps(asdict_records(records)))
+    assert rows[0]["sent_ms"] == 0.0 and rows[0]["latency_ms"] == 250.0 and rows[0]["timings_ms"] == {"prefill_s": 200.0}
+    assert rows[1]["sent_ms"] == 1000.0 and rows[1]["latency_ms"] is None and rows[1]["cancelled"]
+    assert "future" not in rows[1] and "prefix" not in rows[0]

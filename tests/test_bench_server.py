@@ -24,7 +24,8 @@ def test_completion_figures_parse_the_status_notification():
     params = _plain(Params("file:///r", "none", Last(**last)))
     key, figures = completion_figures(params)
     assert key == ("file:///r/app.py", 7)
-    assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5}
+    assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5,
+                       "timings_ms": {}}
     assert completion_figures({"folder": "file:///r", "mode": "none"}) is None  # status without a completion
     older = {k: v for k, v in last.items() if k not in ("prefilled", "accepted", "engineMs")}
     assert completion_figures({"lastCompletion": older})[1]["prefilled"] == 20  # promptTokens - reused
@@ -40,7 +41,7 @@ def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_di
     keys = [Keystroke(at=1.0 * i, prefix=text + tail[:n], suffix="") for i, n in enumerate(typed)]
     serve = ["--model", str(tiny_llama_dir), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
     records, rss = asyncio.run(replay_server([FileTrace("app.py", keys)], root, "none", serve, debounce=0.1,
-                                             prewarm=prewarm, think=1.0))
+                                             prewarm=prewarm, think=3.0))
     answered = [r for r in records if r.latency_ms is not None]
     assert len(answered) >= 2 and rss and rss > 0
     for record in answered:
@@ -48,7 +49,7 @@ def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_di
         assert 0 < record.engine_ms <= record.latency_ms
     first = records[0]
     assert first.first_in_file and not any(r.first_in_file for r in records[1:])
-    if prewarm:  # titans/cursor at the typing position a second before the first key: only the key is prefilled
+    if prewarm:  # titans/cursor at the typing position 3 s before the first key: only the key is prefilled
         assert first.latency_ms is None or (first.reused > 0 and first.prefilled <= 3)
     else:  # the document's first request: no cache
         assert first.latency_ms is None or (first.reused == 0 and first.prefilled > 0)

@@ -27,7 +27,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_PACKAGE = "requests==2.32.3"
@@ -115,6 +115,7 @@ class RequestRecord:
     prefix: str = ""
     first_in_file: bool = False  # the file's first request (cold unless pre-warmed)
     engine_ms: float | None = None  # the engine's own time for it (latency minus this: server and transport)
+    timings_ms: dict = field(default_factory=dict)  # the engine's phases: context, wait (model lock), prefill, decode
     future: object | None = field(default=None, repr=False)  # server backend: the pending response
 
     @property
@@ -151,6 +152,7 @@ def replay(traces: list[FileTrace], complete: Complete, debounce: float = 0.15, 
         record.finished = time.perf_counter()
         record.cancelled = cancel.is_set()  # answered after a newer keystroke: the editor drops it
         record.engine_ms = completion.seconds * 1000.0
+        record.timings_ms = {k: round(v * 1000.0, 1) for k, v in getattr(completion, "timings", {}).items()}
         record.prefilled, record.reused, record.decoded = completion.prefilled, completion.reused, completion.decoded
         record.generated = completion.decoded + 1
         record.accepted = getattr(completion, "accepted", 0)
@@ -271,5 +273,8 @@ def format_table(results: dict) -> str:
 
 
 def asdict_records(records: list[RequestRecord]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items() if k not in ("prompt_ids", "prefix", "future")} | {"latency_ms": r.latency_ms}
-            for r in records]
+    """Per-request rows for the JSON output (times relative to the first request, in ms)."""
+    t0 = min((r.sent for r in records), default=0.0)
+    skip = ("prompt_ids", "prefix", "future", "sent", "finished")
+    return [{"sent_ms": round((r.sent - t0) * 1000.0, 1), "latency_ms": r.latency_ms and round(r.latency_ms, 1)}
+            | {f.name: getattr(r, f.name) for f in fields(r) if f.name not in skip} for r in records]

@@ -97,6 +97,7 @@ def run_bench(args: argparse.Namespace) -> dict:
             records = _replay_mode(engine, traces, settings_for(mode), workspace, args)
             server_rss = None
         summary = bench.summarize(records)
+        summary["request_records"] = bench.asdict_records(records)
         if server_rss is not None:
             summary["server_peak_rss_mb"] = server_rss
         _progress(f"{mode}: baseline for {summary['answered']} answered requests")

@@ -83,7 +83,8 @@ def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
     prefilled = int(prefilled) if prefilled is not None else max(0, int(last.get("promptTokens") or 0) - reused)
     return (str(last["uri"]), int(last["version"])), {
         "reused": reused, "prefilled": prefilled, "decoded": int(last.get("decoded") or 0),
-        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs")}
+        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs"),
+        "timings_ms": dict(last.get("timings") or {})}
 
 
 async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str, int], RequestRecord]],
@@ -102,7 +103,7 @@ async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str
             continue
         record.reused, record.prefilled = figures["reused"], figures["prefilled"]
         record.decoded, record.accepted = figures["decoded"], figures["accepted"]
-        record.engine_ms = figures["engine_ms"]
+        record.engine_ms, record.timings_ms = figures["engine_ms"], figures["timings_ms"]
         record.generated = record.decoded + 1
     return missing
 
