@@ -48,6 +48,10 @@ function T.state()
   return vim.json.encode({{ mode = vim.api.nvim_get_mode().mode, line = vim.api.nvim_get_current_line(),
     lines = vim.api.nvim_buf_get_lines(0, 0, -1, false) }})
 end
+function T.cursor()
+  local pos = vim.api.nvim_win_get_cursor(0)
+  return vim.json.encode({{ uri = vim.uri_from_bufnr(0), line = pos[1] - 1, character = pos[2] }})
+end
 function T.status()
   local answers = vim.lsp.buf_request_sync(0, 'workspace/executeCommand',
     {{ command = 'titans-lsp.status', arguments = {{}} }}, 20000)
@@ -132,7 +136,22 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         nv.send("<Esc>:TitansMode memory<CR>")
         nv.wait_for("the server to report mode memory",
                     lambda: "memory" in find_modes(json.loads(nv.lua("T.status()") or "{}")), 60)
-        print(f"neovim: client ready in {t_ready:.1f}s; ghost {ghost!r}; accepted line {after['line']!r}")
+
+        # The cursor moves to another line and rests there (no typing): the plugin sends
+        # titans/cursor and the server pre-warms the prompt at that place (status: lastPrepare).
+        nv.send(":call cursor(6, 9)<CR>")
+        cursor = nv.wait_for("the cursor on line 6", lambda: (c := json.loads(nv.lua("T.cursor()")))["line"] == 5 and c, 10)
+        assert cursor["character"] == 8, cursor
+        prepared = nv.wait_for(
+            "the server to report a pre-warm at the cursor",
+            lambda: (p := json.loads(nv.lua("T.status()") or "{}").get("lastPrepare")) and p["line"] == cursor["line"] and p,
+            60,
+        )
+        assert prepared["uri"] == cursor["uri"], (prepared, cursor)
+        assert prepared["character"] == cursor["character"], (prepared, cursor)
+        assert prepared["promptTokens"] > 0, prepared
+        print(f"neovim: client ready in {t_ready:.1f}s; ghost {ghost!r}; accepted line {after['line']!r}; "
+              f"pre-warm {prepared}")
     finally:
         try:
             nv.send("<Esc>:qa!<CR>")

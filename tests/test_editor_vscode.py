@@ -2,7 +2,7 @@
 
 code-server serves the fixture workspace on 127.0.0.1; tests/e2e/vscode_inline.cjs (playwright-core)
 opens main.py, types, waits for the ghost text of the server's inline suggestion, accepts it with
-Tab, switches titansLsp.mode with the status bar quick pick, reads the server's status command, and
+Tab, moves the cursor and reads where the server pre-warmed (titans/cursor), switches titansLsp.mode with the status bar quick pick, reads the server's status command, and
 finally kills the server to see the extension restart it.
 Screenshots go to test-artifacts/.
 """
@@ -129,6 +129,13 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     first = ghost.split("\n")[0].strip()
     assert first and first in joined_after, (ghost, result["linesAfterAccept"])
     assert (ARTIFACTS / "vscode-ghost-text.png").stat().st_size > 10000
+
+    # The cursor moved and rested: the extension sent titans/cursor and the server pre-warmed there.
+    prepared, cursor = result["lastPrepare"], result["cursorAfterMove"]
+    assert prepared, f"the server reports no pre-warm (lastPrepare) after the cursor rested at {cursor}"
+    assert prepared["uri"] == (workspace / "main.py").as_uri(), prepared
+    assert prepared["line"] == cursor["line"] - 1, (prepared, cursor)
+    assert prepared["character"] == cursor["column"] - 1, (prepared, cursor)
 
     # The quick pick wrote the workspace setting, and the server reports the new mode.
     settings = json.loads((workspace / ".vscode" / "settings.json").read_text())

@@ -1,6 +1,7 @@
 // Drives a real VS Code (code-server) in headless Chromium as a user would:
 // open main.py, type, wait for the ghost text of an inline suggestion, accept it with Tab, then
 // switch titansLsp.mode with the status bar item's quick pick and read the server's status.
+// Then it moves the cursor and reads the server's last pre-warm (titans/cursor) from its status.
 // Run by tests/test_editor_vscode.py (playwright-core comes from NODE_PATH, set by the test).
 // Last, it kills the server process and watches the extension restart it.
 // Input (environment): URL, FOLDER, SCREENSHOT_DIR, RESULT, CHROMIUM, TYPED, NEW_MODE,
@@ -123,6 +124,13 @@ async function notificationsText(page) {
   );
 }
 
+/** The active editor's cursor from VS Code's own status bar item ("Ln 7, Col 12"; 1-based). */
+async function cursorPosition(page) {
+  const item = page.locator(".statusbar-item", { hasText: /Ln \d+, Col \d+/ }).first();
+  const match = (await item.count()) ? /Ln (\d+), Col (\d+)/.exec(await item.textContent()) : null;
+  return match ? { line: Number(match[1]), column: Number(match[2]) } : null;
+}
+
 async function statusBarText(page) {
   const item = page.locator(".statusbar-item", { hasText: "Titans:" }).first();
   return (await item.count()) ? (await item.textContent()).trim() : "";
@@ -194,6 +202,30 @@ async function main() {
     step("accepted with Tab");
     result.statusBarAfterAccept = await statusBarText(page);
     await page.keyboard.press("Escape");
+
+    // Move the cursor two lines up without typing and let it rest: the extension sends
+    // titans/cursor and the server pre-warms the prompt there (its status reports lastPrepare).
+    const beforeMove = await waitFor("the cursor position", () => cursorPosition(page), 10000);
+    await page.keyboard.press("ArrowUp");
+    await page.keyboard.press("ArrowUp");
+    result.cursorAfterMove = await waitFor(
+      "the cursor to move up",
+      async () => {
+        const now = await cursorPosition(page);
+        return now && now.line === beforeMove.line - 2 ? now : null;
+      },
+      10000,
+    );
+    const prepareDeadline = Date.now() + 60000;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const prepared = (await serverStatus(page)).lastPrepare;
+      if ((prepared && prepared.line === result.cursorAfterMove.line - 1) || Date.now() > prepareDeadline) {
+        result.lastPrepare = prepared;
+        break;
+      }
+    }
+    step("pre-warmed at the resting cursor");
 
     result.statusBeforeModeChange = await serverStatus(page);
     step("status before mode change");

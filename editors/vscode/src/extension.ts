@@ -11,6 +11,7 @@ import {
   TransportKind,
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
+import { CursorReporter } from "./cursor";
 import { RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
 import { StatusBar, TitansStatus } from "./status";
 
@@ -22,7 +23,14 @@ const MODES: { mode: string; detail: string }[] = [
   { mode: "hybrid", detail: "Snippets in the prompt, the rest in memory" },
 ];
 
+/** The documents the server completes in. */
+const DOCUMENT_SELECTOR = [
+  { scheme: "file", language: "python" },
+  { scheme: "untitled", language: "python" },
+];
+
 let client: LanguageClient | undefined;
+let cursorReporter: CursorReporter | undefined;
 let errorHandler: BackoffErrorHandler;
 let statusBar: StatusBar;
 let log: vscode.LogOutputChannel;
@@ -53,10 +61,7 @@ function makeClient(): LanguageClient {
   const serverOptions = makeServerOptions();
   const config = vscode.workspace.getConfiguration("titansLsp");
   const clientOptions: LanguageClientOptions = {
-    documentSelector: [
-      { scheme: "file", language: "python" },
-      { scheme: "untitled", language: "python" },
-    ],
+    documentSelector: DOCUMENT_SELECTOR,
     // Pushes workspace/didChangeConfiguration when a titansLsp setting changes; the server pulls
     // per-folder values with workspace/configuration.
     synchronize: { configurationSection: "titansLsp" },
@@ -85,6 +90,7 @@ function makeClient(): LanguageClient {
 
 async function startClient(): Promise<void> {
   client = makeClient();
+  cursorReporter = new CursorReporter(client, DOCUMENT_SELECTOR);
   try {
     await client.start();
   } catch (error) {
@@ -100,6 +106,8 @@ async function startClient(): Promise<void> {
 }
 
 async function stopClient(): Promise<void> {
+  cursorReporter?.dispose();
+  cursorReporter = undefined;
   if (!client) {
     return;
   }

@@ -18,7 +18,13 @@ M.defaults = {
   accept_key = '<Tab>',
   -- Turn on vim.lsp.inline_completion for the server's buffers.
   inline_completion = true,
+  -- Tell the server where the cursor rests (`titans/cursor`, 250 ms after the last move, and on
+  -- BufEnter/WinEnter/InsertEnter) so it pre-fills the completion prompt there in the background.
+  prewarm = true,
 }
+
+--- The cursor has rested when it has not moved for this long.
+M.rest_ms = 250
 
 --- Latest `titans/status` notification per workspace folder URI.
 M.status = {}
@@ -37,6 +43,45 @@ end
 
 local function clients(bufnr)
   return vim.lsp.get_clients({ name = 'titans', bufnr = bufnr })
+end
+
+--- Sends `titans/cursor` with the current window's cursor to the titans clients of its buffer.
+local function send_cursor()
+  local mode = vim.api.nvim_get_mode().mode
+  if not config.prewarm or mode:find('^[vVsS\22\19]') then
+    return -- a selection, not a resting cursor
+  end
+  for _, client in ipairs(clients(vim.api.nvim_get_current_buf())) do
+    if client.initialized and not client:is_stopped() then
+      local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+      client:notify('titans/cursor', { textDocument = params.textDocument, position = params.position })
+    end
+  end
+end
+
+local rest_timer = nil
+
+--- (Re)starts the rest timer: only the last cursor move of a burst is sent.
+local function schedule_cursor()
+  rest_timer = rest_timer or vim.uv.new_timer()
+  rest_timer:stop()
+  rest_timer:start(M.rest_ms, 0, vim.schedule_wrap(send_cursor))
+end
+
+local function cursor_group(bufnr)
+  return 'titans_lsp_cursor_' .. bufnr
+end
+
+--- Buffer-local autocmds that report the resting cursor; also reports where it is now.
+local function watch_cursor(bufnr)
+  local group = vim.api.nvim_create_augroup(cursor_group(bufnr), { clear = true })
+  vim.api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'BufEnter', 'WinEnter', 'InsertEnter' }, {
+    group = group,
+    buffer = bufnr,
+    callback = schedule_cursor,
+    desc = 'Tell titans-lsp where the cursor rests',
+  })
+  schedule_cursor()
 end
 
 --- Runs a server command (`titans-lsp.*`) and calls on_result(result) with its answer.
@@ -148,17 +193,33 @@ function M.setup(opts)
     },
   })
   vim.lsp.enable('titans')
-  if config.inline_completion then
-    vim.api.nvim_create_autocmd('LspAttach', {
-      group = vim.api.nvim_create_augroup('titans_lsp', { clear = true }),
-      callback = function(args)
-        local client = vim.lsp.get_client_by_id(args.data.client_id)
-        if client and client.name == 'titans' then
-          vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
-        end
-      end,
-    })
-  end
+  local group = vim.api.nvim_create_augroup('titans_lsp', { clear = true })
+  vim.api.nvim_create_autocmd('LspAttach', {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if not (client and client.name == 'titans') then
+        return
+      end
+      if config.inline_completion then
+        vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
+      end
+      if config.prewarm then
+        watch_cursor(args.buf)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd('LspDetach', {
+    group = group,
+    callback = function(args)
+      local others = vim.tbl_filter(function(c)
+        return c.id ~= args.data.client_id
+      end, clients(args.buf))
+      if #others == 0 then
+        pcall(vim.api.nvim_del_augroup_by_name, cursor_group(args.buf))
+      end
+    end,
+  })
   if config.accept_key then
     map_accept_key(config.accept_key)
   end
