@@ -25,7 +25,7 @@ def test_completion_figures_parse_the_status_notification():
     key, figures = completion_figures(params)
     assert key == ("file:///r/app.py", 7)
     assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5,
-                       "timings_ms": {}}
+                       "mode": None, "timings_ms": {}}
     assert completion_figures({"folder": "file:///r", "mode": "none"}) is None  # status without a completion
     older = {k: v for k, v in last.items() if k not in ("prefilled", "accepted", "engineMs")}
     assert completion_figures({"lastCompletion": older})[1]["prefilled"] == 20  # promptTokens - reused

@@ -89,9 +89,12 @@ def run_bench(args: argparse.Namespace) -> dict:
         workspace = Workspace(index=index)
         _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
-            records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
-                                                            args.debounce_ms / 1000.0, args.speed,
-                                                            prewarm=not args.no_prewarm, think=args.think_ms / 1000.0))
+            try:
+                records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
+                                                                args.debounce_ms / 1000.0, args.speed,
+                                                                prewarm=not args.no_prewarm, think=args.think_ms / 1000.0))
+            except RuntimeError as exc:
+                raise UserError(str(exc)) from exc
             _fill_prompts(engine, records, settings_for(mode), index)
         else:
             records = _replay_mode(engine, traces, settings_for(mode), workspace, args)

@@ -58,19 +58,35 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
     await client.start_io(sys.executable, "-m", "titans_lsp", "serve", *serve_args)
     records: list[RequestRecord] = []
     try:
+        # The server pulls its settings (the mode) with workspace/configuration only from a client
+        # that declares it can answer; without this every mode ran as the default, concat.
+        capabilities = types.ClientCapabilities(workspace=types.WorkspaceClientCapabilities(configuration=True))
         await client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(), root_uri=root.as_uri(),
+            capabilities=capabilities, root_uri=root.as_uri(),
             workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)]))
         client.initialized(types.InitializedParams())
         await _warm_up(client, root, traces)
-        for trace in traces:
-            await _replay_file(client, root, trace, debounce, speed, records, prewarm, think)
+        answered_modes = await _modes_answered(client)
+        if answered_modes == [mode]:
+            for trace in traces:
+                await _replay_file(client, root, trace, debounce, speed, records, prewarm, think)
         rss = _peak_rss_mb(client._server.pid) if client._server is not None else None
         await client.shutdown_async(None)
         client.exit(None)
     finally:
         await client.stop()
+    if answered_modes != [mode]:
+        raise RuntimeError(f"the server answered the warm-up in mode {answered_modes or 'unknown'}, not {mode!r}: "
+                           "it did not apply the bench's settings")
     return records, rss
+
+
+async def _modes_answered(client: BenchClient, timeout: float = 5.0) -> list[str]:
+    """The modes of the completions the server reported so far (waiting up to ``timeout`` for the first)."""
+    deadline = time.perf_counter() + timeout
+    while not client.token_figures and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return sorted({str(figures["mode"]) for figures in client.token_figures.values()})
 
 
 def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
@@ -83,7 +99,7 @@ def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
     prefilled = int(prefilled) if prefilled is not None else max(0, int(last.get("promptTokens") or 0) - reused)
     return (str(last["uri"]), int(last["version"])), {
         "reused": reused, "prefilled": prefilled, "decoded": int(last.get("decoded") or 0),
-        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs"),
+        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs"), "mode": last.get("mode"),
         "timings_ms": dict(last.get("timings") or {})}
 
 
