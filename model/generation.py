@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import torch
 
 
+MAX_MISSED_DRAFTS = 2  # prompt lookup stops guessing for the request after this many wrong drafts in a row
+
+
 class Cancelled(Exception):
     """Raised between decoding steps when the request's cancel event is set."""
 
@@ -196,7 +199,8 @@ def greedy_generate(
     ``first_token``: force the first generated token (to branch alternatives).
     ``alternatives``: also return this many runner-up first tokens (for several items).
     ``lookahead``: most prompt-lookup guesses verified per forward pass (0: plain greedy). The
-    output is the same either way: a guess is kept only where it equals the greedy token.
+    output is the same either way: a guess is kept only where it equals the greedy token. Drafting
+    stops for the request after ``MAX_MISSED_DRAFTS`` wrong drafts in a row.
     Used only where the cache can be cut back (not DeltaNet layers).
     ``prefill_chunk``: prompt tokens per prefill forward; cancellation is checked between chunks
     (what a cancelled request finished stays cached). Measured on the default model, 2 CPU
@@ -308,6 +312,7 @@ def greedy_generate(
         return len(generated) >= max_new_tokens
 
     use_lookup = lookahead > 0 and croppable
+    missed_drafts = 0  # drafts in a row whose first guess was wrong
     done = False
     step = 0
     while not done:
@@ -329,13 +334,18 @@ def greedy_generate(
         # Prompt lookup: guess the next tokens by copying what followed the latest earlier
         # occurrence of the last few tokens, and verify the guesses in the same forward pass.
         draft = []
-        if use_lookup and not remaining_heal:
+        if use_lookup and not remaining_heal and missed_drafts < MAX_MISSED_DRAFTS:
             draft = lookup_draft(fed + [token], min(lookahead, max_new_tokens - len(generated)))
         out = model(input_ids=torch.tensor([[token] + draft], device=device), cache=past, use_cache=True).logits[0]
         fed.append(token)
         decoded += 1
         drafted += len(draft)
         logits = out[0]
+        if draft:
+            # A forward over several tokens costs about twice a one-token step on a CPU: after
+            # MAX_MISSED_DRAFTS drafts whose first guess was wrong, this text is not being copied.
+            first_wrong = int(torch.argmax(out[0].float())) != draft[0]
+            missed_drafts = missed_drafts + 1 if first_wrong else 0
         for j, guess in enumerate(draft):
             if int(torch.argmax(out[j].float())) != guess:
                 break

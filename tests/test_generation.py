@@ -148,23 +148,21 @@ def test_prompt_lookup_decoding_equals_plain_greedy(tiny):
     assert fast.drafted > 0
 
 
-def test_prompt_lookup_accepts_guesses_when_the_model_copies():
-    """A model that always predicts "copy the token after the previous occurrence" accepts guesses,
-    so fewer forward passes produce the same tokens as plain greedy."""
+class _OneTokenPerId:  # a minimal tokenizer: one token per id
+    eos_token_id = 31
+
+    def decode(self, ids):
+        return " ".join(str(i) for i in ids)
+
+
+def _cycle_model():
+    """A one-layer Llama whose greedy output is a fixed cycle: next(t) = (t + 1) % 8."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                                          eos_token_id=31, bos_token_id=30)).eval()
-
-    class Tok:  # a minimal tokenizer: one token per id
-        eos_token_id = 31
-
-        def decode(self, ids):
-            return " ".join(str(i) for i in ids)
-
-    # Bias the head so a fixed cycle is the greedy output: next(t) = (t + 1) % 8.
     with torch.no_grad():
         model.lm_head.weight.zero_()
         model.model.embed_tokens.weight.zero_()
@@ -176,6 +174,13 @@ def test_prompt_lookup_accepts_guesses_when_the_model_copies():
             layer.mlp.down_proj.weight.zero_()
         for t in range(8):
             model.lm_head.weight[(t + 1) % 8, t] = 10.0
+    return model
+
+
+def test_prompt_lookup_accepts_guesses_when_the_model_copies():
+    """A model that always predicts "copy the token after the previous occurrence" accepts guesses,
+    so fewer forward passes produce the same tokens as plain greedy."""
+    model, Tok = _cycle_model(), _OneTokenPerId
     prompt = [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2]
     plain = greedy_generate(model, Tok(), prompt, 20, lookahead=0)
     fast = greedy_generate(model, Tok(), prompt, 20, lookahead=8)
@@ -226,3 +231,22 @@ def test_prefill_is_cancellable_between_chunks_and_keeps_its_progress(tiny):
     again = greedy_generate(tiny.model, tok, ids, 4, cache=cache, cache_key="k", prefill_chunk=8)
     assert again.reused == kept
     assert again.token_ids == greedy_generate(tiny.model, tok, ids, 4).token_ids
+
+
+def test_prompt_lookup_stops_guessing_after_wrong_drafts(monkeypatch):
+    """Drafts that are wrong cost a wider forward each: after MAX_MISSED_DRAFTS in a row the request
+    decodes plainly (same tokens)."""
+    from titans_lsp.model import generation
+
+    model, tok = _cycle_model(), _OneTokenPerId()
+    calls = []
+
+    def wrong_draft(ids, max_tokens, ngram_sizes=(3, 2)):
+        calls.append(len(ids))
+        return [(ids[-1] + 2) % 8]  # greedy continues with +1
+
+    monkeypatch.setattr(generation, "lookup_draft", wrong_draft)
+    prompt = [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2]
+    result = greedy_generate(model, tok, prompt, 12, lookahead=8)
+    assert result.token_ids == [(3 + i) % 8 for i in range(12)]
+    assert len(calls) == generation.MAX_MISSED_DRAFTS and result.accepted == 0
