@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -57,6 +58,30 @@ def test_cancelled_request_raises_and_releases_the_model(tiny_engine):
     with pytest.raises(Cancelled):
         tiny_engine.complete(CompletionRequest(prefix="import os\n", cancel=event, settings=CompletionSettings(mode="none")))
     assert not tiny_engine.model_lock.locked()
+
+
+def test_request_cancelled_while_waiting_for_the_model_gives_up_at_once(tiny_engine):
+    """Priming (or another holder) has the model: a request cancelled meanwhile must not wait for it."""
+    cancel = threading.Event()
+    request = CompletionRequest(prefix="import os\n", cancel=cancel, settings=CompletionSettings(mode="none"))
+    outcome = []
+
+    def run():
+        try:
+            tiny_engine.complete(request)
+            outcome.append("completed")
+        except Cancelled:
+            outcome.append("cancelled")
+
+    with tiny_engine.model_lock:
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.2)
+        assert tiny_engine._waiting == 1 and not outcome  # waiting for the model, visible to priming
+        cancel.set()
+        thread.join(timeout=2)
+        assert outcome == ["cancelled"]  # while the lock is still held
+    assert tiny_engine._waiting == 0 and not tiny_engine.model_lock.locked()
 
 
 def test_document_cache_reuse_gives_the_same_completion(tiny_engine):

@@ -235,7 +235,9 @@ def _priming_comparison(engine, traces, settings, root: Path, args) -> dict:
                 if stop.is_set():
                     return
                 # as the server primes: into the working copy, published every engine.publish_every_s
-                stats = engine.prime(workspace, [text], chunk_tokens=128, should_yield=stop.is_set, publish=False)
+                # the server's chunk size (the engine's default, as training and the eval): a
+                # completion that arrives mid-chunk waits for the chunk's end
+                stats = engine.prime(workspace, [text], should_yield=stop.is_set, publish=False)
                 primed["tokens"] += stats.tokens
                 primed["seconds"] += stats.seconds
                 primed["yields"] += int(stats.stopped_early)

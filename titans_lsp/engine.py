@@ -288,13 +288,7 @@ class CompletionEngine:
         if request.doc_key is not None:
             cache = workspace.caches.setdefault(request.doc_key, PrefixCache())
 
-        with self._waiting_lock:
-            self._waiting += 1  # background priming sees this and hands the model over
-        try:
-            self.model_lock.acquire()
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
+        self._acquire_model(request.cancel)
         try:
             waited = time.perf_counter() - start - t_context
             # Under the model lock: the memory snapshot and its version are read together (publishing
@@ -322,6 +316,20 @@ class CompletionEngine:
             decoded=sum(r.decoded for r in results), seconds=time.perf_counter() - start,
             timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s},
             prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results))
+
+    def _acquire_model(self, cancel: threading.Event | None) -> None:
+        """Take the model lock for a completion: background priming sees the waiting count and hands
+        the model over after its current chunk. A request cancelled while it waits gives up at once
+        (raises Cancelled), so the requests queued behind it do not wait for that chunk too."""
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            while not self.model_lock.acquire(timeout=0.02):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
 
     def _prompt_ids(self, request: CompletionRequest, workspace: Workspace, block: str) -> list[int]:
         """Block + prefix ids within the window. With a document key the prefix is cut at a line
