@@ -76,3 +76,27 @@ def test_prime_command_index_only(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"indexed {len(FIXTURE_FILES)} files" in out.stdout
     assert list((tmp_path / "cache" / "workspaces").glob("repo-*/index.pkl"))
+
+
+def test_priming_pauses_while_the_user_types():
+    """Background priming yields while a completion is in flight or one was requested within
+    typing_quiet_s, so a chunk does not start between two keystrokes."""
+    import time
+
+    from titans_lsp.server import TitansServer
+
+    server = TitansServer()
+    try:
+        assert not server._should_yield()  # nobody typed yet
+        server.last_request_at = time.monotonic()
+        assert server._should_yield()
+        server.last_request_at = time.monotonic() - server.typing_quiet_s - 0.1
+        assert not server._should_yield()
+        server.inflight = 1
+        assert server._should_yield()
+        server.inflight = 0
+        server.stopping.set()
+        assert server._should_yield()
+        server._wait_for_idle()  # returns at once when stopping
+    finally:
+        server.stop_all()

@@ -132,6 +132,10 @@ class TitansServer(LanguageServer):
         # requests are kept apart: VS Code sends both while typing and one must not cancel the other.
         self.pending: dict[tuple[str, str], threading.Event] = {}
         self.inflight = 0  # completion requests received and not answered (priming yields to them)
+        # Background priming also pauses while the user is typing: a chunk started between two
+        # keystrokes would hold the model for up to a second when the next request arrives.
+        self.typing_quiet_s = 1.0  # seconds without a completion request before priming resumes
+        self.last_request_at = float("-inf")  # time.monotonic() of the latest completion request
         self.latencies: dict[str, deque] = {}  # mode -> recent end-to-end latencies (ms)
         self.last_latency_ms: float | None = None
         self.last_completion: dict | None = None
@@ -277,11 +281,15 @@ class TitansServer(LanguageServer):
             log.exception("background job %s failed: %s", getattr(job, "__name__", job), exc)
             raise
 
+    def _user_active(self) -> bool:
+        """A completion is running or waiting, or one was requested within ``typing_quiet_s``."""
+        return self.inflight > 0 or time.monotonic() - self.last_request_at < self.typing_quiet_s
+
     def _should_yield(self) -> bool:
-        return self.inflight > 0 or self.stopping.is_set()
+        return self._user_active() or self.stopping.is_set()
 
     def _wait_for_idle(self) -> None:
-        while self.inflight > 0 and not self.stopping.is_set():
+        while self._user_active() and not self.stopping.is_set():
             time.sleep(0.02)
 
     def _job_open(self, state: FolderState) -> None:
@@ -446,6 +454,7 @@ class TitansServer(LanguageServer):
         for key in [key for key in self.pending if key[0] == "prepare" and key[1] != uri]:
             self.pending.pop(key).set()  # pre-warming another document must not delay this request
         loop = asyncio.get_running_loop()
+        self.last_request_at = time.monotonic()
         self.inflight += 1
         try:
             completion = await loop.run_in_executor(self.inference, self._run_engine, request, state, uri, version)
