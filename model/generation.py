@@ -244,11 +244,14 @@ def greedy_generate(
 
     fed = list(prompt_ids[:reused])  # the token ids ``past`` holds, kept in step with it
 
+    def keep() -> None:
+        """Leave what was computed in the document's cache for the next request."""
+        if cache is not None:
+            cache.key, cache.ids, cache.past, cache.snapshots = cache_key, list(fed), past, snapshots
+
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
-            # Keep what was computed: the next keystroke's prompt shares most of it.
-            if cache is not None:
-                cache.key, cache.ids, cache.past, cache.snapshots = cache_key, list(fed), past, snapshots
+            keep()  # the next keystroke's prompt shares most of it
             raise Cancelled()
 
     def prefill(end: int):
@@ -280,8 +283,7 @@ def greedy_generate(
     prefill_s = time.perf_counter() - start
     fed = list(prompt_ids)
     if prefill_only:
-        if cache is not None:
-            cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
+        keep()
         return GenerationResult(token_ids=[], text="", prefilled=len(prompt_ids) - reused, reused=reused, decoded=0,
                                 stop_reason="prefill_only", prefill_s=prefill_s)
     check_cancel()
@@ -361,8 +363,7 @@ def greedy_generate(
         if extra > 0:
             past.crop(-extra)  # drop the rejected (or unneeded) guesses
 
-    if cache is not None:
-        cache.key, cache.ids, cache.past, cache.snapshots = cache_key, fed, past, snapshots
+    keep()
     return GenerationResult(token_ids=generated, text=text, prefilled=len(prompt_ids) - reused, reused=reused,
                             decoded=decoded, stop_reason=stop_reason, prefill_s=prefill_s,
                             decode_s=time.perf_counter() - decode_start, alternatives=runner_ups,

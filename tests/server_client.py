@@ -14,6 +14,8 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from titans_lsp.server import to_plain
+
 FIXTURE_FILES = {
     "pkg/__init__.py": "",
     "pkg/geometry.py": textwrap.dedent('''\
@@ -97,7 +99,7 @@ class TestClient(LanguageClient):
 
         @self.feature("titans/status")
         def status(params):
-            self.statuses.append(params if isinstance(params, dict) else _plain(params))
+            self.statuses.append(params if isinstance(params, dict) else to_plain(params))
 
         @self.feature(types.WINDOW_SHOW_MESSAGE)
         def show_message(params: types.ShowMessageParams):
@@ -114,14 +116,6 @@ class TestClient(LanguageClient):
         @self.feature(types.PROGRESS)
         def progress(params: types.ProgressParams):
             self.progress.append((params.token, params.value))
-
-
-def _plain(obj):
-    if hasattr(obj, "_asdict"):  # pygls turns unknown notifications' params into namedtuples
-        return {k: _plain(v) for k, v in obj._asdict().items()}
-    if hasattr(obj, "__dict__"):
-        return {k: _plain(v) for k, v in vars(obj).items()}
-    return obj
 
 
 async def start_server(folders: list[Path], cache: Path, settings: dict | None = None, log_file: Path | None = None,

@@ -10,7 +10,8 @@ import pytest
 
 from server_client import FIXTURE_FILES, write_fixture
 from titans_lsp.bench import FileTrace, Keystroke, summarize
-from titans_lsp.benchserver import _plain, completion_figures, replay_server
+from titans_lsp.benchserver import completion_figures, replay_server
+from titans_lsp.server import to_plain
 
 pytest.importorskip("titans_lsp.retrieval.index", reason="the workspace index (branch retrieval) is not merged yet")
 
@@ -21,7 +22,7 @@ def test_completion_figures_parse_the_status_notification():
     # pygls hands unknown notifications' params over as namedtuples
     Params = namedtuple("Params", ["folder", "mode", "lastCompletion"])
     Last = namedtuple("Last", list(last))
-    params = _plain(Params("file:///r", "none", Last(**last)))
+    params = to_plain(Params("file:///r", "none", Last(**last)))
     key, figures = completion_figures(params)
     assert key == ("file:///r/app.py", 7)
     assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5,

@@ -22,6 +22,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from titans_lsp.bench import FileTrace, RequestRecord, start_of
+from titans_lsp.server import to_plain
 
 
 class BenchClient(LanguageClient):
@@ -36,7 +37,7 @@ class BenchClient(LanguageClient):
 
         @self.feature("titans/status")
         def status(params):
-            figures = completion_figures(_plain(params))
+            figures = completion_figures(to_plain(params))
             if figures is not None:
                 self.token_figures[figures[0]] = figures[1]
 
@@ -212,15 +213,6 @@ async def _sleep_until(deadline: float) -> None:
     delay = deadline - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-def _plain(obj):
-    """pygls hands unknown notifications' params over as namedtuples: make them dicts."""
-    if hasattr(obj, "_asdict"):
-        return {k: _plain(v) for k, v in obj._asdict().items()}
-    if hasattr(obj, "__dict__"):
-        return {k: _plain(v) for k, v in vars(obj).items()}
-    return obj
 
 
 def _peak_rss_mb(pid: int) -> float | None:

@@ -304,8 +304,8 @@ class CompletionEngine:
         finally:
             self.model_lock.release()
 
-        items: list[str] = []
-        for result in results if not prefill_only else []:
+        items: list[str] = []  # a pre-warm has none
+        for result in results if not prefill_only else ():
             cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline)
             if cleaned not in items or not items:
                 items.append(cleaned)

@@ -253,7 +253,7 @@ class TitansServer(LanguageServer):
             self.apply_settings(state, value)
 
     def apply_settings(self, state: FolderState, values: Any) -> None:
-        values = _to_plain(values)
+        values = to_plain(values)
         if values is not None and not isinstance(values, dict):
             self.show_message(f"settings section {SECTION} must be an object, got {type(values).__name__}")
             return
@@ -619,20 +619,23 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def _to_plain(value: Any) -> Any:
-    """lsprotocol hands over LSPAny as plain JSON values already; unwrap attrs objects just in case,
-    and the namedtuples pygls makes of a custom notification's params (titans/cursor)."""
+def to_plain(value: Any) -> Any:
+    """JSON-like values from what pygls hands over: lsprotocol attrs objects are unstructured, and
+    the namedtuples (or plain objects) pygls makes of a custom method's params (titans/cursor,
+    titans/status on the client side) become dicts. Used by the server, the bench client and tests."""
     if hasattr(value, "__attrs_attrs__"):
         from lsprotocol import converters
 
         return converters.get_converter().unstructure(value)
     if hasattr(value, "_asdict"):
-        return {key: _to_plain(item) for key, item in value._asdict().items()}
+        return {key: to_plain(item) for key, item in value._asdict().items()}
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return {key: to_plain(item) for key, item in vars(value).items()}
     return value
 
 
 def _pushed_section(settings: Any) -> dict | None:
-    settings = _to_plain(settings)
+    settings = to_plain(settings)
     if isinstance(settings, dict) and isinstance(settings.get(SECTION), dict):
         return settings[SECTION]
     return None
@@ -652,7 +655,7 @@ def build_server(**options) -> TitansServer:
         handler = ClientLogHandler(ls, ls.log_level)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logging.getLogger("titans_lsp").addHandler(handler)
-        ls.start_model(_to_plain(params.initialization_options))
+        ls.start_model(to_plain(params.initialization_options))
         for folder in params.workspace_folders or []:
             ls.add_folder(folder.uri)
         if not params.workspace_folders and params.root_uri:
@@ -705,7 +708,7 @@ def build_server(**options) -> TitansServer:
 
     @server.feature(CURSOR_NOTIFICATION)
     def cursor(ls: TitansServer, params: Any) -> None:
-        params = _to_plain(params)
+        params = to_plain(params)
         try:
             uri = params["textDocument"]["uri"]
             position = types.Position(line=int(params["position"]["line"]), character=int(params["position"]["character"]))
@@ -744,7 +747,7 @@ def build_server(**options) -> TitansServer:
     def target_folders(ls: TitansServer, args: Any) -> list[FolderState]:
         """Folders named in the command's first argument ({"folder": uri} or a uri), else all."""
         arg = args[0] if isinstance(args, (list, tuple)) and args else None
-        arg = _to_plain(arg)
+        arg = to_plain(arg)
         uri = arg.get("folder") if isinstance(arg, dict) else arg if isinstance(arg, str) else None
         if uri:
             state = ls.folders.get(uri) or ls.folder_for(uri)
@@ -763,7 +766,7 @@ def build_server(**options) -> TitansServer:
 
     @server.command(CMD_PRIME)
     async def prime_workspace(ls: TitansServer, *args: Any) -> dict:
-        arg = _to_plain(args[0]) if isinstance(args, (list, tuple)) and args else None
+        arg = to_plain(args[0]) if isinstance(args, (list, tuple)) and args else None
         force = bool(isinstance(arg, dict) and arg.get("force"))
         return {"folders": await run_jobs(ls, ls._job_prime, target_folders(ls, args), force)}
 
