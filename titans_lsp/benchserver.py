@@ -133,8 +133,8 @@ async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRe
         position=types.Position(line=position["line"], character=position["character"]),
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
     msg_id = str(uuid.uuid4())
+    record.sent = time.perf_counter()  # before sending: the server may answer before send_request returns
     future = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
-    record.sent = time.perf_counter()
 
     def done(fut) -> None:
         record.finished = time.perf_counter()
