@@ -22,6 +22,7 @@ Each section is guarded: an error is recorded under ``errors`` and the run goes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -32,6 +33,10 @@ from pathlib import Path
 import torch
 
 from titans_lsp.model.generation import PrefixCache, greedy_generate
+from titans_lsp.modes import Mode
+
+# the latency modes this bench times: the base model and the patched one with gates open / shut
+LATENCY_MODES = (Mode.NONE.value, Mode.MEMORY.value, Mode.ABLATION.value)
 
 
 NEWLINE_ID = 2
@@ -207,7 +212,8 @@ def time_modes(model, patch, state, modes: list[str], args, device: str, label: 
     vocab = model.config.vocab_size
     results = {}
     for mode in modes:
-        context = patch.activate(state, gates="shut" if mode == "ablation" else "open") if mode != "none" else _Null()
+        mode = Mode(mode)
+        context = patch.activate(state, gates=mode.gates) if mode.uses_memory else contextlib.nullcontext()
         cold_runs, warm_runs = [], []
         with context, torch.no_grad():
             time_generation(model, _line_prompt(vocab, 32, NEWLINE_ID, 99), 2, device)  # warm-up (kernels, allocator)
@@ -284,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
     except ImportError:
         results["notes"].append("memory modes skipped: titans_lsp.model.patching is not in this build")
         args.integrations = []
-    memory_modes = [m for m in args.modes if m in ("memory", "ablation")]
+    memory_modes = [m for m in args.modes if Mode(m).uses_memory]
     for integration in args.integrations:
         suffix = "" if integration == "additive" else f":{integration}"
         before = _allocated(device)
@@ -342,14 +348,6 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _csv(kind):
     def parse(text: str) -> list:
         return [kind(x) for x in text.split(",") if x.strip()]
@@ -382,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                              "train_no_checkpointing (an out-of-memory error is recorded, not fatal)")
     parser.add_argument("--out", default=None, help="JSON file, rewritten after every section")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.modes if m not in ("none", "memory", "ablation")]
+    unknown = [m for m in args.modes if m not in LATENCY_MODES]
     if unknown:
         parser.error(f"unknown mode(s) {unknown}: choose among none, memory, ablation (integrations: --integrations)")
     results = run(args)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from titans_lsp.evals.data import crossfile_chunks, task_id
 from titans_lsp.evals.metrics import score_sample
+from titans_lsp.modes import Mode
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ MAX_SEQ = 2048
 @dataclass(frozen=True)
 class RunSpec:
     label: str  # file/table name
-    mode: str  # engine mode
+    mode: Mode  # engine mode
     heal: bool = True
     max_seq: int = MAX_SEQ  # the reference window is 2048; smaller only to fit slow CPUs (recorded in results)
     context_budget: int = CONTEXT_BUDGET
@@ -91,22 +92,22 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
     start = time.perf_counter()
     settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
                                   max_seq=spec.max_seq)
-    snippets = source.snippets(sample) if spec.mode in ("concat", "hybrid", "memory", "ablation") else None
+    snippets = source.snippets(sample) if spec.mode.uses_context or spec.mode.uses_memory else None
     workspace = Workspace()
     prime_s = 0.0
-    if spec.mode in ("memory", "ablation", "hybrid"):
+    if spec.mode.uses_memory:
         # The study's protocol: a fresh memory per sample, primed with its cross-file chunks.
         workspace = Workspace(memory=engine.new_memory_state())
         t = time.perf_counter()
         engine.prime(workspace, [s.text for s in snippets or []])
         prime_s = time.perf_counter() - t
     request = CompletionRequest(prefix=sample["prompt"], settings=settings, early_stop=False, heal=spec.heal,
-                                snippets=snippets if spec.mode in ("concat", "hybrid") else None)
+                                snippets=snippets if spec.mode.uses_context else None)
     completion = engine.complete(request, workspace)
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"])
     meta = sample["metadata"]
     return {
-        "task_id": task_id(sample), "mode": spec.mode, "label": spec.label, "heal": spec.heal,
+        "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
-RETRIEVERS = ("bm25", "dense", "hybrid", "imports")
+RETRIEVERS = ("bm25", "dense", "hybrid", "imports")  # the names editors and the eval select
+DENSE_RETRIEVERS = ("dense", "hybrid")  # retrievers that need the dense encoder's vectors
 
 
 @dataclass(frozen=True)

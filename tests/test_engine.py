@@ -17,14 +17,6 @@ def tiny_engine(tiny_llama_dir):
     return CompletionEngine(load_model(str(tiny_llama_dir), device="cpu"))
 
 
-def test_settings_validation_and_editor_mapping():
-    settings = CompletionSettings.from_editor({"mode": "memory", "maxNewTokens": 16, "retriever": ["bm25", "dense"]})
-    assert settings.mode == "memory" and settings.max_new_tokens == 16 and settings.retriever == ("bm25", "dense")
-    for bad in ({"mode": "telepathy"}, {"retriever": "grep"}, {"maxNewTokens": 0}, {"multiline": "sometimes"}):
-        with pytest.raises(ValueError, match="invalid"):
-            CompletionSettings.from_editor(bad)
-
-
 def test_none_mode_sees_only_the_prefix(tiny_engine):
     request = CompletionRequest(prefix="def load_config(path):\n    return ", settings=CompletionSettings(mode="none", max_new_tokens=6),
                                 snippets=[Snippet("util.py", "def helper():\n    pass")])

@@ -1,5 +1,3 @@
 """titans-lsp: code completion over LSP with Titans test-time memory and cross-file retrieval."""
 
 __version__ = "0.1.0"
-
-MODES = ("none", "concat", "memory", "ablation", "hybrid")

@@ -16,50 +16,21 @@ from pathlib import Path
 
 from titans_lsp import bench
 from titans_lsp.benchserver import replay_server
-from titans_lsp.engine import MEMORY_MODES, CompletionEngine, CompletionRequest, CompletionSettings, Workspace
+from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
+from titans_lsp.modes import Mode, parse_modes
 from titans_lsp.model.generation import heal_prompt
 from titans_lsp.paths import cache_root
 
 log = logging.getLogger(__name__)
 
 
-class ChunkIndex:
-    """Bench-only BM25 index over 10-line windows of the package's files (CrossCodeEval's
-    retrieval recipe: the query is the last 10 lines of the prefix). Used for `concat` until the
-    workspace index (retrieval branch) is available to the bench."""
-
-    def __init__(self, root: Path, window: int = 10):
-        from rank_bm25 import BM25Okapi
-
-        self.chunks = []
-        for path in sorted(root.rglob("*.py")):
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            for start in range(0, max(1, len(lines)), window // 2):
-                text = "\n".join(lines[start:start + window])
-                if text.strip():
-                    self.chunks.append((str(path.relative_to(root)), text))
-        self.bm25 = BM25Okapi([_words(text) for _, text in self.chunks])
-
-    def retrieve(self, prefix: str, path: str | None, retriever="bm25", k: int = 5):
-        from titans_lsp.retrieval.prompt import Snippet
-
-        query = _words("\n".join(prefix.splitlines()[-10:]))
-        scores = self.bm25.get_scores(query)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        picked = [i for i in order if self.chunks[i][0] != path][:k]
-        return [Snippet(self.chunks[i][0], self.chunks[i][1], float(scores[i])) for i in picked]
-
-
-def _words(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
-
-
 def run_bench(args: argparse.Namespace) -> dict:
     from titans_lsp.cli import UserError
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as exc:
+        raise UserError(f"--modes: {exc}") from None
     engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
     engine.lookahead = 0 if args.no_lookup else engine.lookahead
     tokenizer = engine.tokenizer
@@ -70,7 +41,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         raise UserError(str(exc)) from exc
     traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,
                                seed=args.seed)
-    index = _workspace_index(root, cache_root(args.cache_dir)) if any(m in ("concat", "hybrid") for m in modes) else None
+    index = _workspace_index(root, cache_root(args.cache_dir)) if any(m.uses_context for m in modes) else None
     notes: list[str] = []
     results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
                      "debounce_ms": args.debounce_ms, "think_ms": args.think_ms, "prewarm": not args.no_prewarm,
@@ -79,18 +50,14 @@ def run_bench(args: argparse.Namespace) -> dict:
                      "modes": {}}
 
     settings_for = lambda mode: CompletionSettings(mode=mode, max_new_tokens=args.max_new_tokens)  # noqa: E731
-    _warm_up(engine, settings_for("none"))
-    memory_ok = _memory_available()
+    _warm_up(engine, settings_for(Mode.NONE))
     pooled_baseline: list[float] = []
     for mode in modes:
-        if mode in MEMORY_MODES and not memory_ok:
-            notes.append(f"{mode}: skipped (no memory patch in this build: titans_lsp.model.patching missing)")
-            continue
         workspace = Workspace(index=index)
         _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
             try:
-                records, server_rss = asyncio.run(replay_server(traces, root, mode, _serve_args(args),
+                records, server_rss = asyncio.run(replay_server(traces, root, mode.value, _serve_args(args),
                                                                 args.debounce_ms / 1000.0, args.speed,
                                                                 prewarm=not args.no_prewarm, think=args.think_ms / 1000.0))
             except RuntimeError as exc:
@@ -107,26 +74,24 @@ def run_bench(args: argparse.Namespace) -> dict:
         base = _baseline(engine, records, mode, workspace)
         pooled_baseline += base
         summary["baseline"] = bench.percentiles(base) | {"requests": len(base)}
-        results["modes"][mode] = summary
+        results["modes"][mode.value] = summary
         log.info("%s: %s", mode, summary)
 
-    if memory_ok and args.priming and any(m in MEMORY_MODES for m in modes):
+    if args.priming and any(m.primes for m in modes):
         _progress("memory with background priming vs idle")
-        results["priming"] = _priming_comparison(engine, traces, settings_for("memory"), root, args)
+        results["priming"] = _priming_comparison(engine, traces, settings_for(Mode.MEMORY), root, args)
     _progress("warm/cold")
     results["baseline"] = bench.percentiles(pooled_baseline) | {"requests": len(pooled_baseline)}
-    results["warm_cold"] = _warm_cold(engine, traces, settings_for("none"))
+    results["warm_cold"] = _warm_cold(engine, traces, settings_for(Mode.NONE))
     results["peak_rss_mb"] = bench.peak_rss_mb()
     results["notes"] = notes
     return results
 
 
 def _workspace_index(root: Path, cache: Path):
-    """The real workspace index (BM25; retrieval package), or the bench's stand-in where absent."""
-    try:
-        from titans_lsp.retrieval.index import WorkspaceIndex
-    except ImportError:
-        return ChunkIndex(root)
+    """The server's workspace index (BM25) over the package."""
+    from titans_lsp.retrieval.index import WorkspaceIndex
+
     index = WorkspaceIndex(root, state_dir=cache / "bench" / "index", dense_model=None)
     index.build()
     return index
@@ -154,14 +119,6 @@ def _fill_prompts(engine, records, settings, index) -> None:
         record.prompt_ids = engine._prompt_ids(request, workspace, engine.context_for(request, workspace))
 
 
-def _memory_available() -> bool:
-    try:
-        import titans_lsp.model.patching  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _warm_up(engine: CompletionEngine, settings: CompletionSettings) -> None:
     """First calls pay one-off costs (token texts for healing, allocator growth): not part of the trace."""
     engine.complete(CompletionRequest(prefix="def load_config(path):\n    return ", settings=settings))
@@ -182,7 +139,7 @@ def _replay_mode(engine, traces, settings, workspace, args) -> list[bench.Reques
                         prewarm=None if args.no_prewarm else prewarm, think=args.think_ms / 1000.0)
 
 
-def _baseline(engine, records, mode: str, workspace: Workspace) -> list[float]:
+def _baseline(engine, records, mode: Mode, workspace: Workspace) -> list[float]:
     """Plain generate of the same prompts; memory modes read the same memory state (gates as the mode)."""
     prompts = []
     for record in records:

@@ -66,7 +66,7 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
             capabilities=capabilities, root_uri=root.as_uri(),
             workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)]))
         client.initialized(types.InitializedParams())
-        await _warm_up(client, root, traces)
+        await _warm_up(client, root)
         answered_modes = await _modes_answered(client)
         if answered_modes == [mode]:
             for trace in traces:
@@ -186,9 +186,8 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
 
 
-async def _warm_up(client, root: Path, traces: list[FileTrace]) -> None:
+async def _warm_up(client, root: Path) -> None:
     """Load the model (first request) before the trace starts; not measured."""
-    trace = traces[0]
     uri = (root / "__bench_warmup__.py").as_uri()
     text = "def load_config(path):\n    return "
     client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -200,7 +199,6 @@ async def _warm_up(client, root: Path, traces: list[FileTrace]) -> None:
     except Exception:  # noqa: BLE001 - a failed warm-up shows up as failed requests below
         pass
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
-    del trace
 
 
 def _position(prefix: str) -> dict:

@@ -3,74 +3,32 @@
 The server, ``titans-lsp eval``, the benchmarks and training all call :class:`CompletionEngine`,
 so the benchmark measures exactly what an editor gets. The engine knows nothing about LSP.
 
-Per mode (see README):
-  none      prompt = file prefix
-  concat    prompt = cross-file block (retrieved, or given by the caller) + file prefix
-  memory    prompt = file prefix, through the memory-patched model, gates open
-  ablation  the same, gates shut (the control)
-  hybrid    memory + concat
+What each mode reads (the cross-file block, the memory and its gates) is defined once, in
+:mod:`titans_lsp.modes`; the editor settings in :mod:`titans_lsp.settings`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from titans_lsp import MODES
 from titans_lsp.model.generation import Cancelled, GenerationResult, PrefixCache, greedy_generate, heal_prompt
 from titans_lsp.layout import DocumentLayout, block_still_fits, lines_before_cursor, stable_prefix_ids
 from titans_lsp.model.loading import LoadedModel, load_model
 from titans_lsp.postprocess import clean_completion, make_stop
+from titans_lsp.modes import Mode
 from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
+from titans_lsp.settings import CompletionSettings
 
 log = logging.getLogger(__name__)
 
-MEMORY_MODES = ("memory", "ablation", "hybrid")
-CONTEXT_MODES = ("concat", "hybrid")
-RETRIEVERS = ("bm25", "dense", "hybrid", "imports")
-MULTILINE = ("auto", "never", "always")
 
-__all__ = ["Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings", "Workspace"]
-
-
-@dataclass(frozen=True)
-class CompletionSettings:
-    """What a workspace's editor settings (``titansLsp.*``) control."""
-
-    mode: str = "concat"
-    retriever: tuple[str, ...] = ("bm25",)
-    max_new_tokens: int = 48
-    context_budget: int = 512  # tokens for the cross-file block (CrossCodeEval: 512)
-    max_seq: int = 2048  # window for block + prefix + generation (CrossCodeEval: 2048)
-    multiline: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"invalid mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        retrievers = (self.retriever,) if isinstance(self.retriever, str) else tuple(self.retriever)
-        bad = [r for r in retrievers if r not in RETRIEVERS]
-        if bad or not retrievers:
-            raise ValueError(f"invalid retriever {bad or retrievers!r}: choose from {', '.join(RETRIEVERS)}")
-        object.__setattr__(self, "retriever", retrievers)
-        if not 1 <= int(self.max_new_tokens) <= 512:
-            raise ValueError(f"invalid maxNewTokens {self.max_new_tokens!r}: must be 1..512")
-        if not 0 <= int(self.context_budget) <= self.max_seq // 2:
-            raise ValueError(f"invalid contextBudget {self.context_budget!r}: must be 0..{self.max_seq // 2}")
-        if self.multiline not in MULTILINE:
-            raise ValueError(f"invalid multiline {self.multiline!r}: choose one of {', '.join(MULTILINE)}")
-
-    @classmethod
-    def from_editor(cls, values: dict, base: "CompletionSettings | None" = None) -> "CompletionSettings":
-        """Settings from the editor's ``titansLsp`` section (camelCase keys); unknown keys are ignored."""
-        base = base or cls()
-        mapping = {"mode": "mode", "retriever": "retriever", "maxNewTokens": "max_new_tokens",
-                   "contextBudget": "context_budget", "multiline": "multiline"}
-        changes = {field_name: values[key] for key, field_name in mapping.items() if values.get(key) is not None}
-        return replace(base, **changes)
+__all__ = ["Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings", "Mode", "Workspace"]
 
 
 @dataclass
@@ -138,7 +96,7 @@ class Completion:
     items: list[str]  # cleaned texts to insert at the cursor, best first (may contain "")
     raw: str  # the greedy continuation as generated (after token healing)
     context: str  # the cross-file block the model saw ("" without one)
-    mode: str
+    mode: Mode
     prompt_tokens: int
     prefilled: int
     reused: int
@@ -235,7 +193,7 @@ class CompletionEngine:
         """The cross-file block for context modes ("" otherwise). With a document key, the block is
         kept while the user types in the same region (titans_lsp.layout.block_still_fits)."""
         settings = request.settings
-        if settings.mode not in CONTEXT_MODES or settings.context_budget <= 0:
+        if not settings.mode.uses_context or settings.context_budget <= 0:
             return ""
         layout = None
         if request.doc_key is not None and request.snippets is None and workspace is not None:
@@ -355,30 +313,16 @@ class CompletionEngine:
                                            first_token=token, lookahead=self.lookahead))
         return results
 
-    def _cache_key(self, mode: str, workspace: Workspace) -> str:
-        if mode in MEMORY_MODES:
+    def _cache_key(self, mode: Mode, workspace: Workspace) -> str:
+        if mode.uses_memory:
             return f"{mode}:{workspace.memory_version}"
         return "plain"  # outside an activate() context the patched model equals the base model
 
-    def _memory_context(self, mode: str, workspace: Workspace):
-        if mode not in MEMORY_MODES:
-            return _NullContext()
+    def _memory_context(self, mode: Mode, workspace: Workspace):
+        if not mode.uses_memory:
+            return contextlib.nullcontext()
         patch = self.ensure_memory()
         if workspace.memory is None:
             workspace.memory = patch.new_state()
-        return patch.activate(workspace.memory, gates="shut" if mode == "ablation" else "open")
-
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
+        return patch.activate(workspace.memory, gates=mode.gates)
 

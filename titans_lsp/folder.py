@@ -5,7 +5,7 @@ editor write the same files in the same per-workspace state directory
 (``titans_lsp.paths.workspace_cache_dir``) and a restart resumes from them:
 
   index.pkl, dense-*.npz      the retrieval index (owned by titans_lsp.retrieval.index)
-  memory-<tag>.pt             the memory state for one model + memory checkpoint (<tag>)
+  memory-<tag>.safetensors           the memory state for one model + memory checkpoint (<tag>)
   primed-<tag>.json           {relative path: mtime_ns} of the files written into that memory
 
 Nothing here knows about LSP; long jobs report through ``progress(done, total)`` callbacks and
@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from titans_lsp.engine import CompletionEngine, CompletionSettings, Workspace
@@ -29,10 +29,6 @@ from titans_lsp.paths import workspace_cache_dir
 
 log = logging.getLogger(__name__)
 
-MEMORY_WRITE_MODES = ("memory", "hybrid")  # modes whose completions read the primed memory
-DENSE_RETRIEVERS = ("dense", "hybrid")
-EDITOR_KEYS = {"mode": "mode", "retriever": "retriever", "maxNewTokens": "max_new_tokens",
-               "contextBudget": "context_budget", "multiline": "multiline"}
 
 Progress = Callable[[int, int], None]
 
@@ -76,27 +72,9 @@ class FolderState:
     # ---- settings --------------------------------------------------------------------------
     def apply_settings(self, values: dict | None) -> tuple[list[str], list[str]]:
         """Apply the editor's ``titansLsp`` section. Keys absent from ``values`` go back to their
-        defaults; an invalid value keeps the previous one. Returns (changed keys, error messages)."""
-        values = values if isinstance(values, dict) else {}
-        defaults, current = CompletionSettings(), self.settings
-        result, errors = defaults, []
-        for key, field_name in EDITOR_KEYS.items():
-            value = values.get(key)
-            if value is None:
-                continue
-            try:
-                result = CompletionSettings.from_editor({key: value}, base=result)
-            except (ValueError, TypeError) as exc:
-                errors.append(f"titansLsp.{key}: {exc}; keeping {getattr(current, field_name)!r}")
-                result = replace(result, **{field_name: getattr(current, field_name)})
-        changed = [f.name for f in fields(CompletionSettings) if getattr(result, f.name) != getattr(current, f.name)]
-        self.settings = result
+        defaults; an invalid value keeps the previous one. Returns (changed fields, error messages)."""
+        self.settings, changed, errors = self.settings.merge_editor(values)
         return changed, errors
-
-    def settings_dict(self) -> dict:
-        s = self.settings
-        return {"mode": s.mode, "retriever": list(s.retriever), "maxNewTokens": s.max_new_tokens,
-                "contextBudget": s.context_budget, "multiline": s.multiline}
 
     # ---- the index --------------------------------------------------------------------------
     def load_index(self, progress: Progress | None = None, dense_model: str | None = "default") -> None:

@@ -36,11 +36,12 @@ from urllib.parse import unquote
 
 from titans_lsp import __version__
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
-from titans_lsp.folder import DENSE_RETRIEVERS, MEMORY_WRITE_MODES, FolderState
+from titans_lsp.folder import FolderState
+from titans_lsp.retrieval.index import DENSE_RETRIEVERS
+from titans_lsp.settings import SECTION
 
 log = logging.getLogger(__name__)
 
-SECTION = "titansLsp"
 CMD_PRIME = "titans-lsp.primeWorkspace"
 CMD_RESET = "titans-lsp.resetMemory"
 CMD_STATUS = "titans-lsp.status"
@@ -264,10 +265,10 @@ class TitansServer(LanguageServer):
             log.warning("%s: %s", state.name, error)
             self.show_message(error, types.MessageType.Error)
         if changed:
-            log.info("%s: settings %s", state.name, json.dumps(state.settings_dict()))
+            log.info("%s: settings %s", state.name, json.dumps(state.settings.to_editor()))
         if state.settings.mode != old_mode:
             log.info("%s: mode %s -> %s", state.name, old_mode, state.settings.mode)
-            if state.settings.mode in MEMORY_WRITE_MODES and state.root is not None:
+            if state.settings.mode.primes and state.root is not None:
                 self.background.submit(self._guard, self._job_prime, state, False)
             self.send_status(state, force=True)
         if state.settings.retriever != old_retriever and set(state.settings.retriever) & set(DENSE_RETRIEVERS):
@@ -306,7 +307,7 @@ class TitansServer(LanguageServer):
         self.send_status(state, force=True)
         if set(state.settings.retriever) & set(DENSE_RETRIEVERS):
             self._job_dense(state)
-        if state.settings.mode in MEMORY_WRITE_MODES:
+        if state.settings.mode.primes:
             self._job_prime(state, False)
         else:
             engine = self.engine_if_loaded()
@@ -363,7 +364,7 @@ class TitansServer(LanguageServer):
         state.save_index()
         if reindexed:
             log.info("%s: re-indexed %s", state.name, ", ".join(reindexed))
-        if state.settings.mode in MEMORY_WRITE_MODES and reindexed:
+        if state.settings.mode.primes and reindexed:
             engine = self.engine()
             for rel in reindexed:
                 state.prime_file(engine, rel, should_yield=self._should_yield, wait=self._wait_for_idle, publish=False)
@@ -386,7 +387,7 @@ class TitansServer(LanguageServer):
         if not force and now - self._last_status_sent.get(state.uri, 0.0) < 0.25:
             return
         self._last_status_sent[state.uri] = now
-        params = {"folder": state.uri, "mode": state.settings.mode,
+        params = {"folder": state.uri, "mode": state.settings.mode.value,
                   "indexing": _progress_dict(state.indexing), "priming": _progress_dict(state.priming),
                   "lastLatencyMs": self.last_latency_ms}
         if self.last_completion is not None and self.last_completion.get("folder") == state.uri:
@@ -405,8 +406,8 @@ class TitansServer(LanguageServer):
         for state in self.folders.values():
             index = state.index
             folders.append({
-                "folder": state.uri, "root": str(state.root) if state.root else None, "mode": state.settings.mode,
-                "settings": state.settings_dict(), "stateDir": str(state.state_dir) if state.state_dir else None,
+                "folder": state.uri, "root": str(state.root) if state.root else None, "mode": state.settings.mode.value,
+                "settings": state.settings.to_editor(), "stateDir": str(state.state_dir) if state.state_dir else None,
                 "filesIndexed": len(index.files()) if index is not None else 0,
                 "chunksIndexed": index.num_chunks() if index is not None else 0,
                 "filesPrimed": len(state.primed), "indexUpdates": state.index_updates,
@@ -471,9 +472,9 @@ class TitansServer(LanguageServer):
                 del self.pending[(kind, uri)]
         ms = (time.perf_counter() - started) * 1000
         self.last_latency_ms = ms
-        self.latencies.setdefault(completion.mode, deque(maxlen=100)).append(ms)
+        self.latencies.setdefault(completion.mode.value, deque(maxlen=100)).append(ms)
         self.last_completion = {"folder": state.uri, "uri": uri, "version": version,  # which request (bench --server)
-                                "mode": completion.mode, "promptTokens": completion.prompt_tokens,
+                                "mode": completion.mode.value, "promptTokens": completion.prompt_tokens,
                                 "contextChars": len(completion.context), "reused": completion.reused,
                                 "prefilled": completion.prefilled, "decoded": completion.decoded,
                                 "accepted": completion.accepted, "latencyMs": _round(ms), "engineMs": _round(completion.seconds * 1000),
@@ -514,7 +515,7 @@ class TitansServer(LanguageServer):
         document = self.workspace.text_documents.get(unquote(uri))
         if request.cancel.is_set() or (document is not None and document.version != version):
             raise Cancelled()
-        if request.settings.mode in ("memory", "ablation", "hybrid"):
+        if request.settings.mode.uses_memory:
             state.ensure_memory(engine)
         if prepare:
             return engine.prepare(request, state.workspace)

@@ -12,9 +12,3 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="cache for converted models and workspace state (default: $XDG_CACHE_HOME/titans-lsp or ~/.cache/titans-lsp)")
 
-
-def not_implemented(name: str) -> int:
-    import sys
-
-    print(f"titans-lsp {name}: not implemented yet", file=sys.stderr)
-    return 2

@@ -52,13 +52,15 @@ def run(args: argparse.Namespace) -> int:
         return run_build(args)
     if not args.data or not args.out:
         raise UserError("--data FILE.jsonl and --out DIR are required (or `titans-lsp eval build ...`)")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    from titans_lsp import MODES
+    from titans_lsp.modes import parse_modes
 
-    naive = [m.strip() for m in args.naive.split(",") if m.strip()]
-    bad = [m for m in modes + naive if m not in MODES]
-    if bad or not (modes or naive):
-        raise UserError(f"invalid --modes {args.modes!r}: choose from {', '.join(MODES)}")
+    try:
+        modes, naive = parse_modes(args.modes), parse_modes(args.naive)
+    except ValueError as exc:
+        raise UserError(f"--modes/--naive: {exc}") from None
+    if not (modes or naive):
+        raise UserError("--modes: give at least one mode")
+    args.naive_modes = naive
     if args.retrieve and not args.repos:
         raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
     return run_eval(args, modes)
@@ -84,7 +86,7 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval(args: argparse.Namespace, modes: list[str]) -> int:
+def run_eval(args: argparse.Namespace, modes: list) -> int:
     from pathlib import Path
 
     from titans_lsp.cli import UserError
@@ -112,7 +114,7 @@ def run_eval(args: argparse.Namespace, modes: list[str]) -> int:
         torch.set_num_threads(threads_before)  # in-process callers (tests) keep their setting
 
 
-def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], dataset, out) -> int:
+def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], dataset, out) -> int:
     import platform
     import time
     from pathlib import Path
@@ -121,18 +123,18 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
     from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.report import write_reports
     from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
+    from titans_lsp.modes import Mode
 
     engine = None if args.report_only else CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint)
     specs: list[RunSpec] = []
     # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
     if args.vanilla:
-        specs += [RunSpec(f"vanilla-{m}", m) for m in ("concat", "none")]
-    plain = [m for m in modes if m not in ("memory", "ablation", "hybrid")]
-    specs += [RunSpec(m, m) for m in plain]
-    naive = [m.strip() for m in args.naive.split(",") if m.strip()]
-    specs += [RunSpec(f"{m}-naive", m, heal=False) for m in naive]
-    specs += [RunSpec(m, m) for m in modes if m not in plain]
+        specs += [RunSpec(f"vanilla-{m}", m) for m in (Mode.CONCAT, Mode.NONE)]
+    plain = [m for m in modes if not m.uses_memory]
+    specs += [RunSpec(m.value, m) for m in plain]
+    specs += [RunSpec(f"{m}-naive", m, heal=False) for m in args.naive_modes]
+    specs += [RunSpec(m.value, m) for m in modes if m.uses_memory]
     specs = [RunSpec(s.label, s.mode, s.heal, args.max_seq, args.context_budget) for s in specs]
     source = SnippetSource(args.retrieve, Path(args.repos) if args.repos else None)
     by_label: dict[str, dict] = {}
@@ -149,7 +151,7 @@ def _evaluate(args: argparse.Namespace, modes: list[str], samples: list[dict], d
         "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
         "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
-                        if args.memory_checkpoint is None and any(m in modes for m in ("memory", "ablation", "hybrid")) else ""),
+                        if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
         "device": str(engine.loaded.device) if engine is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
     }

@@ -44,11 +44,6 @@ def run(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - started:.1f} s -> {state.state_dir}")
     if args.dense:
         with tqdm(desc="dense", unit="chunk") as bar:
-            def dense_progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
             state.index.build_dense(_progress_to(bar))
         state.save_index()
     if args.index_only:

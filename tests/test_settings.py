@@ -1,0 +1,73 @@
+"""The one mode definition and the one settings table: parsing, strict types, editor names."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from titans_lsp.modes import MODE_NAMES, Mode, parse_modes
+from titans_lsp.settings import EDITOR_SETTINGS, SECTION, CompletionSettings, SettingsError
+
+PACKAGE_JSON = Path(__file__).resolve().parents[1] / "editors" / "vscode" / "package.json"
+
+
+def test_each_mode_says_what_it_reads():
+    assert MODE_NAMES == ("none", "concat", "memory", "ablation", "hybrid")
+    assert [m for m in Mode if m.uses_context] == [Mode.CONCAT, Mode.HYBRID]
+    assert [m for m in Mode if m.uses_memory] == [Mode.MEMORY, Mode.ABLATION, Mode.HYBRID]
+    assert [m for m in Mode if m.primes] == [Mode.MEMORY, Mode.HYBRID]
+    assert Mode.ABLATION.gates == "shut" and Mode.MEMORY.gates == "open" and Mode.NONE.gates is None
+    assert Mode("concat") == "concat" and json.dumps({"m": Mode.HYBRID}) == '{"m": "hybrid"}'
+    assert parse_modes("memory, none") == [Mode.MEMORY, Mode.NONE] and parse_modes("") == []
+    with pytest.raises(ValueError, match="telepathy"):
+        parse_modes("none,telepathy")
+
+
+def test_editor_values_are_converted_to_their_type():
+    settings = CompletionSettings.from_editor({"mode": "memory", "maxNewTokens": "16", "contextBudget": 100.0,
+                                               "retriever": "imports, bm25"})
+    assert settings.mode is Mode.MEMORY and settings.max_new_tokens == 16 and type(settings.max_new_tokens) is int
+    assert settings.context_budget == 100 and type(settings.context_budget) is int
+    assert settings.retriever == ("imports", "bm25")
+    assert settings.to_editor() == {"mode": "memory", "retriever": ["imports", "bm25"], "maxNewTokens": 16,
+                                    "contextBudget": 100, "multiline": "auto"}
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"mode": "telepathy"}, "mode"), ({"mode": 3}, "mode"), ({"retriever": "grep"}, "retriever"),
+    ({"retriever": [1, 2]}, "retriever"), ({"retriever": []}, "retriever"), ({"maxNewTokens": 0}, "maxNewTokens"),
+    ({"maxNewTokens": 7.5}, "maxNewTokens"), ({"maxNewTokens": True}, "maxNewTokens"),
+    ({"maxNewTokens": "16x"}, "maxNewTokens"), ({"maxNewTokens": [16]}, "maxNewTokens"),
+    ({"contextBudget": "100 tokens"}, "contextBudget"), ({"contextBudget": 5000}, "contextBudget"),
+    ({"multiline": "sometimes"}, "multiline"), ({"multiline": None, "maxNewTokens": -1}, "maxNewTokens"),
+])
+def test_invalid_values_are_rejected_naming_the_key(values, key):
+    with pytest.raises(SettingsError) as info:
+        CompletionSettings.from_editor(values)
+    assert len(info.value.errors) == 1 and info.value.errors[0].startswith(f"{SECTION}.{key}:")
+
+
+def test_merge_keeps_the_current_value_of_a_rejected_key_and_resets_absent_ones():
+    current = CompletionSettings.from_editor({"mode": "hybrid", "maxNewTokens": 20})
+    merged, changed, errors = current.merge_editor({"mode": "telepathy", "maxNewTokens": "30"})
+    assert merged.mode is Mode.HYBRID and merged.max_new_tokens == 30 and changed == ["max_new_tokens"]
+    assert len(errors) == 1 and "telepathy" in errors[0] and "keeping 'hybrid'" in errors[0]
+    merged, changed, errors = merged.merge_editor({})
+    assert merged == CompletionSettings() and set(changed) == {"mode", "max_new_tokens"} and not errors
+    same, changed, errors = merged.merge_editor(["not", "an", "object"])
+    assert same is merged and not changed and "must be an object" in errors[0]
+
+
+def test_every_setting_is_a_field_and_vscode_declares_it():
+    field_names = {f.name for f in fields(CompletionSettings)}
+    properties = json.loads(PACKAGE_JSON.read_text())["contributes"]["configuration"]["properties"]
+    for setting in EDITOR_SETTINGS:
+        assert setting.field in field_names
+        declared = properties.get(f"{SECTION}.{setting.key}")
+        assert declared is not None, f"editors/vscode/package.json lacks {SECTION}.{setting.key}"
+        default = setting.to_editor(getattr(CompletionSettings(), setting.field))
+        assert declared["default"] in (default, default[0] if isinstance(default, list) and len(default) == 1 else default)
+    assert properties[f"{SECTION}.mode"]["enum"] == list(MODE_NAMES)

@@ -1,0 +1,167 @@
+"""Completion settings and their editor names: the one owner of every ``titansLsp.*`` setting.
+
+Each editor setting is one :class:`Setting` row in :data:`EDITOR_SETTINGS`: its camelCase key, the
+field of :class:`CompletionSettings` it sets and the parser that converts an editor value to the
+field's type or raises ``ValueError`` with a message. ``from_editor``, ``merge_editor`` and
+``to_editor`` all read that table, so adding a setting means adding a field and a row here (and,
+for VS Code's settings UI, its entry in editors/vscode/package.json, which a test keeps in sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from titans_lsp.modes import Mode
+from titans_lsp.retrieval.index import RETRIEVERS
+
+SECTION = "titansLsp"  # the editors' settings section
+MULTILINE = ("auto", "never", "always")
+MAX_NEW_TOKENS = 512
+
+
+class SettingsError(ValueError):
+    """One or more invalid settings; ``errors`` holds one message per key."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+# ---- parsers: editor value -> field value (ValueError on anything else) ------------------------------------
+def parse_int(value: Any, low: int, high: int) -> int:
+    """An integer in [low, high]. Accepts ints, integral floats (JSON has one number type) and
+    decimal strings ("16"); rejects booleans, fractions and anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise ValueError(f"expected an integer, got {value!r}")
+        value = int(text)
+    elif not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"must be {low}..{high}, got {value}")
+    return value
+
+
+def parse_choice(value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def parse_mode(value: Any) -> Mode:
+    if isinstance(value, Mode):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a mode name, got {type(value).__name__}")
+    return Mode.parse(value)
+
+
+def parse_retriever(value: Any) -> tuple[str, ...]:
+    """One retriever name, a comma-separated string or a list of names (fused by rank)."""
+    if isinstance(value, str):
+        names = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value]
+    else:
+        raise ValueError(f"expected a retriever name or a list of names, got {value!r}")
+    bad = [n for n in names if n not in RETRIEVERS]
+    if bad or not names:
+        raise ValueError(f"{bad or value!r} is not one of {', '.join(RETRIEVERS)} (or a list of them)")
+    return tuple(dict.fromkeys(names))  # in order, without repeats
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    """What a workspace's editor settings (``titansLsp.*``) control; validated on construction."""
+
+    mode: Mode = Mode.CONCAT
+    retriever: tuple[str, ...] = ("bm25",)
+    max_new_tokens: int = 48
+    context_budget: int = 512  # tokens for the cross-file block (CrossCodeEval: 512)
+    max_seq: int = 2048  # window for block + prefix + generation (CrossCodeEval: 2048); not an editor setting
+    multiline: str = "auto"
+
+    def __post_init__(self) -> None:
+        errors = []
+        for setting in EDITOR_SETTINGS:
+            try:
+                object.__setattr__(self, setting.field, setting.parse(getattr(self, setting.field), self))
+            except ValueError as exc:
+                errors.append(f"{SECTION}.{setting.key}: {exc}")
+        if errors:
+            raise SettingsError(errors)
+
+    @classmethod
+    def from_editor(cls, values: Mapping[str, Any], base: "CompletionSettings | None" = None) -> "CompletionSettings":
+        """Settings from the editor's ``titansLsp`` section (camelCase keys) over ``base``; unknown
+        keys are ignored, ``None`` leaves a key at its base value. Raises :class:`SettingsError`."""
+        base = base or cls()
+        changes, errors = {}, []
+        for setting in EDITOR_SETTINGS:
+            if values.get(setting.key) is None:
+                continue
+            try:
+                changes[setting.field] = setting.parse(values[setting.key], base)
+            except ValueError as exc:
+                errors.append(f"{SECTION}.{setting.key}: {exc}")
+        if errors:
+            raise SettingsError(errors)
+        return replace(base, **changes)
+
+    def merge_editor(self, values: Any) -> tuple["CompletionSettings", list[str], list[str]]:
+        """The editor's whole section applied to these (current) settings: keys absent from
+        ``values`` go back to their defaults, an invalid value keeps the current one. Returns
+        (new settings, changed field names, one error message per rejected key)."""
+        if values is not None and not isinstance(values, Mapping):
+            return self, [], [f"settings section {SECTION} must be an object, got {type(values).__name__}"]
+        values = values or {}
+        result, errors = CompletionSettings(max_seq=self.max_seq), []
+        for setting in EDITOR_SETTINGS:
+            if values.get(setting.key) is None:
+                continue
+            try:
+                value = setting.parse(values[setting.key], result)
+            except ValueError as exc:
+                value = getattr(self, setting.field)
+                errors.append(f"{SECTION}.{setting.key}: {exc}; keeping {setting.to_editor(value)!r}")
+            result = replace(result, **{setting.field: value})
+        changed = [f.name for f in fields(CompletionSettings) if getattr(result, f.name) != getattr(self, f.name)]
+        return result, changed, errors
+
+    def to_editor(self) -> dict[str, Any]:
+        """The settings under their editor keys, JSON-ready (status, logs)."""
+        return {s.key: s.to_editor(getattr(self, s.field)) for s in EDITOR_SETTINGS}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One editor setting: ``titansLsp.<key>`` sets ``CompletionSettings.<field>``."""
+
+    key: str
+    field: str
+    parse: Callable[[Any, CompletionSettings], Any]  # (editor value, settings so far) -> field value
+    doc: str
+    to_editor: Callable[[Any], Any] = lambda value: value
+
+
+EDITOR_SETTINGS: tuple[Setting, ...] = (
+    Setting("mode", "mode", lambda v, s: parse_mode(v),
+            "none | concat | memory | ablation | hybrid", to_editor=str),
+    Setting("retriever", "retriever", lambda v, s: parse_retriever(v),
+            "bm25 | dense | hybrid | imports, or a list (fused by rank)", to_editor=list),
+    Setting("maxNewTokens", "max_new_tokens", lambda v, s: parse_int(v, 1, MAX_NEW_TOKENS),
+            f"tokens generated at most (1-{MAX_NEW_TOKENS})"),
+    Setting("contextBudget", "context_budget", lambda v, s: parse_int(v, 0, s.max_seq // 2),
+            "tokens of cross-file context (0 turns the block off)"),
+    Setting("multiline", "multiline", lambda v, s: parse_choice(v, MULTILINE),
+            "auto (a block after ':') | never | always"),
+)
