@@ -22,6 +22,7 @@ from titans_lsp.layout import DocumentLayout, block_still_fits, lines_before_cur
 from titans_lsp.model.loading import LoadedModel, load_model
 from titans_lsp.postprocess import clean_completion, make_stop
 from titans_lsp.modes import Mode
+from titans_lsp.retrieval.languages import Language, detect
 from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
 from titans_lsp.settings import CompletionSettings
 
@@ -80,7 +81,8 @@ class Workspace:
 class CompletionRequest:
     prefix: str  # file text before the cursor
     suffix: str = ""  # file text after the cursor
-    path: str | None = None  # file path relative to the workspace root (for retrieval)
+    path: str | None = None  # file path relative to the workspace root (for retrieval and its language)
+    language_id: str | None = None  # the editor's LSP languageId; else the language comes from the path
     settings: CompletionSettings = field(default_factory=CompletionSettings)
     snippets: Sequence[SnippetLike] | None = None  # given cross-file chunks (eval); None: retrieve
     num_items: int = 1  # 1 for automatic triggers, up to 3 when invoked
@@ -89,6 +91,11 @@ class CompletionRequest:
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
     automatic: bool = False  # an Automatic trigger (while typing): answer early, at the end of the line
+
+    @property
+    def language(self) -> Language:
+        """The file's language (retrieval/languages.py): comment syntax and completion cut."""
+        return detect(self.path, self.language_id)
 
 
 @dataclass
@@ -215,7 +222,7 @@ class CompletionEngine:
                 return ""
             retriever = list(settings.retriever) if len(settings.retriever) > 1 else settings.retriever[0]
             snippets = index.retrieve(request.prefix, request.path, retriever=retriever, k=5)
-        return crossfile_block(snippets, self.tokenizer, settings.context_budget)
+        return crossfile_block(snippets, self.tokenizer, settings.context_budget, comment=request.language.comment)
 
     def complete(self, request: CompletionRequest, workspace: Workspace | None = None) -> Completion:
         """Complete at the cursor. Raises :class:`Cancelled` if ``request.cancel`` is set mid-way."""
@@ -240,7 +247,8 @@ class CompletionEngine:
         laid_out = prompt_ids
         prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids) if request.heal else (prompt_ids, "")
         multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
-        stop = make_stop(request.prefix, multiline) if request.early_stop else None
+        language = request.language
+        stop = make_stop(request.prefix, multiline, language) if request.early_stop else None
 
         cache = None
         if request.doc_key is not None:
@@ -264,7 +272,7 @@ class CompletionEngine:
 
         items: list[str] = []  # a pre-warm has none
         for result in results if not prefill_only else ():
-            cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline)
+            cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline, language)
             if cleaned not in items or not items:
                 items.append(cleaned)
         first = results[0]

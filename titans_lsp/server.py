@@ -502,7 +502,7 @@ class TitansServer(LanguageServer):
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
                                     settings=state.settings, num_items=num_items, cancel=threading.Event(),
-                                    doc_key=uri, automatic=automatic)
+                                    doc_key=uri, automatic=automatic, language_id=document.language_id)
         return request, state, document.version
 
     def _run_engine(self, request: CompletionRequest, state: FolderState, uri: str, version,
