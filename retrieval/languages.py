@@ -170,7 +170,8 @@ GO = Language("go", (".go",), ("go",), "//", ("tree_sitter_go", "language"), GO_
               "bracket")
 RUST = Language("rust", (".rs",), ("rust",), "//", ("tree_sitter_rust", "language"), RUST_RULES, RUST_KEYWORDS,
                 "brace", "bracket", index_files=("mod.rs", "lib.rs"))
-CSHARP = Language("csharp", (".cs",), ("csharp",), "//", ("tree_sitter_c_sharp", "language"), CSHARP_RULES,
+# Neovim sends its filetype as the languageId: "cs" for C#.
+CSHARP = Language("csharp", (".cs",), ("csharp", "cs"), "//", ("tree_sitter_c_sharp", "language"), CSHARP_RULES,
                   CSHARP_KEYWORDS, "brace", "bracket")
 # Comment syntax only (no grammar wheel pinned): the cross-file block is written in the right syntax.
 _C_FAMILY = [

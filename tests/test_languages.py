@@ -130,3 +130,23 @@ def test_python_definitions_are_unchanged_by_the_registry():
 def test_broken_source_still_gives_the_definitions_it_can():
     text = "export function ok(): number { return 1 }\nexport class {{{ broken\nexport const z = 2;\n"
     assert "ok" in names(text, TYPESCRIPT)
+
+
+def test_editor_plugins_register_languages_the_registry_knows():
+    """VS Code's activation events and document selector, and Neovim's filetypes, name the same
+    languages, each one a registry language (so the server applies its rules)."""
+    import json
+    import re
+    from pathlib import Path
+
+    editors = Path(__file__).resolve().parents[1] / "editors"
+    package = json.loads((editors / "vscode" / "package.json").read_text())
+    activated = [e.split(":", 1)[1] for e in package["activationEvents"] if e.startswith("onLanguage:")]
+    source = (editors / "vscode" / "src" / "extension.ts").read_text()
+    selector = re.findall(r'"([a-z]+)"', re.search(r"const LANGUAGES = \[(.*?)\];", source, re.S).group(1))
+    lua = (editors / "neovim" / "lua" / "titans_lsp" / "init.lua").read_text()
+    filetypes = re.findall(r"'([a-z]+)'", re.search(r"filetypes = \{(.*?)\}", lua, re.S).group(1))
+    assert activated == selector and "typescript" in activated and "python" in activated
+    assert len(filetypes) == len(selector) and "typescript" in filetypes
+    for language_id in activated + filetypes:
+        assert for_language_id(language_id) is not None, language_id

@@ -474,7 +474,8 @@ class TitansServer(LanguageServer):
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode.value, deque(maxlen=100)).append(ms)
         self.last_completion = {"folder": state.uri, "uri": uri, "version": version,  # which request (bench --server)
-                                "mode": completion.mode.value, "promptTokens": completion.prompt_tokens,
+                                "mode": completion.mode.value, "language": request.language.name,
+                                "promptTokens": completion.prompt_tokens,
                                 "contextChars": len(completion.context), "reused": completion.reused,
                                 "prefilled": completion.prefilled, "decoded": completion.decoded,
                                 "accepted": completion.accepted, "latencyMs": _round(ms), "engineMs": _round(completion.seconds * 1000),
