@@ -166,6 +166,8 @@ def _python_definition_chunks(text: str, full_max: int = FULL_BODY_MAX_LINES) ->
 # ---- every other language: one chunker driven by the registry's DefinitionRules ----------------------------
 VARIABLE_MAX_LINES = 5  # a constant is shown by its first lines, as Python's module-level assignments
 HEADER_MAX_LINES = 6  # a long signature (generics, overloads) is cut after this many lines
+MAX_LINE_CHARS = 240
+MAX_DEFINITIONS = 2_000  # per file: more is generated code (a bundle), not definitions to look up
 
 
 def _text(node) -> str:
@@ -287,11 +289,12 @@ def _wrapped(node) -> list:
 def _generic_definition_chunks(text: str, language: Language, full_max: int) -> list[Chunk]:
     rules = language.rules
     tree = parser(language.name).parse(text.encode("utf-8", errors="replace"))
-    lines = text.split("\n")
+    # a minified bundle is one huge line: its chunks show the start of each line only
+    lines = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " ..." for line in text.split("\n")]
     chunks: list[Chunk] = []
 
     def add(chunk_text: str, outer, node, name: str) -> None:
-        if name:
+        if name and len(chunks) < MAX_DEFINITIONS:
             chunks.append(Chunk(chunk_text, len(chunks), outer.start_point[0], node.end_point[0], "def", name))
 
     def visit(node, outer, depth: int) -> None:

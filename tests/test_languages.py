@@ -150,3 +150,9 @@ def test_editor_plugins_register_languages_the_registry_knows():
     assert len(filetypes) == len(selector) and "typescript" in filetypes
     for language_id in activated + filetypes:
         assert for_language_id(language_id) is not None, language_id
+
+
+def test_a_minified_file_gives_short_chunks():
+    minified = "export function a(){return 1}" + ";var x=1" * 20_000 + "\nexport const b = 2;\n"
+    found = definition_chunks(minified, language=languages.by_name("javascript"))
+    assert found[0].name == "a" and len(found) <= 2_000 and max(len(c.text) for c in found) < 300
