@@ -30,8 +30,8 @@ class ModeUnsupported(BackendError):
 
     def __init__(self, mode: str, backend: str):
         super().__init__(f"mode {mode!r} needs the in-process model (it changes the model's weights at test time), "
-                         f"but this server runs the {backend!r} backend: start titans-lsp with --backend local "
-                         f"(editors: initializationOptions.backend = \"local\"), or pick mode none or concat")
+                         f"which the {backend!r} backend does not have: use --backend local "
+                         f"(editors: initializationOptions.backend = \"local\"), or mode none or concat")
         self.mode, self.backend = mode, backend
 
 

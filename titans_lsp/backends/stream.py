@@ -79,7 +79,7 @@ class Collector:
         first = self.first_at or now
         return GenerationResult(
             token_ids=list(self.ids), text=self.text, prefilled=prefilled, reused=reused,
-            decoded=self.count if decoded is None else decoded, stop_reason=self.stop_reason,
+            decoded=max(0, self.count - 1) if decoded is None else decoded, stop_reason=self.stop_reason,
             prefill_s=first - self.started if prefill_s is None else prefill_s,
             decode_s=now - first if decode_s is None else decode_s)
 
