@@ -99,8 +99,9 @@ class LlamaServerProcess:
         port = free_port()
         log_file = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = process
         except OSError as exc:
             self.state, self.error = "down", f"cannot start llama-server ({exc}): {PROVISION_FIX}"
             raise BackendError(self.error) from None
@@ -110,7 +111,7 @@ class LlamaServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            code = self.process.poll()
+            code = process.poll()
             if code is not None:
                 self.state = "down"
                 self.error = f"llama-server exited with code {code} while loading {self.gguf}{self._log_hint()}"
@@ -119,7 +120,7 @@ class LlamaServerProcess:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     self.state, self.error = "ready", None
                     self._ready.set()
-                    log.info("llama-server ready at %s (pid %d, %s)", self.url, self.process.pid, Path(self.gguf).name)
+                    log.info("llama-server ready at %s (pid %d, %s)", self.url, process.pid, Path(self.gguf).name)
                     return self.url
             except httpx.HTTPError:
                 pass
@@ -135,9 +136,12 @@ class LlamaServerProcess:
         return self.process is not None and self.process.poll() is None
 
     def ensure(self, wait_s: float) -> str:
-        """The URL of a running server: waits for a restart in progress; starts one if none runs."""
+        """The URL of a running server: waits for a restart in progress; a server found dead is
+        reported (BackendError saying so) and restarted in the background; starts one if none runs."""
         if self.state == "restarting":
             self._ready.wait(wait_s)
+        if self.state == "ready" and not self.alive():
+            raise BackendError(self.report_dead())
         with self._lock:
             if not self.alive():
                 return self._start()
@@ -148,7 +152,7 @@ class LlamaServerProcess:
         code = self.process.poll() if self.process is not None else None
         message = f"llama-server stopped (exit code {code}); restarting it, the next completion will use it{self._log_hint()}"
         with self._lock:
-            if self.state == "restarting":
+            if self.state in ("restarting", "starting"):
                 return message
             self.state, self.error = "restarting", message
             self.restarts += 1
@@ -251,8 +255,8 @@ class LlamaCppBackend(Backend):
                 if done or event.get("stop"):
                     break
         except BackendError:
-            if self.server is not None and not self.server.alive():
-                raise BackendError(self.server.report_dead()) from None
+            if self.server is not None and self.server.state == "ready" and not self.server.alive():
+                raise BackendError(self.server.report_dead()) from None  # it died mid-request
             raise
         result = collector.result(prefilled=int(timings.get("prompt_n", 0)), reused=int(timings.get("cache_n", 0)),
                                   prefill_s=timings["prompt_ms"] / 1000 if "prompt_ms" in timings else None)
