@@ -15,49 +15,17 @@ import io
 import json
 import logging
 import random
-import subprocess
 import sys
 import tokenize
-import zipfile
-import tarfile
 from pathlib import Path
+
+from titans_lsp.retrieval.packages import fetch_pypi
 
 log = logging.getLogger(__name__)
 
 MAX_PER_FILE = 3
 MIN_PROMPT_LINES = 10
 MAX_GROUNDTRUTH_CHARS = 160
-
-
-# ---- packages --------------------------------------------------------------------------
-def fetch_pypi(spec: str, cache: Path) -> Path:
-    """Download ``NAME==VERSION`` (no dependencies) into ``cache`` and unpack it; returns the repo root."""
-    if "==" not in spec:
-        from titans_lsp.cli import UserError
-
-        raise UserError(f"--pypi {spec!r}: pin an exact version, NAME==VERSION")
-    name, version = spec.split("==", 1)
-    root = cache / "repos" / f"{name}-{version}"
-    if root.is_dir() and any(root.iterdir()):
-        return root
-    downloads = cache / "downloads" / f"{name}-{version}"
-    downloads.mkdir(parents=True, exist_ok=True)
-    if not any(downloads.iterdir()):
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(downloads), spec]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            from titans_lsp.cli import UserError
-
-            raise UserError(f"pip download {spec} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
-    archive = sorted(downloads.iterdir())[0]
-    root.mkdir(parents=True, exist_ok=True)
-    if archive.suffix == ".whl" or archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(root)
-    else:
-        with tarfile.open(archive) as t:
-            t.extractall(root, filter="data")
-    return root
 
 
 def top_level_names(source: str) -> set[str]:
@@ -167,7 +135,7 @@ def build(out: Path, dirs: list[str], pypi: list[str], per_repo: int, seed: int,
     """Write the samples of every repository to ``out``; returns (count, [(repository, root)])."""
     repos: list[tuple[str, Path]] = [(f"{Path(d).resolve().name}", Path(d).resolve()) for d in dirs]
     for spec in pypi:
-        root = fetch_pypi(spec, cache)
+        root = fetch_pypi(spec, cache)  # <cache>/packages/src/<name>-<version>: metadata.repository = its name
         repos.append((root.name, root))
     encoder = None
     if retriever == "dense":

@@ -284,12 +284,9 @@ def run(args: argparse.Namespace) -> dict:
         results["modes"] |= none or {}
         save()
 
-    try:
-        from titans_lsp.model.memory import MemoryConfig
-        from titans_lsp.model.patching import install_memory
-    except ImportError:
-        results["notes"].append("memory modes skipped: titans_lsp.model.patching is not in this build")
-        args.integrations = []
+    from titans_lsp.model.memory import MemoryConfig
+    from titans_lsp.model.patching import install_memory
+
     memory_modes = [m for m in args.modes if Mode(m).uses_memory]
     for integration in args.integrations:
         suffix = "" if integration == "additive" else f":{integration}"

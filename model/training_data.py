@@ -1,8 +1,8 @@
 """Repository-grouped code for memory training: one repository = one directory or one PyPI package.
 
-Files inside a repository are ordered definitions-first the way the study did it (shallower paths
-first, then by path), so the memory sees a package's top-level modules before the code that uses
-them. Repositories are split into train and held-out sets by repository, never by file.
+Files are read and ordered by the server's own rules (retrieval/workspace.py: ignore files, secrets,
+definitions first: shallower paths first, ``__init__`` first), so the memory sees a package's
+top-level modules before the code that uses them, exactly as a primed workspace would. Repositories are split into train and held-out sets by repository, never by file.
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ import hashlib
 import logging
 import os
 import random
-import subprocess
-import sys
-import zipfile
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from titans_lsp.retrieval.packages import PackageError, fetch_pypi
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = (".py",)
-SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", "build", "dist", ".tox", ".eggs"}
-MAX_FILE_BYTES = 200_000  # generated or vendored blobs teach the memory nothing about the repository
 
 
 class DataError(RuntimeError):
@@ -47,35 +43,18 @@ class Repository:
         return sum(len(f.text) for f in self.files)
 
 
-def definitions_first_key(path: str) -> tuple:
-    """Shallower paths first; inside a directory ``__init__.py`` first, then by name."""
-    parts = PurePosixPath(path).parts
-    return (len(parts), parts[:-1], parts[-1] != "__init__.py", parts[-1])
-
-
 def read_repository(root: str | os.PathLike, name: str | None = None,
                     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> Repository:
-    """Read the source files under ``root`` (unreadable or binary files are skipped with a log line)."""
+    """Read the repository's source files by the server's workspace rules (ignore files, secrets,
+    size, binaries: :mod:`titans_lsp.retrieval.workspace`), in the server's priming order, so
+    training primes the memory with what a workspace would give it and in the same order."""
+    from titans_lsp.retrieval.workspace import iter_workspace_files, priming_order
+
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for filename in sorted(filenames):
-            if not filename.endswith(extensions):
-                continue
-            full = Path(dirpath) / filename
-            try:
-                if full.stat().st_size > MAX_FILE_BYTES:
-                    continue
-                text = full.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                log.info("skipping unreadable file %s: %s", full, exc)
-                continue
-            if text.strip():
-                files.append(SourceFile(full.relative_to(root).as_posix(), text))
-    files.sort(key=lambda f: definitions_first_key(f.path))
+    ordered = priming_order(iter_workspace_files(root, extensions=set(extensions)))
+    files = [SourceFile(f.rel, f.text) for f in ordered if f.text.strip()]
     return Repository(name or root.name, files, str(root.resolve()))
 
 
@@ -123,49 +102,6 @@ def has_intra_repo_imports(repo: Repository) -> bool:
     return False
 
 
-# ---- PyPI packages as repositories ------------------------------------------------------------
-
-def pypi_cache_dir(cache_root: Path) -> Path:
-    return cache_root / "pypi-sources"
-
-
-def fetch_pypi_package(spec: str, cache_root: Path) -> Path:
-    """Download one pinned package (``NAME==VERSION``) with ``pip download --no-deps`` and unpack it
-    into the cache (outside any repository); returns the unpacked directory. Cached after the first call."""
-    if "==" not in spec:
-        raise DataError(f"{spec!r}: pin the version, e.g. {spec}==1.0.0 (training data must be reproducible)")
-    name, version = (s.strip() for s in spec.split("==", 1))
-    target = pypi_cache_dir(cache_root) / f"{name.lower()}-{version}"
-    done = target / ".unpacked"
-    if done.exists():
-        return target / "src"
-    downloads = pypi_cache_dir(cache_root) / "downloads" / f"{name.lower()}-{version}"
-    downloads.mkdir(parents=True, exist_ok=True)
-    if not any(downloads.iterdir()):
-        # prefer a wheel: unpacking it needs no build step; fall back to the sdist
-        for extra in (["--only-binary", ":all:"], ["--no-binary", ":all:", "--no-build-isolation"]):
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(downloads), *extra, spec]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode == 0 and any(downloads.iterdir()):
-                break
-        else:
-            raise DataError(f"pip download {spec} failed: {result.stderr.strip().splitlines()[-1:] or 'no file'}")
-    archive = sorted(downloads.iterdir())[0]
-    src = target / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    try:
-        if archive.suffix in (".whl", ".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(src)
-        else:
-            with tarfile.open(archive) as tf:
-                tf.extractall(src, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
-        raise DataError(f"cannot unpack {archive}: {exc}") from exc
-    done.write_text(archive.name + "\n")
-    return src
-
-
 # ---- loading and splitting ----------------------------------------------------------------------
 
 def load_repositories(data_dirs: list[str] | None = None, pypi: list[str] | None = None, cache_root: Path | None = None,
@@ -183,7 +119,10 @@ def load_repositories(data_dirs: list[str] | None = None, pypi: list[str] | None
     for spec in pypi or []:
         if cache_root is None:
             raise DataError("a cache directory is needed to download PyPI packages")
-        src = fetch_pypi_package(spec, cache_root)
+        try:
+            src = fetch_pypi(spec, cache_root)
+        except PackageError as exc:
+            raise DataError(str(exc)) from exc
         repo = read_repository(src, name=spec, extensions=extensions)
         repo.source = f"pypi:{spec}"
         repos.append(repo)

@@ -142,7 +142,7 @@ def test_data_pipeline(tmp_path):
         load_repositories([str(empty)])
     with pytest.raises(DataError, match="not a directory"):
         load_repositories([str(tmp_path / "missing")])
-    with pytest.raises(DataError, match="pin the version"):
+    with pytest.raises(DataError, match="pin an exact version"):
         load_repositories(pypi=["requests"], cache_root=tmp_path)
     repos = [Repository(f"r{i}", []) for i in range(10)]
     train_set, held = split_repositories(repos, 0.2, seed=1)

@@ -20,11 +20,8 @@ import json
 import random
 import resource
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -45,25 +42,6 @@ class Keystroke:
 class FileTrace:
     path: str  # relative to the package root
     keys: list[Keystroke]
-
-
-def fetch_package(spec: str, cache_dir: Path) -> Path:
-    """Download (once) and unpack the wheel of ``spec`` (name==version); returns the unpacked root."""
-    target = cache_dir / "bench" / spec.replace("==", "-")
-    unpacked = target / "src"
-    if unpacked.is_dir() and any(unpacked.rglob("*.py")):
-        return unpacked
-    target.mkdir(parents=True, exist_ok=True)
-    wheels = list(target.glob("*.whl"))
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(target), spec]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(target.glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(f"pip download {spec} failed: {proc.stderr.strip()[-400:]}")
-    with zipfile.ZipFile(wheels[0]) as archive:
-        archive.extractall(unpacked)
-    return unpacked
 
 
 def build_trace(root: Path, tokenizer, files: int = 3, lines: int = 2, prompt_tokens: int = 1500,

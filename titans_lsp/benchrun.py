@@ -20,6 +20,7 @@ from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSet
 from titans_lsp.modes import Mode, parse_modes
 from titans_lsp.model.generation import heal_prompt
 from titans_lsp.paths import cache_root
+from titans_lsp.retrieval.packages import PackageError, fetch_pypi
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     tokenizer = engine.tokenizer
     spec = args.package or bench.DEFAULT_PACKAGE
     try:
-        root = bench.fetch_package(spec, cache_root(args.cache_dir))
-    except RuntimeError as exc:
+        root = fetch_pypi(spec, cache_root(args.cache_dir))
+    except PackageError as exc:
         raise UserError(str(exc)) from exc
     traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,
                                seed=args.seed)
@@ -237,7 +238,7 @@ def run_backends_bench(args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(args.model, args.cache_dir)
     spec = args.package or bench.DEFAULT_PACKAGE
     try:
-        root = bench.fetch_package(spec, cache_root(args.cache_dir))
+        root = fetch_pypi(spec, cache_root(args.cache_dir))
     except RuntimeError as exc:
         raise UserError(str(exc)) from exc
     traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,

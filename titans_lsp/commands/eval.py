@@ -86,17 +86,21 @@ def run_build(args: argparse.Namespace) -> int:
     from titans_lsp.cli import UserError
     from titans_lsp.evals.build import build
     from titans_lsp.paths import cache_root
+    from titans_lsp.retrieval.packages import PackageError, repos_dir
 
     if not args.out or not (args.dir or args.pypi):
         raise UserError("eval build needs --out FILE.jsonl and at least one --dir PATH or --pypi NAME==VERSION")
     for d in args.dir:
         if not Path(d).is_dir():
             raise UserError(f"--dir {d}: not a directory")
-    cache = cache_root(args.cache_dir) / "eval-packages"
-    count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever)
+    cache = cache_root(args.cache_dir)
+    try:
+        count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever)
+    except PackageError as exc:
+        raise UserError(str(exc)) from None
     print(f"wrote {count} samples from {len(repos)} repositories to {args.out}")
     if args.pypi:
-        print(f"unpacked packages (use as --repos): {cache / 'repos'}")
+        print(f"unpacked packages (use as --repos): {repos_dir(cache)}")
     return 0
 
 
