@@ -32,7 +32,7 @@ from titans_lsp.backends import BackendConfig, BackendError, ModeUnsupported
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
 from titans_lsp.folder import FolderState
 from titans_lsp.protocol import (CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER, STATUS_NOTIFICATION,
-                                 CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
+                                 BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
                                  progress_dict, to_plain, to_wire)
 from titans_lsp.reporting import ClientLogHandler
 from titans_lsp.scheduling import Scheduler
@@ -248,8 +248,15 @@ class TitansServer(LanguageServer):
             folder=state.uri, mode=state.settings.mode.value, indexing=progress_dict(state.indexing),
             priming=progress_dict(state.priming), last_latency_ms=self.last_latency_ms,
             last_completion=last if last is not None and last.folder == state.uri else None,
-            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None)
+            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None,
+            backend=self.backend_status())
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params.to_wire())
+
+    def backend_status(self) -> BackendStatus:
+        """The backend's name and health for titans/status (the configured one until the model loads)."""
+        engine = self.engine_if_loaded()
+        info = engine.backend.describe() if engine is not None else {**self.backend_config.describe(), "state": "loading"}
+        return BackendStatus.from_describe(info, self.backend_error)
 
     def status(self) -> dict:
         """The ``titans-lsp.status`` command's answer: the model, latencies and every folder."""
