@@ -19,9 +19,9 @@ from titans_lsp.model.loading import load_model
 
 
 def test_one_registry_names_every_backend():
-    assert tuple(BACKENDS) == BACKEND_NAMES == ("local", "llamacpp", "openai")
+    assert tuple(BACKENDS) == BACKEND_NAMES == ("local", "llamacpp", "openai", "auto")
     assert BACKENDS["local"].supports_memory and not BACKENDS["llamacpp"].supports_memory
-    assert not BACKENDS["openai"].supports_memory
+    assert not BACKENDS["openai"].supports_memory and BACKENDS["auto"].supports_memory  # auto: memory modes on local
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -38,7 +38,8 @@ def test_status_carries_the_backend_state_when_known():
             "error": "llama-server stopped (exit code -9); restarting", "pid": 7, "restarts": 1}
     wire = StatusParams(**base, backend=BackendStatus.from_describe(info, last_error=None)).to_wire()
     assert wire["backend"] == {"name": "llamacpp", "state": "restarting", "model": "m.gguf", "url": "http://127.0.0.1:9",
-                               "lastError": "llama-server stopped (exit code -9); restarting"}
+                               "lastError": "llama-server stopped (exit code -9); restarting", "serving": "llamacpp",
+                               "reason": None}
     shown = BackendStatus.from_describe(info, last_error="llama-server at x: connection refused")
     assert shown.last_error == "llama-server at x: connection refused"  # the error shown to the user wins
 

@@ -199,12 +199,15 @@ class BackendStatus:
     model: str | None
     url: str | None
     last_error: str | None  # the last failure shown to the user; None once a request succeeds
+    serving: str | None = None  # the backend that answers this folder's mode (``auto``: llamacpp or local)
+    reason: str | None = None  # ``auto``: why it chose so (llama-server found, or why not)
 
     @classmethod
-    def from_describe(cls, info: dict, last_error: str | None) -> "BackendStatus":
+    def from_describe(cls, info: dict, last_error: str | None, serving: str | None = None) -> "BackendStatus":
         """From a backend's ``describe()`` (or a BackendConfig's before the model is loaded)."""
         return cls(name=str(info.get("name")), state=info.get("state"), model=info.get("model"), url=info.get("url"),
-                   last_error=last_error or info.get("error"))
+                   last_error=last_error or info.get("error"), serving=serving or info.get("name"),
+                   reason=info.get("reason"))
 
 
 @dataclass

@@ -9,7 +9,15 @@ export interface TitansStatus {
   priming: { done: number; total: number } | null;
   lastLatencyMs: number | null;
   /** Which backend answers and whether it is healthy (absent from older servers). */
-  backend?: { name: string; state: string | null; model: string | null; url: string | null; lastError: string | null };
+  backend?: {
+    name: string;
+    state: string | null;
+    model: string | null;
+    url: string | null;
+    lastError: string | null;
+    serving?: string | null; // the backend answering this folder's mode (auto: llamacpp or local)
+    reason?: string | null; // auto: why it chose so
+  };
 }
 
 export type ServerState = "starting" | "running" | "restarting" | "stopped" | "failed";
@@ -84,8 +92,9 @@ export class StatusBar implements vscode.Disposable {
       parts.push(`${Math.round(status.lastLatencyMs)} ms`);
     }
     this.item.backgroundColor = undefined;
-    if (status?.backend && status.backend.name !== "local") {
-      parts.push(status.backend.name);
+    const serving = status?.backend?.serving ?? status?.backend?.name;
+    if (serving && serving !== "local") {
+      parts.push(serving);
     }
     if (status?.backend?.lastError) {
       icon = "$(warning)";
@@ -105,7 +114,11 @@ export class StatusBar implements vscode.Disposable {
     tooltip.appendMarkdown(`Mode: \`${mode}\`${folder ? ` in ${folder.name}` : ""}\n\n`);
     if (status?.backend) {
       const where = status.backend.url ? ` at ${status.backend.url}` : "";
-      tooltip.appendMarkdown(`Backend: \`${status.backend.name}\` (${status.backend.state ?? "?"})${where}\n\n`);
+      const via = serving && serving !== status.backend.name ? ` → \`${serving}\`` : "";
+      tooltip.appendMarkdown(`Backend: \`${status.backend.name}\`${via} (${status.backend.state ?? "?"})${where}\n\n`);
+      if (status.backend.reason) {
+        tooltip.appendMarkdown(`${status.backend.reason}\n\n`);
+      }
       if (status.backend.lastError) {
         tooltip.appendMarkdown(`Backend error: ${status.backend.lastError}\n\n`);
       }
