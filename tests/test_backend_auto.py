@@ -62,3 +62,38 @@ def test_with_llama_server_auto_sends_none_and_concat_there_and_memory_modes_loc
     finally:
         engine.close()
     assert child.poll() is not None  # close() stops the child llama-server
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.asyncio
+async def test_lsp_server_on_auto_shows_which_backend_answers_each_mode(tmp_path):
+    from lsprotocol import types
+
+    from llama_tools import llama_server_or_skip
+    from server_client import (FIXTURE_FILES, end_position, folder_status, inline, isolated_cache, open_document,
+                               start_server, status, stop_server, wait_for, write_fixture)
+
+    llama_server_or_skip()
+    root = write_fixture(tmp_path / "ws")
+    client = await start_server([root], isolated_cache(tmp_path), {"mode": "none"},
+                                extra_args=("--backend", "auto", "--backend-threads", "1"))
+    try:
+        for mode, serving in (("none", "llamacpp"), ("ablation", "local"), ("concat", "llamacpp")):
+            client.settings[root.as_uri()] = {"mode": mode}
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+
+            async def mode_set() -> bool:
+                return folder_status(await status(client), root)["mode"] == mode
+            await wait_for(mode_set, 20, what=f"mode {mode}")
+            text = FIXTURE_FILES["app.py"] + "\ndef load_config(path):\n    with open(path) as f:\n        return "
+            uri = await open_document(client, root / f"auto_{mode}.py", text)
+            result = await inline(client, uri, end_position(text), invoked=True)
+            assert result is not None and result.items, f"{mode}: no completion"
+            st = await status(client)
+            assert st["lastCompletion"]["mode"] == mode and st["backend"]["name"] == "auto"
+            pushed = [n["backend"] for n in client.statuses if n.get("mode") == mode and "backend" in n]
+            assert pushed and pushed[-1]["serving"] == serving, (mode, pushed[-1:])
+            assert "llama-server" in pushed[-1]["reason"]
+    finally:
+        await stop_server(client)
