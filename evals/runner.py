@@ -140,7 +140,7 @@ def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: 
             done[row["task_id"]] = row
             bar.update(1)
 
-        if concurrency > 1 and todo and not engine.backend.exclusive:
+        if concurrency > 1 and todo and not engine.backend.backend_for(spec.mode).exclusive:  # auto: per mode
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(concurrency, thread_name_prefix="eval") as pool:
