@@ -185,6 +185,8 @@ async def test_lsp_killed_backend_gives_a_clear_status_and_the_next_request_answ
     assert items == []
     assert "llama-server stopped" in st["backend"]["lastError"] and st["backend"]["restarts"] == 1
     assert any("llama-server stopped" in m.message for m in client.messages[before:])
+    pushed = [n["backend"] for n in client.statuses if "backend" in n]  # the titans/status notification too
+    assert any(b["name"] == "llamacpp" and "llama-server stopped" in (b["lastError"] or "") for b in pushed), pushed
     items, st = await complete_at_end(llama_lsp, "after.py", "\ndef load_config(path):\n    with open(path) as f:\n        return ", "none")
     assert items and st["backend"]["state"] == "ready" and st["backend"]["lastError"] is None
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-BACKEND_NAMES = ("local", "llamacpp", "openai")  # the registry in titans_lsp.backends maps each to its class
+BACKEND_NAMES = ("local", "llamacpp", "openai", "auto")  # the registry in titans_lsp.backends maps each to its class
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -56,7 +56,8 @@ class BackendConfig:
 
     @property
     def remote(self) -> bool:
-        return self.name != "local"
+        """No in-process model: memory modes cannot run (``auto`` keeps one for them)."""
+        return self.name not in ("local", "auto")
 
     def api_key(self) -> str | None:
         """The key from the environment (read when a request is made, never kept in a field)."""

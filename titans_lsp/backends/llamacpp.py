@@ -46,7 +46,11 @@ def tools_dir() -> Path:
 def find_llama_server(explicit: str | None = None) -> str:
     """The llama-server executable: the explicit path, $TITANS_LSP_LLAMA_SERVER, the provisioned
     build (recorded in $TITANS_LSP_TOOLS/env-llamacpp), or ``llama-server`` on PATH."""
-    candidates = [explicit, os.environ.get(BINARY_ENV)]
+    if explicit:  # a path the user named is used or refused, never swapped for another build
+        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
+            return str(explicit)
+        raise BackendError(f"llama-server not found or not executable at {explicit}: {PROVISION_FIX}")
+    candidates = [os.environ.get(BINARY_ENV)]
     env_file = tools_dir() / "env-llamacpp"
     if env_file.is_file():
         for line in env_file.read_text().splitlines():
@@ -56,8 +60,6 @@ def find_llama_server(explicit: str | None = None) -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    if explicit:
-        raise BackendError(f"llama-server not found or not executable at {explicit}: {PROVISION_FIX}")
     raise BackendError(f"llama-server not found: {PROVISION_FIX}")
 
 
