@@ -104,6 +104,7 @@ class LlamaServerProcess:
             process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT, start_new_session=True)
             self.process = process
+            _reap_when_parent_dies(process.pid)
         except OSError as exc:
             self.state, self.error = "down", f"cannot start llama-server ({exc}): {PROVISION_FIX}"
             raise BackendError(self.error) from None
@@ -179,6 +180,21 @@ class LlamaServerProcess:
                 process.kill()
                 process.wait(timeout=5)
         self.state = "stopped"
+
+
+def _reap_when_parent_dies(child: int) -> None:
+    """llama-server runs in its own session (a Ctrl-C in the editor's terminal must not reach it), so
+    nothing stops it when titans-lsp dies without running ``stop()`` (SIGKILL, a crash). A tiny
+    watcher process ends it then: it polls both pids once a second and exits with the child.
+    (PR_SET_PDEATHSIG would fire when the *thread* that started the child exits, and servers are
+    started from short-lived worker threads.)"""
+    script = 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill "$2" 2>/dev/null'
+    try:
+        subprocess.Popen(["sh", "-c", script, "titans-lsp-reaper", str(os.getpid()), str(child)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError as exc:  # no sh: the server is still stopped by stop() on a clean exit
+        log.warning("cannot watch llama-server (pid %d) for an unclean exit: %s", child, exc)
 
 
 class LlamaCppBackend(Backend):
