@@ -32,6 +32,7 @@ class RunSpec:
     heal: bool = True
     max_seq: int = MAX_SEQ  # the reference window is 2048; smaller only to fit slow CPUs (recorded in results)
     context_budget: int = CONTEXT_BUDGET
+    fim: bool = False  # fill-in-the-middle with the sample's right_context (rows <mode>-fim)
 
 
 def predictions_path(out_dir: Path, label: str) -> Path:
@@ -93,7 +94,7 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
 
     start = time.perf_counter()
     settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
-                                  max_seq=spec.max_seq)
+                                  max_seq=spec.max_seq, fim="on" if spec.fim else "off")
     snippets = source.snippets(sample) if spec.mode.uses_context or spec.mode.uses_memory else None
     workspace = Workspace()
     prime_s = 0.0
@@ -105,13 +106,15 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
         prime_s = time.perf_counter() - t
     meta = sample["metadata"]
     language = metric_language(str(meta.get("file") or ""))  # comment syntax of the block, metric rules
-    request = CompletionRequest(prefix=sample["prompt"], settings=settings, early_stop=False, heal=spec.heal,
+    request = CompletionRequest(prefix=sample["prompt"], suffix=str(sample.get("right_context") or "") if spec.fim else "",
+                                settings=settings, early_stop=False, heal=spec.heal,
                                 snippets=snippets if spec.mode.uses_context else None,
                                 language_id=language.language_ids[0])
     completion = engine.complete(request, workspace)
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"], language)
     return {
         "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
+        "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.backend_for(spec.mode).name,
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,
@@ -122,9 +125,10 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
 
 
 def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: SnippetSource,
-             progress: bool = True, compute: bool = True) -> dict[str, dict]:
+             progress: bool = True, compute: bool = True, concurrency: int = 1) -> dict[str, dict]:
     """Run ``spec`` over ``samples``, skipping task ids already in its predictions file
-    (``compute=False``: only read what is there)."""
+    (``compute=False``: only read what is there). ``concurrency`` > 1 sends that many samples at
+    once to a backend that serves them in parallel (a model server); rows are written as they finish."""
     from tqdm import tqdm
 
     path = predictions_path(out_dir, spec.label)
@@ -134,11 +138,20 @@ def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: 
         log.info("%s: %d done, %d to go", spec.label, len(samples) - len(todo), len(todo))
     with open(path, "a", encoding="utf-8") as f, tqdm(total=len(samples), initial=len(samples) - len(todo),
                                                       desc=spec.label, disable=not progress, unit="sample") as bar:
-        for sample in todo:
-            row = run_one(engine, sample, spec, source)
+        def record(row: dict) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[row["task_id"]] = row
             bar.update(1)
+
+        if concurrency > 1 and todo and not engine.backend.backend_for(spec.mode).exclusive:  # auto: per mode
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(concurrency, thread_name_prefix="eval") as pool:
+                for row in pool.map(lambda sample: run_one(engine, sample, spec, source), todo):
+                    record(row)
+        else:
+            for sample in todo:
+                record(run_one(engine, sample, spec, source))
     wanted = {task_id(s) for s in samples}
     return {k: v for k, v in done.items() if k in wanted}

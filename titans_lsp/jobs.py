@@ -41,7 +41,8 @@ def open_folder(server: "TitansServer", state: FolderState) -> None:
     if needs_dense(state):
         encode_dense(server, state)
     if state.settings.mode.primes:
-        prime(server, state, False)
+        if server.memory_available(state):
+            prime(server, state, False)
     else:
         engine = server.engine_if_loaded()
         if engine is not None and engine.patch is not None:

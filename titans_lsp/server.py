@@ -28,10 +28,12 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
 from titans_lsp import __version__, jobs
+from titans_lsp.backends import BackendConfig, BackendError, ModeUnsupported
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
 from titans_lsp.folder import FolderState
+from titans_lsp.modes import Mode
 from titans_lsp.protocol import (CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER, STATUS_NOTIFICATION,
-                                 CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
+                                 BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
                                  progress_dict, to_plain, to_wire)
 from titans_lsp.reporting import ClientLogHandler
 from titans_lsp.scheduling import Scheduler
@@ -56,10 +58,14 @@ class TitansProtocol(LanguageServerProtocol):
 
 class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
-                 cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO):
+                 cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
+                 backend: BackendConfig | None = None):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
+        self.backend_config = backend or BackendConfig()
+        self.backend_error: str | None = None  # the last backend failure shown to the user (status)
+        self._backend_error_shown = 0.0
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
         self.log_level = log_level
@@ -107,15 +113,22 @@ class TitansServer(LanguageServer):
         for key in ("model", "device", "dtype"):
             if isinstance(options, dict) and isinstance(options.get(key), str) and options[key]:
                 self.model_options[key] = options[key]
+        try:
+            self.backend_config = self.backend_config.with_options(options)
+        except ValueError as exc:  # bad initializationOptions: say so, keep the command line's backend
+            log.error("%s; keeping backend %s", exc, self.backend_config.name)
+            self.show_message(f"{exc}; keeping backend {self.backend_config.name}", types.MessageType.Error)
         self.engine_future = self.scheduler.inference.submit(self._load_engine)
 
     def _load_engine(self) -> CompletionEngine:
         started = time.perf_counter()
         opts = self.model_options
-        log.info("loading model %s (device %s, dtype %s)", opts["model"], opts["device"], opts["dtype"])
+        log.info("loading model %s (device %s, dtype %s, backend %s)", opts["model"], opts["device"], opts["dtype"],
+                 self.backend_config.name)
         try:
             engine = CompletionEngine.load(opts["model"], device=opts["device"], dtype=opts["dtype"],
-                                           cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint)
+                                           cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint,
+                                           backend=self.backend_config)
         except Exception as exc:
             log.error("cannot load model %s: %s", opts["model"], exc)
             self.show_message(f"cannot load model {opts['model']}: {exc}", types.MessageType.Error)
@@ -123,9 +136,29 @@ class TitansServer(LanguageServer):
         from titans_lsp.model.generation import TokenTexts
 
         TokenTexts.of(engine.tokenizer)  # the vocabulary's texts for token healing: once, here, not in a request
-        log.info("model %s loaded on %s (%s) in %.1f s", engine.loaded.name, engine.loaded.device,
-                 engine.loaded.dtype, time.perf_counter() - started)
+        log.info("model %s ready on backend %s in %.1f s", engine.model_name, json.dumps(engine.backend.describe()),
+                 time.perf_counter() - started)
         return engine
+
+    def memory_available(self, state: FolderState) -> bool:
+        """Whether the folder's memory mode can run here; if not, the user is told what to change."""
+        if not state.settings.mode.uses_memory or not self.backend_config.remote:
+            return True
+        message = str(ModeUnsupported(state.settings.mode.value, self.backend_config.name))
+        log.warning("%s: %s", state.name, message)
+        self.show_message(message, types.MessageType.Error)
+        return False
+
+    def report_backend_error(self, state: FolderState, exc: BackendError) -> None:
+        """A failed backend call: shown to the user (at most every 10 s for the same message) and in status."""
+        message = str(exc)
+        now = time.monotonic()
+        if message != self.backend_error or now - self._backend_error_shown > 10:
+            log.warning("backend %s: %s", self.backend_config.name, message)
+            self.show_message(message, types.MessageType.Error)
+            self._backend_error_shown = now
+        self.backend_error = message
+        self.send_status(state, force=True)
 
     # ---- folders ------------------------------------------------------------------------------------
     def add_folder(self, uri: str) -> FolderState:
@@ -198,7 +231,7 @@ class TitansServer(LanguageServer):
             log.info("%s: settings %s", state.name, json.dumps(new.to_editor()))
         if new.mode != old.mode:
             log.info("%s: mode %s -> %s", state.name, old.mode, new.mode)
-            if new.mode.primes and state.root is not None:
+            if new.mode.primes and state.root is not None and self.memory_available(state):
                 self.scheduler.in_background(jobs.prime, self, state, False)
             self.send_status(state, force=True)
         if new.retriever != old.retriever and jobs.needs_dense(state):
@@ -216,8 +249,18 @@ class TitansServer(LanguageServer):
             folder=state.uri, mode=state.settings.mode.value, indexing=progress_dict(state.indexing),
             priming=progress_dict(state.priming), last_latency_ms=self.last_latency_ms,
             last_completion=last if last is not None and last.folder == state.uri else None,
-            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None)
+            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None,
+            backend=self.backend_status(state.settings.mode))
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params.to_wire())
+
+    def backend_status(self, mode: Mode) -> BackendStatus:
+        """The backend's name and health for titans/status (the configured one until the model loads),
+        and which backend answers ``mode`` (differs from the name only for ``auto``)."""
+        engine = self.engine_if_loaded()
+        if engine is None:
+            return BackendStatus.from_describe({**self.backend_config.describe(), "state": "loading"}, self.backend_error)
+        return BackendStatus.from_describe(engine.backend.describe(), self.backend_error,
+                                           serving=engine.backend.backend_for(mode).name)
 
     def status(self) -> dict:
         """The ``titans-lsp.status`` command's answer: the model, latencies and every folder."""
@@ -239,11 +282,14 @@ class TitansServer(LanguageServer):
                 "indexing": progress_dict(state.indexing), "priming": progress_dict(state.priming),
                 "memory": state.memory_summary(engine),
             })
+        loaded = engine.loaded if engine is not None else None  # the in-process model (local backend)
         return {
-            "version": __version__, "model": engine.loaded.name if engine else self.model_options["model"],
-            "device": str(engine.loaded.device) if engine else self.model_options["device"],
-            "dtype": str(engine.loaded.dtype).replace("torch.", "") if engine else self.model_options["dtype"],
+            "version": __version__, "model": engine.model_name if engine else self.model_options["model"],
+            "device": str(loaded.device) if loaded else self.model_options["device"],
+            "dtype": str(loaded.dtype).replace("torch.", "") if loaded else self.model_options["dtype"],
             "modelLoaded": engine is not None, "modelError": error,
+            "backend": {**(engine.backend.describe() if engine else self.backend_config.describe()),
+                        "lastError": self.backend_error},
             "memoryInstalled": bool(engine is not None and engine.patch is not None),
             "inflight": self.scheduler.typing.inflight,
             "lastCompletion": to_wire(self.last_completion) if self.last_completion else None,
@@ -289,10 +335,14 @@ class TitansServer(LanguageServer):
         except Cancelled:
             log.debug("completion for %s cancelled (newer request or edit)", uri)
             raise asyncio.CancelledError() from None
+        except BackendError as exc:  # down, unreachable, an unsupported mode: the user sees why
+            self.report_backend_error(state, exc)
+            return None, state
         finally:
             typing.request_finished()
             requests.finish(kind, uri, cancel)
         ms = (time.perf_counter() - started) * 1000
+        self.backend_error = None
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode.value, deque(maxlen=100)).append(ms)
         self.last_completion = CompletionReport(
@@ -386,6 +436,9 @@ class TitansServer(LanguageServer):
         self.scheduler.requests.cancel_all()
         if self.watcher is not None:
             self.watcher.stop()
+        engine = self.engine_if_loaded()
+        if engine is not None:
+            engine.close()  # a supervised llama-server goes with us
 
 
 def _round(value: float | None) -> float | None:
