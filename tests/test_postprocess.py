@@ -95,3 +95,10 @@ def test_python_and_unknown_languages_keep_the_indent_rules():
     for language in (None, PYTHON, by_name("text")):
         assert clean_completion("a, b)", "foo(", ")\n", "auto", language) == "a, b"
         assert clean_completion("x = 1; y = 2", "", "\n", "never", language) == "x = 1; y = 2"
+
+
+def test_brace_block_stops_where_it_repeats_the_lines_after_the_cursor():
+    prefix = "function f(a: number) {\n  "
+    suffix = "\n  return b;\n}\n"
+    raw = "const b = a * 2;\n  return b;\n}\n"
+    assert clean_completion(raw, prefix, suffix, "always", TYPESCRIPT) == "const b = a * 2;"
