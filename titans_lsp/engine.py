@@ -27,6 +27,8 @@ from titans_lsp.settings import CompletionSettings
 
 log = logging.getLogger(__name__)
 
+DECODE_CHOICES = ("eager", "graph", "compile")  # CompletionEngine(decode=...): how tokens after the prompt are decoded
+
 
 __all__ = ["Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings", "Mode", "Workspace"]
 
@@ -115,7 +117,7 @@ class CompletionEngine:
     """Owns one loaded model (and its memory patch, installed on first use)."""
 
     def __init__(self, loaded: LoadedModel, memory_config: object | None = None,
-                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0):
+                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0, decode: str = "eager"):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -129,6 +131,12 @@ class CompletionEngine:
         # Long priming runs publish their working copy of the memory at most this often (seconds); each
         # publish costs every document one full re-prefill in the memory modes.
         self.publish_every_s = publish_every_s
+        if decode not in DECODE_CHOICES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
+        # "eager": the dynamic-cache loop; "graph": a static cache with the decode step captured as a CUDA
+        # graph (on a CPU the same static path runs without graphs); "compile": torch.compile's CUDA graphs.
+        self.decode = decode
+        self._decoder = None  # titans_lsp.model.static_decode.StaticDecoder, sized to the window in use
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -252,13 +260,14 @@ class CompletionEngine:
             # Under the model lock: the memory snapshot and its version are read together (publishing
             # also happens under the lock), so the cache key always names the memory the forward reads.
             cache_key = self._cache_key(settings.mode, workspace)
+            decoder = self._decoder_for(settings.max_seq)
             with self._memory_context(settings.mode, workspace):
                 if prefill_only:
                     results = [greedy_generate(self.model, self.tokenizer, prompt_ids, 0, cancel=request.cancel,
-                                               cache=cache, cache_key=cache_key, prefill_only=True)]
+                                               cache=cache, cache_key=cache_key, prefill_only=True, decoder=decoder)]
                 else:
                     results = self._generate_items(prompt_ids, heal_text, settings.max_new_tokens, stop, request,
-                                                   cache, cache_key)
+                                                   cache, cache_key, decoder)
         finally:
             self.model_lock.release()
 
@@ -302,16 +311,30 @@ class CompletionEngine:
         room = settings.max_seq - settings.max_new_tokens - len(lead) - len(block_ids)
         return lead + block_ids + stable_prefix_ids(self.tokenizer, request.prefix, room, layout)
 
-    def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key) -> list[GenerationResult]:
+    def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key,
+                        decoder=None) -> list[GenerationResult]:
         first = greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text, stop=stop,
                                 cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                alternatives=max(0, min(request.num_items, 3) - 1), lookahead=self.lookahead)
+                                alternatives=max(0, min(request.num_items, 3) - 1), lookahead=self.lookahead,
+                                decoder=decoder)
         results = [first]
         for token in first.alternatives:
             results.append(greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text,
                                            stop=stop, cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                           first_token=token, lookahead=self.lookahead))
+                                           first_token=token, lookahead=self.lookahead, decoder=decoder))
         return results
+
+    def _decoder_for(self, window: int):
+        """The static decoder for ``window`` tokens (None with ``decode="eager"``); one at a time, since its
+        cache and graphs are sized to the window. The caller holds the model lock."""
+        if self.decode == "eager":
+            return None
+        if self._decoder is None or self._decoder.max_len != window:
+            from titans_lsp.model.static_decode import StaticDecoder
+
+            self._decoder = None  # free the old buffers first
+            self._decoder = StaticDecoder(self.model, window, graphs="compile" if self.decode == "compile" else "auto")
+        return self._decoder
 
     def _cache_key(self, mode: Mode, workspace: Workspace) -> str:
         if mode.uses_memory:
