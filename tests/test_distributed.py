@@ -98,3 +98,54 @@ def test_batch_size_must_split_over_the_processes(tiny_llama_dir, tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "must be a multiple of the 2 processes" in done.stderr + done.stdout
+
+
+TIMING = ("seconds", "prime_s")  # wall-clock fields: differ between any two runs
+
+
+def predictions(directory: Path, label: str) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (directory / f"predictions-{label}.jsonl").read_text().splitlines()]
+    return {r["task_id"]: {k: v for k, v in r.items() if k not in TIMING} for r in rows}
+
+
+def test_two_processes_evaluate_like_one_and_resume(tiny_llama_dir, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_eval_e2e import write_repo
+
+    repo = write_repo(tmp_path / "src")
+    data = tmp_path / "dev.jsonl"
+    assert main(["eval", "build", "--out", str(data), "--dir", str(repo), "--per-repo", "5"]) == 0
+    from titans_lsp.evals.data import read_samples
+
+    n = len(read_samples(data).samples)
+    assert n >= 3
+    common = ["eval", "--data", str(data), "--modes", "memory,none", "--model", str(tiny_llama_dir), "--device", "cpu",
+              "--no-progress", "--max-seq", "256", "--context-budget", "96", "--threads", "1"]
+    done = torchrun(common + ["--out", str(tmp_path / "ddp")], cwd=tmp_path)
+    assert done.stdout.count("| none") >= 1  # rank 0 alone prints the tables
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    for label in ("memory", "none"):
+        assert predictions(tmp_path / "ddp", label) == predictions(tmp_path / "one", label)
+        assert len(predictions(tmp_path / "one", label)) == n
+    ddp, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("ddp", "one"))
+    for label in ("memory", "none"):
+        assert {k: ddp[label][k] for k in ("n", "em", "es")} == {k: one[label][k] for k in ("n", "em", "es")}
+    assert ddp["info"]["processes"] == 2 and one["info"]["processes"] == 1
+    assert not list((tmp_path / "ddp" / ".shards").glob("rank*/*.jsonl"))  # merged and removed
+
+    # A stopped data-parallel run: two rows lost from the merged file, one of them left in a rank's shard.
+    path = tmp_path / "ddp" / "predictions-none.jsonl"
+    lines = path.read_text().splitlines()
+    kept, lost = lines[:-2], lines[-2:]
+    path.write_text("\n".join(kept) + "\n")
+    marked = json.loads(lost[0]) | {"raw": "FROM-THE-SHARD"}
+    shard = tmp_path / "ddp" / ".shards" / "rank1" / "predictions-none.jsonl"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    shard.write_text(json.dumps(marked) + "\n")
+    torchrun(common + ["--out", str(tmp_path / "ddp")], cwd=tmp_path)
+    resumed = predictions(tmp_path / "ddp", "none")
+    assert len(resumed) == n
+    assert resumed[marked["task_id"]]["raw"] == "FROM-THE-SHARD"  # merged, not recomputed
+    recomputed = json.loads(lost[1])["task_id"]
+    assert resumed[recomputed] == predictions(tmp_path / "one", "none")[recomputed]
+    assert not shard.exists()

@@ -117,12 +117,14 @@ class TitansProtocol(LanguageServerProtocol):
 
 class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
-                 cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO):
+                 cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
+                 decode: str = "eager"):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
+        self.decode = decode  # CompletionEngine(decode=...)
         self.log_level = log_level
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inference = SerialExecutor("titans-inference")
@@ -186,7 +188,8 @@ class TitansServer(LanguageServer):
         log.info("loading model %s (device %s, dtype %s)", opts["model"], opts["device"], opts["dtype"])
         try:
             engine = CompletionEngine.load(opts["model"], device=opts["device"], dtype=opts["dtype"],
-                                           cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint)
+                                           cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint,
+                                           decode=self.decode)
         except Exception as exc:
             log.error("cannot load model %s: %s", opts["model"], exc)
             self.show_message(f"cannot load model {opts['model']}: {exc}", types.MessageType.Error)

@@ -12,3 +12,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="cache for converted models and workspace state (default: $XDG_CACHE_HOME/titans-lsp or ~/.cache/titans-lsp)")
 
+
+def add_decode_argument(parser: argparse.ArgumentParser) -> None:
+    """How completions decode (titans_lsp.engine.DECODE_CHOICES, which validates the value)."""
+    parser.add_argument("--decode", default="eager", metavar="{eager,graph,compile}",
+                        help="eager: the dynamic-cache loop (default); graph: a static cache with the decode step "
+                             "captured as a CUDA graph (a CPU runs the same static path without graphs); "
+                             "compile: torch.compile(mode='reduce-overhead')")
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_decode_argument, add_model_arguments
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -14,7 +14,10 @@ DESCRIPTION = HELP + """
   titans-lsp eval build --out FILE.jsonl (--dir PATH ... | --pypi NAME==VERSION ...) [--per-repo N] [--seed S]
 
 Outputs in DIR: predictions-<mode>.jsonl, results.json, tables.md, analysis.md, em.png, es.png.
-Edit similarity is fuzzywuzzy fuzz.ratio, as the reference."""
+Edit similarity is fuzzywuzzy fuzz.ratio, as the reference.
+
+Data-parallel: `torchrun --nproc_per_node N -m titans_lsp eval ...` gives each process (one GPU each) every
+N-th sample; rank 0 merges the predictions and writes the one report. Resuming works with any N."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concat context from our own rg1 retrieval over --repos instead of the file's list")
     parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_decode_argument(parser)
     # build
     parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
     parser.add_argument("--pypi", action="extend", nargs="+", default=[], help="(build) pinned packages NAME==VERSION")
@@ -109,16 +113,20 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
 
     import torch
 
+    from titans_lsp import distributed
+
     threads_before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dist = distributed.from_env(args.device)
     try:
-        return _evaluate(args, modes, samples, dataset, out)
+        return _evaluate(args, modes, samples, dataset, out, dist)
     finally:
         torch.set_num_threads(threads_before)  # in-process callers (tests) keep their setting
+        distributed.shutdown()
 
 
-def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], dataset, out) -> int:
+def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], dataset, out, dist) -> int:
     import platform
     import time
     from pathlib import Path
@@ -126,11 +134,16 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     from titans_lsp.cli import UserError
     from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.report import write_reports
-    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
+    from titans_lsp.distributed import device_for
+    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode_sharded
     from titans_lsp.modes import Mode
 
-    engine = None if args.report_only else CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-                                   memory_checkpoint=args.memory_checkpoint)
+    try:
+        engine = None if args.report_only else CompletionEngine.load(
+            args.model, device=device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir,
+            memory_checkpoint=args.memory_checkpoint, decode=args.decode)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     specs: list[RunSpec] = []
     # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
     if args.vanilla:
@@ -146,9 +159,11 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     for spec in specs:
         if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
-        by_label[spec.label] = run_mode(engine, samples, spec, out, source, progress=not args.no_progress,
-                                        compute=not args.report_only)
+        by_label[spec.label] = run_mode_sharded(engine, samples, spec, out, source, dist, progress=not args.no_progress,
+                                                compute=not args.report_only)
     by_label = {label: rows for label, rows in by_label.items() if rows}
+    if not dist.is_main:
+        return 0
     info = {
         "data": str(args.data), "model": engine.loaded.name if engine is not None else str(args.model),
         "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
@@ -158,6 +173,7 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
                         if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
         "device": str(engine.loaded.device) if engine is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+        "processes": dist.world,
     }
     payload = write_reports(by_label, out, info, args.seed)
     print((out / "tables.md").read_text())
