@@ -117,7 +117,8 @@ class CompletionEngine:
     """Owns one loaded model (and its memory patch, installed on first use)."""
 
     def __init__(self, loaded: LoadedModel, memory_config: object | None = None,
-                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0, decode: str = "eager"):
+                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0, decode: str = "eager",
+                 residency: object | None = None):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -137,6 +138,8 @@ class CompletionEngine:
         # graph (on a CPU the same static path runs without graphs); "compile": torch.compile's CUDA graphs.
         self.decode = decode
         self._decoder = None  # titans_lsp.model.static_decode.StaticDecoder, sized to the window in use
+        # titans_lsp.residency.MemoryResidency: which workspaces' memory states stay on the device (None: all)
+        self.residency = residency
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -178,6 +181,7 @@ class CompletionEngine:
         with self.model_lock:
             if workspace.memory is None:
                 workspace.memory = patch.new_state()
+            self._resident(workspace)
             working = workspace.working_memory()
             stats = patch.prime(working, texts, self.tokenizer, chunk_tokens=chunk_tokens, should_yield=yield_now)
             if publish or time.monotonic() - workspace.pending_since >= self.publish_every_s:
@@ -192,6 +196,7 @@ class CompletionEngine:
     def reset_memory(self, workspace: Workspace) -> None:
         """Back to the initial memory, unpublished writes dropped. The caller holds ``model_lock``."""
         if workspace.memory is not None:
+            self._resident(workspace)
             workspace.memory.reset()
             workspace.pending = None
             workspace.memory_version += 1
@@ -347,5 +352,11 @@ class CompletionEngine:
         patch = self.ensure_memory()
         if workspace.memory is None:
             workspace.memory = patch.new_state()
+        self._resident(workspace)
         return patch.activate(workspace.memory, gates=mode.gates)
+
+    def _resident(self, workspace: Workspace) -> None:
+        """The workspace's memory on the model's device (spilling least recently used ones when budgeted)."""
+        if self.residency is not None:
+            self.residency.use(workspace)
 
