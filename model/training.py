@@ -273,8 +273,13 @@ def read_csv(path: Path) -> list[dict]:
 
 def plot_training(out: Path, gate_floor: float | None = None) -> list[Path]:
     """loss.png (train loss, smoothed, and held-out loss memory vs ablation) and gates.png (gate value per
-    memory layer over steps, with the floor), like the study's figures."""
-    import matplotlib
+    memory layer over steps, with the floor), like the study's figures. Without matplotlib (a bare GPU machine
+    running the package with --no-deps) the figures are skipped with a log line; the CSV logs hold the data."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no loss.png / gates.png (the CSV logs in %s have the data)", out)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
