@@ -32,6 +32,7 @@ class RunSpec:
     heal: bool = True
     max_seq: int = MAX_SEQ  # the reference window is 2048; smaller only to fit slow CPUs (recorded in results)
     context_budget: int = CONTEXT_BUDGET
+    fim: bool = False  # fill-in-the-middle with the sample's right_context (rows <mode>-fim)
 
 
 def predictions_path(out_dir: Path, label: str) -> Path:
@@ -91,7 +92,7 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
 
     start = time.perf_counter()
     settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
-                                  max_seq=spec.max_seq)
+                                  max_seq=spec.max_seq, fim="on" if spec.fim else "off")
     snippets = source.snippets(sample) if spec.mode.uses_context or spec.mode.uses_memory else None
     workspace = Workspace()
     prime_s = 0.0
@@ -101,13 +102,15 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
         t = time.perf_counter()
         engine.prime(workspace, [s.text for s in snippets or []])
         prime_s = time.perf_counter() - t
-    request = CompletionRequest(prefix=sample["prompt"], settings=settings, early_stop=False, heal=spec.heal,
+    request = CompletionRequest(prefix=sample["prompt"], suffix=str(sample.get("right_context") or "") if spec.fim else "",
+                                settings=settings, early_stop=False, heal=spec.heal,
                                 snippets=snippets if spec.mode.uses_context else None)
     completion = engine.complete(request, workspace)
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"])
     meta = sample["metadata"]
     return {
         "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
+        "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.name,
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,
@@ -118,9 +121,10 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
 
 
 def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: SnippetSource,
-             progress: bool = True, compute: bool = True) -> dict[str, dict]:
+             progress: bool = True, compute: bool = True, concurrency: int = 1) -> dict[str, dict]:
     """Run ``spec`` over ``samples``, skipping task ids already in its predictions file
-    (``compute=False``: only read what is there)."""
+    (``compute=False``: only read what is there). ``concurrency`` > 1 sends that many samples at
+    once to a backend that serves them in parallel (a model server); rows are written as they finish."""
     from tqdm import tqdm
 
     path = predictions_path(out_dir, spec.label)
@@ -130,12 +134,21 @@ def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: 
         log.info("%s: %d done, %d to go", spec.label, len(samples) - len(todo), len(todo))
     with open(path, "a", encoding="utf-8") as f, tqdm(total=len(samples), initial=len(samples) - len(todo),
                                                       desc=spec.label, disable=not progress, unit="sample") as bar:
-        for sample in todo:
-            row = run_one(engine, sample, spec, source)
+        def record(row: dict) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[row["task_id"]] = row
             bar.update(1)
+
+        if concurrency > 1 and todo and not engine.backend.exclusive:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(concurrency, thread_name_prefix="eval") as pool:
+                for row in pool.map(lambda sample: run_one(engine, sample, spec, source), todo):
+                    record(row)
+        else:
+            for sample in todo:
+                record(run_one(engine, sample, spec, source))
     wanted = {task_id(s) for s in samples}
     return {k: v for k, v in done.items() if k in wanted}
 
@@ -173,7 +186,7 @@ def merge_shards(out_dir: Path, label: str, order: list[str] | None = None) -> i
 
 
 def run_mode_sharded(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: SnippetSource, dist,
-                     progress: bool = True, compute: bool = True) -> dict[str, dict]:
+                     progress: bool = True, compute: bool = True, concurrency: int = 1) -> dict[str, dict]:
     """:func:`run_mode` data-parallel over ``dist`` (titans_lsp.distributed, from torchrun): rank r completes
     samples r, r + N, ... that no predictions file holds yet, into its own shard folder; rank 0 merges the shards
     into ``predictions-<label>.jsonl``. Resuming works with any number of processes: shards a stopped run left
@@ -183,13 +196,14 @@ def run_mode_sharded(engine, samples: list[dict], spec: RunSpec, out_dir: Path, 
         merge_shards(out_dir, spec.label, order)
     dist.barrier()
     if not dist.enabled:
-        return run_mode(engine, samples, spec, out_dir, source, progress=progress, compute=compute)
+        return run_mode(engine, samples, spec, out_dir, source, progress=progress, compute=compute, concurrency=concurrency)
     done = read_predictions(predictions_path(out_dir, spec.label))
     mine = [s for i, s in enumerate(samples) if i % dist.world == dist.rank and task_id(s) not in done]
     if compute:
         directory = shard_dir(out_dir, dist.rank)
         directory.mkdir(parents=True, exist_ok=True)
-        run_mode(engine, mine, spec, directory, source, progress=progress and dist.is_main, compute=True)
+        run_mode(engine, mine, spec, directory, source, progress=progress and dist.is_main, compute=True,
+                 concurrency=concurrency)
     dist.barrier()
     if dist.is_main:
         merged = merge_shards(out_dir, spec.label, order)

@@ -192,6 +192,7 @@ def greedy_generate(
     lookahead: int = 8,
     prefill_chunk: int = 512,
     prefill_only: bool = False,
+    stop_ids: Sequence[int] = (),
     decoder: "StaticDecoder | None" = None,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
@@ -212,6 +213,7 @@ def greedy_generate(
     threads, 1,500-token prompts: 512 costs 3 % over one forward, 256 costs 11 %.
     ``prefill_only``: fill ``cache`` with the prompt and return without decoding (pre-warming a
     document before its first request; the result has no tokens).
+    ``stop_ids``: more tokens that end generation like EOS (a FIM format's end-of-middle markers).
     ``decoder``: a :class:`~titans_lsp.model.static_decode.StaticDecoder` of this model: the prompt goes
     into its static cache and each token is one (graph-captured, on a GPU) step; same tokens as without
     it. Prompt lookup is off on that path (a step takes exactly one token). A prompt that would not fit
@@ -222,7 +224,7 @@ def greedy_generate(
     device = next(model.parameters()).device
     if not prompt_ids:
         raise ValueError("empty prompt")
-    eos_ids = set(_as_list(getattr(model.generation_config, "eos_token_id", None)) + _as_list(tokenizer.eos_token_id))
+    eos_ids = set(_as_list(getattr(model.generation_config, "eos_token_id", None)) + _as_list(tokenizer.eos_token_id)) | set(stop_ids)
     vocab_size = model.get_output_embeddings().weight.shape[0]
     token_texts = TokenTexts.of(tokenizer) if heal_text else []
 

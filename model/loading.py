@@ -207,3 +207,30 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "auto",
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, device=dev, dtype=dt)
+
+
+def load_tokenizer(spec: str = "default", cache_dir: str | os.PathLike | None = None):
+    """The tokenizer of ``spec`` without its weights: what an engine on a model server needs for
+    prompt layout and budgets. A GGUF file's tokenizer comes from its converted copy when there is
+    one, else straight from the file."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(spec)
+    try:
+        if source.kind == "gguf":
+            gguf_path = Path(source.location)
+            converted = converted_gguf_dir(gguf_path, cache_dir)
+            if _is_complete_conversion(converted):
+                tokenizer = AutoTokenizer.from_pretrained(str(converted), local_files_only=True)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        else:
+            offline = source.kind == "hf_dir" or os.environ.get("HF_HUB_OFFLINE") == "1"
+            tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=offline)
+    except Exception as exc:  # noqa: BLE001 - one line naming the fix
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load the tokenizer of {spec!r} ({first}); pass --model with a local model "
+                             "directory, .gguf file or 'default' whose tokenizer matches the served model") from None
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -14,7 +14,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from titans_lsp.server import to_plain
+from titans_lsp.protocol import to_plain
 
 FIXTURE_FILES = {
     "pkg/__init__.py": "",

@@ -4,32 +4,14 @@ notifications, matched to their request by document version (tiny model, short t
 from __future__ import annotations
 
 import asyncio
-from collections import namedtuple
 
 import pytest
 
 from server_client import FIXTURE_FILES, write_fixture
 from titans_lsp.bench import FileTrace, Keystroke, summarize
-from titans_lsp.benchserver import completion_figures, replay_server
-from titans_lsp.server import to_plain
+from titans_lsp.benchserver import replay_server
 
 pytest.importorskip("titans_lsp.retrieval.index", reason="the workspace index (branch retrieval) is not merged yet")
-
-
-def test_completion_figures_parse_the_status_notification():
-    last = {"folder": "file:///r", "uri": "file:///r/app.py", "version": 7, "promptTokens": 120, "reused": 100,
-            "prefilled": 20, "decoded": 9, "accepted": 3, "engineMs": 41.5}
-    # pygls hands unknown notifications' params over as namedtuples
-    Params = namedtuple("Params", ["folder", "mode", "lastCompletion"])
-    Last = namedtuple("Last", list(last))
-    params = to_plain(Params("file:///r", "none", Last(**last)))
-    key, figures = completion_figures(params)
-    assert key == ("file:///r/app.py", 7)
-    assert figures == {"reused": 100, "prefilled": 20, "decoded": 9, "accepted": 3, "engine_ms": 41.5,
-                       "mode": None, "timings_ms": {}}
-    assert completion_figures({"folder": "file:///r", "mode": "none"}) is None  # status without a completion
-    older = {k: v for k, v in last.items() if k not in ("prefilled", "accepted", "engineMs")}
-    assert completion_figures({"lastCompletion": older})[1]["prefilled"] == 20  # promptTokens - reused
 
 
 @pytest.mark.timeout(240)

@@ -33,7 +33,7 @@ def test_editor_values_are_converted_to_their_type():
     assert settings.context_budget == 100 and type(settings.context_budget) is int
     assert settings.retriever == ("imports", "bm25")
     assert settings.to_editor() == {"mode": "memory", "retriever": ["imports", "bm25"], "maxNewTokens": 16,
-                                    "contextBudget": 100, "multiline": "auto"}
+                                    "contextBudget": 100, "multiline": "auto", "fim": "auto"}
 
 
 @pytest.mark.parametrize("values, key", [

@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from titans_lsp.backends.config import BackendConfig
+from titans_lsp.backends.local import LocalBackend
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
 from titans_lsp.model.generation import PrefixCache, greedy_generate, restore_to, snapshot_recurrent
 from titans_lsp.model.loading import load_model
@@ -41,7 +43,7 @@ def engines(request, tiny_llama_dir, tiny_qwen_dir):
     """An eager and a static ("graph") engine over one tiny model with strong memory, and a primed workspace."""
     loaded = load_model(str(tiny_llama_dir if request.param == "llama" else tiny_qwen_dir), device="cpu")
     eager = CompletionEngine(loaded, memory_config=STRONG_MEMORY)
-    static = CompletionEngine(loaded, memory_config=STRONG_MEMORY, decode="graph")
+    static = CompletionEngine(backend=LocalBackend(loaded, decode="graph", window=256), memory_config=STRONG_MEMORY)
     workspace = Workspace(memory=eager.new_memory_state())
     eager.prime(workspace, PRIMING)
     assert workspace.memory.updates > 0
@@ -63,7 +65,7 @@ def test_static_path_gives_the_eager_loops_tokens_in_every_mode(engines, mode):
         got = _complete(static, workspace, mode, prefix)
         assert got.raw == expected.raw, (mode, prefix)
         assert got.accepted == 0  # one token per step on the static path (the eager loop may draft)
-    assert static._decoder is not None and static._decoder.max_len == 256
+    assert static.backend._decoder is not None and static.backend._decoder.max_len == 256
 
 
 def test_the_memory_changes_the_tokens_so_the_comparison_has_power(engines):
@@ -87,14 +89,14 @@ def test_keystrokes_reuse_the_static_cache_in_place(engines):
             cache_ids.append(id(workspace.caches[f"static-{mode}"].past))
             if typed:
                 assert got.reused > 0 and got.prefilled < got.prompt_tokens
-        assert len(set(cache_ids)) == 1 and cache_ids[0] == id(static._decoder.cache)  # never rebuilt
+        assert len(set(cache_ids)) == 1 and cache_ids[0] == id(static.backend._decoder.cache)  # never rebuilt
 
 
 def test_publishing_copies_the_new_memory_into_the_static_buffers(engines):
     eager, static, workspace = engines
     prefix = PREFIXES[1]
     _complete(static, workspace, Mode.MEMORY, prefix)
-    decoder = static._decoder
+    decoder = static.backend._decoder
     buffers = [t.data_ptr() for layer in sorted(decoder._memory.weights) for t in decoder._memory.weights[layer]]
     copies = decoder.memory_copies
     eager.prime(workspace, ["def start(self):\n    return self.host + ':' + str(self.port)\n"] * 4)  # publishes
@@ -112,7 +114,7 @@ def test_publishing_copies_the_new_memory_into_the_static_buffers(engines):
 def test_graph_key_follows_the_gates(engines):
     _, static, workspace = engines
     patch = static.ensure_memory()
-    decoder = static._decoder_for(256)
+    decoder = static.backend.decoder_for(100)
     assert decoder._bind_memory()[0] == ("plain", 1)
     with patch.activate(workspace.memory, gates="shut"):
         assert decoder._bind_memory()[0] == ("shut", 1)
@@ -130,7 +132,8 @@ def test_switching_documents_claims_the_buffers(engines):
         got = _complete(static, workspace, Mode.NONE, prefix, doc_key=key)
         assert got.raw == expected.raw
     assert got.reused == 0  # B took the buffers, so A starts over
-    assert static._decoder.holds(workspace.caches["A"]) and not static._decoder.holds(workspace.caches["B"])
+    decoder = static.backend._decoder
+    assert decoder.holds(workspace.caches["A"]) and not decoder.holds(workspace.caches["B"])
 
 
 def test_a_prompt_longer_than_the_window_falls_back_to_the_dynamic_loop(engines):
@@ -171,4 +174,18 @@ def test_bad_decoder_arguments_are_refused(engines):
     with pytest.raises(ValueError, match="max_len"):
         StaticDecoder(eager.model, 1)
     with pytest.raises(ValueError, match="decode"):
-        CompletionEngine(eager.loaded, decode="fast")
+        LocalBackend(eager.loaded, decode="fast")
+    with pytest.raises(ValueError, match="decode"):
+        BackendConfig(decode="fast")
+    with pytest.raises(ValueError, match="local backend"):
+        BackendConfig(name="openai", url="http://127.0.0.1:8000/v1", decode="graph")
+
+
+def test_the_window_grows_when_a_call_needs_more(engines):
+    eager, _, _ = engines
+    backend = LocalBackend(eager.loaded, decode="graph", window=64)
+    assert backend.decoder_for(10).max_len == 64
+    first = backend._decoder
+    assert backend.decoder_for(64) is first
+    assert backend.decoder_for(65).max_len == 128 and backend._decoder is not first
+    assert LocalBackend(eager.loaded).decoder_for(10) is None  # eager: no decoder

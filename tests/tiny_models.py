@@ -20,15 +20,25 @@ CORPUS = [
 ]
 
 
-def make_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE tokenizer wrapped as a transformers fast tokenizer."""
+FIM_SPECIAL_TOKENS = {  # what real FIM models' tokenizers carry (titans_lsp/fim.py detects them)
+    "qwen": ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"],
+    "starcoder": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<repo_name>", "<file_sep>"],
+    "deepseek": ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"],
+    "codellama": ["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"],
+    "smollm2": ["<repo_name>", "<file_sep>"],  # repository tokens but no FIM markers, as the default model
+}
+
+
+def make_tokenizer(vocab_size: int = 384, extra_special: tuple[str, ...] | list[str] = ()):
+    """A byte-level BPE tokenizer wrapped as a transformers fast tokenizer (``extra_special``: more
+    special tokens, e.g. a FIM family's markers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|bos|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|bos|>", *extra_special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|bos|>",
@@ -54,13 +64,15 @@ def tiny_qwen35_config(vocab_size: int, layers: int = 8):
                              bos_token_id=1, eos_token_id=0, pad_token_id=0)
 
 
-def save_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, layers: int | None = None) -> Path:
-    """Build a random tiny model of ``arch`` (``llama`` or ``qwen3_5``) and save it with its tokenizer."""
+def save_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, layers: int | None = None,
+                    fim: str | None = None) -> Path:
+    """Build a random tiny model of ``arch`` (``llama`` or ``qwen3_5``) and save it with its tokenizer
+    (``fim``: a family in FIM_SPECIAL_TOKENS whose special tokens the tokenizer carries)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
-    tokenizer = make_tokenizer()
+    tokenizer = make_tokenizer(extra_special=FIM_SPECIAL_TOKENS[fim] if fim else ())
     vocab = len(tokenizer)
     if arch == "llama":
         config = tiny_llama_config(vocab, layers or 4)

@@ -212,3 +212,142 @@ def _priming_comparison(engine, traces, settings, root: Path, args) -> dict:
     return {"idle": idle, "priming": busy, "p95_priming_over_idle": ratio,
             "priming_tokens_per_s": round(primed["tokens"] / primed["seconds"], 1) if primed["seconds"] else None,
             "priming_yields": primed["yields"]}
+
+
+# ---- backends compared in one run (titans-lsp bench --backends local,llamacpp) --------------------------------
+def run_backends_bench(args: argparse.Namespace) -> dict:
+    """The same typing trace through `titans-lsp serve` on each backend, then in-process speed on the
+    same prompts: per-token decode over ``args.max_new_tokens`` tokens and a cold request on a
+    ``args.cold_tokens``-token prompt. Keys: ``backends.<name>.<mode>.<figure>`` and
+    ``backends.<name>.speed``, so ratios come from one run."""
+    from titans_lsp.backends.config import BACKEND_NAMES
+    from titans_lsp.cli import UserError
+    from titans_lsp.commands import backend_config
+    from titans_lsp.model.loading import load_tokenizer
+
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    bad = [n for n in names if n not in BACKEND_NAMES]
+    if bad or not names:
+        raise UserError(f"--backends: {', '.join(bad) or 'none given'}: choose from {', '.join(BACKEND_NAMES)}")
+    try:
+        modes = parse_modes(args.modes)
+    except ValueError as exc:
+        raise UserError(f"--modes: {exc}") from None
+    if any(m.uses_memory for m in modes) and any(n != "local" for n in names):
+        raise UserError("--backends: memory modes run on the local backend only; bench them with --modes none,concat")
+    tokenizer = load_tokenizer(args.model, args.cache_dir)
+    spec = args.package or bench.DEFAULT_PACKAGE
+    try:
+        root = fetch_pypi(spec, cache_root(args.cache_dir))
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from exc
+    traces = bench.build_trace(root, tokenizer, files=args.files, lines=args.lines, prompt_tokens=args.prompt_tokens,
+                               seed=args.seed)
+    results: dict = {"package": spec, "files": [t.path for t in traces], "keystrokes": sum(len(t.keys) for t in traces),
+                     "debounce_ms": args.debounce_ms, "think_ms": args.think_ms, "prewarm": not args.no_prewarm,
+                     "model": args.model, "max_new_tokens": args.max_new_tokens, "backends": {}}
+    for name in names:
+        args.backend = name
+        config = backend_config(args)
+        serve = _serve_args(args) + ["--backend", name] + _backend_flags(args)
+        per_mode: dict = {}
+        for mode in modes:
+            _progress(f"{name}/{mode}: replaying {results['keystrokes']} keystrokes through the server")
+            try:
+                records, server_rss = asyncio.run(replay_server(traces, root, mode.value, serve, args.debounce_ms / 1000.0,
+                                                                args.speed, prewarm=not args.no_prewarm,
+                                                                think=args.think_ms / 1000.0))
+            except RuntimeError as exc:
+                raise UserError(f"{name}/{mode}: {exc}") from exc
+            per_mode[mode.value] = backend_figures(records) | {"server_peak_rss_mb": server_rss}
+        _progress(f"{name}: in-process speed on the same prompts")
+        engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+                                       backend=config)
+        try:
+            per_mode["speed"] = _speed(engine, traces, args)
+        finally:
+            engine.close()
+        results["backends"][name] = per_mode
+    results["ratios"] = _ratios(results["backends"], [m.value for m in modes])
+    results["peak_rss_mb"] = bench.peak_rss_mb()
+    return results
+
+
+def _backend_flags(args) -> list[str]:
+    flags = []
+    for flag, value in (("--backend-url", args.backend_url), ("--backend-model", args.backend_model),
+                        ("--backend-threads", args.backend_threads), ("--llama-server", args.llama_server)):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def backend_figures(records: list[bench.RequestRecord]) -> dict:
+    """p50/p95/p99 latency, decode ms per generated token and time to the first token (latency minus
+    decoding: transport, queue, context, prefill) over the answered requests."""
+    answered = [r for r in records if r.latency_ms is not None]
+    per_token, first = [], []
+    for r in answered:
+        decode_ms = (r.timings_ms or {}).get("decode_s")
+        if decode_ms is None:
+            continue
+        first.append(r.latency_ms - decode_ms)
+        tokens = r.decoded + r.accepted
+        if tokens > 0:
+            per_token.append(decode_ms / tokens)
+    med = lambda xs: round(statistics.median(xs), 2) if xs else None  # noqa: E731
+    return {**bench.percentiles([r.latency_ms for r in answered]), "ms_per_token": med(per_token),
+            "first_token_ms": med(first), "answered": len(answered), "cancelled": sum(r.cancelled for r in records),
+            "requests": len(records)}
+
+
+def _speed(engine: CompletionEngine, traces, args) -> dict:
+    """Per-token decode (no early stop, plain greedy: no prompt lookup) on each trace file's deep
+    prompt, and cold requests (fresh caches) on a ``cold_tokens``-token prompt; medians."""
+    engine.lookahead = 0
+    _warm_up(engine, CompletionSettings(mode=Mode.NONE, max_new_tokens=4))
+    settings = CompletionSettings(mode=Mode.NONE, max_new_tokens=args.max_new_tokens)
+    decode, prefill = [], []
+    for i, trace in enumerate(traces):
+        prefix = trace.keys[-1].prefix
+        c = engine.complete(CompletionRequest(prefix=prefix, settings=settings, early_stop=False, doc_key=f"speed-{i}"),
+                            Workspace())
+        tokens = c.decoded + c.accepted
+        if tokens:
+            decode.append(c.timings["decode_s"] * 1000 / tokens)
+        prefill.append(c.timings["prefill_s"] * 1000)
+    cold_settings = CompletionSettings(mode=Mode.NONE, max_new_tokens=args.max_new_tokens, max_seq=args.cold_tokens + args.max_new_tokens)
+    cold, cold_tokens = [], []
+    for i, trace in enumerate(traces):
+        text = trace.keys[-1].prefix + trace.keys[-1].suffix
+        ids = engine.tokenizer(text, add_special_tokens=False).input_ids
+        prefix = engine.tokenizer.decode(ids[-args.cold_tokens - 200:])  # the window keeps the last cold_tokens
+        c = engine.complete(CompletionRequest(prefix=f"# cold {i}\n" + prefix, settings=cold_settings, doc_key=f"cold-{i}"),
+                            Workspace())
+        cold.append(c.seconds * 1000)
+        cold_tokens.append(c.prompt_tokens)
+    med = lambda xs: round(statistics.median(xs), 2) if xs else None  # noqa: E731
+    return {"decode_ms_per_token": med(decode), "decode_ms_per_token_all": [round(x, 2) for x in decode],
+            "prefill_ms": med(prefill), "cold_request_ms": med(cold), "cold_request_ms_all": [round(x, 1) for x in cold],
+            "cold_prompt_tokens": cold_tokens, "max_new_tokens": args.max_new_tokens, "lookahead": 0}
+
+
+def _ratios(backends: dict, modes: list[str]) -> dict:
+    """Each backend against ``local`` (when both ran): latency, decode and cold-request ratios."""
+    if "local" not in backends:
+        return {}
+    base = backends["local"]
+    out = {}
+    for name, figures in backends.items():
+        if name == "local":
+            continue
+        entry = {}
+        for mode in modes:
+            for key in ("p50_ms", "p95_ms", "ms_per_token", "first_token_ms"):
+                a, b = figures.get(mode, {}).get(key), base.get(mode, {}).get(key)
+                entry[f"{mode}.{key}"] = round(a / b, 3) if a and b else None
+        for key in ("decode_ms_per_token", "cold_request_ms", "prefill_ms"):
+            a, b = figures["speed"].get(key), base["speed"].get(key)
+            entry[f"speed.{key}"] = round(a / b, 3) if a and b else None
+        out[f"{name}/local"] = entry
+    return out

@@ -22,24 +22,24 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from titans_lsp.bench import FileTrace, RequestRecord, start_of
-from titans_lsp.server import to_plain
+from titans_lsp.protocol import CURSOR_NOTIFICATION, STATUS_NOTIFICATION, CompletionReport, CursorParams
 
 
 class BenchClient(LanguageClient):
     def __init__(self, settings: dict):
         super().__init__("titans-lsp-bench", "0")
         self.settings = settings
-        self.token_figures: dict[tuple[str, int], dict] = {}  # (uri, version) -> the server's lastCompletion
+        self.token_figures: dict[tuple[str, int], CompletionReport] = {}  # (uri, version) -> the server's lastCompletion
 
         @self.feature(types.WORKSPACE_CONFIGURATION)
         def configuration(params: types.ConfigurationParams):
             return [self.settings for _ in params.items]
 
-        @self.feature("titans/status")
+        @self.feature(STATUS_NOTIFICATION)
         def status(params):
-            figures = completion_figures(to_plain(params))
-            if figures is not None:
-                self.token_figures[figures[0]] = figures[1]
+            report = CompletionReport.from_wire(params)
+            if report is not None and report.version is not None:
+                self.token_figures[(report.uri, report.version)] = report
 
         @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create_progress(params):
@@ -87,21 +87,7 @@ async def _modes_answered(client: BenchClient, timeout: float = 5.0) -> list[str
     deadline = time.perf_counter() + timeout
     while not client.token_figures and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
-    return sorted({str(figures["mode"]) for figures in client.token_figures.values()})
-
-
-def completion_figures(params: dict) -> tuple[tuple[str, int], dict] | None:
-    """((uri, version), token figures) from a ``titans/status`` notification's ``lastCompletion``."""
-    last = params.get("lastCompletion") if isinstance(params, dict) else None
-    if not isinstance(last, dict) or last.get("uri") is None or last.get("version") is None:
-        return None
-    reused = int(last.get("reused") or 0)
-    prefilled = last.get("prefilled")
-    prefilled = int(prefilled) if prefilled is not None else max(0, int(last.get("promptTokens") or 0) - reused)
-    return (str(last["uri"]), int(last["version"])), {
-        "reused": reused, "prefilled": prefilled, "decoded": int(last.get("decoded") or 0),
-        "accepted": int(last.get("accepted") or 0), "engine_ms": last.get("engineMs"), "mode": last.get("mode"),
-        "timings_ms": dict(last.get("timings") or {})}
+    return sorted({report.mode for report in client.token_figures.values()})
 
 
 async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str, int], RequestRecord]],
@@ -114,13 +100,13 @@ async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str
         await asyncio.sleep(0.05)
     missing = 0
     for key, record in answered:
-        figures = client.token_figures.get(key)
-        if figures is None:
+        report = client.token_figures.get(key)
+        if report is None:
             missing += 1
             continue
-        record.reused, record.prefilled = figures["reused"], figures["prefilled"]
-        record.decoded, record.accepted = figures["decoded"], figures["accepted"]
-        record.engine_ms, record.timings_ms = figures["engine_ms"], figures["timings_ms"]
+        record.reused, record.prefilled = report.reused, report.prefilled
+        record.decoded, record.accepted = report.decoded, report.accepted
+        record.engine_ms, record.timings_ms = report.engine_ms, dict(report.timings)
         record.generated = record.decoded + 1
     return missing
 
@@ -154,7 +140,8 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=prefix0 + suffix0)))
     if prewarm:
-        client.protocol.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": _position(prefix0)})
+        position = _position(prefix0)
+        client.protocol.notify(CURSOR_NOTIFICATION, CursorParams(uri, position["line"], position["character"]).to_wire())
     t0 = time.perf_counter() + think / speed
     first_request = True
     open_request: tuple[str, RequestRecord] | None = None

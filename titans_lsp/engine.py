@@ -3,6 +3,10 @@
 The server, ``titans-lsp eval``, the benchmarks and training all call :class:`CompletionEngine`,
 so the benchmark measures exactly what an editor gets. The engine knows nothing about LSP.
 
+The engine owns settings, retrieval, prompt layout (fill-in-the-middle included: titans_lsp.fim),
+token healing, stopping and post-processing; a backend (titans_lsp.backends: ``local`` in-process,
+``llamacpp``, ``openai``) only turns the laid-out prompt ids into tokens.
+
 What each mode reads (the cross-file block, the memory and its gates) is defined once, in
 :mod:`titans_lsp.modes`; the editor settings in :mod:`titans_lsp.settings`.
 """
@@ -17,9 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from titans_lsp.model.generation import Cancelled, GenerationResult, PrefixCache, greedy_generate, heal_prompt
+from titans_lsp import fim as fimlib
+from titans_lsp.backends import Backend, BackendConfig, BackendError, GenerateCall, ModeUnsupported, create_backend
+from titans_lsp.backends.local import LocalBackend
+from titans_lsp.model.generation import Cancelled, PrefixCache, heal_prompt
 from titans_lsp.layout import DocumentLayout, block_still_fits, lines_before_cursor, stable_prefix_ids
-from titans_lsp.model.loading import LoadedModel, load_model
+from titans_lsp.model.loading import LoadedModel
 from titans_lsp.postprocess import clean_completion, make_stop
 from titans_lsp.modes import Mode
 from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
@@ -27,10 +34,9 @@ from titans_lsp.settings import CompletionSettings
 
 log = logging.getLogger(__name__)
 
-DECODE_CHOICES = ("eager", "graph", "compile")  # CompletionEngine(decode=...): how tokens after the prompt are decoded
 
-
-__all__ = ["Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings", "Mode", "Workspace"]
+__all__ = ["BackendError", "Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings",
+           "Mode", "ModeUnsupported", "Workspace"]
 
 
 @dataclass
@@ -107,6 +113,8 @@ class Completion:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_ids: list[int] = field(default_factory=list)  # the prompt as laid out (before token healing)
     accepted: int = 0  # prompt-lookup guesses accepted (tokens gained without a forward pass)
+    fim: str | None = None  # the fill-in-the-middle family the prompt was laid out in (None: prefix only)
+    healed: bool = False  # token healing constrained the first tokens
 
     @property
     def text(self) -> str:
@@ -114,41 +122,64 @@ class Completion:
 
 
 class CompletionEngine:
-    """Owns one loaded model (and its memory patch, installed on first use)."""
+    """Owns one backend: the in-process model (and its memory patch, installed on first use) for
+    ``local``, or a model server reached over HTTP."""
 
-    def __init__(self, loaded: LoadedModel, memory_config: object | None = None,
-                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0, decode: str = "eager",
-                 residency: object | None = None):
-        self.loaded = loaded
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
+    def __init__(self, loaded: LoadedModel | None = None, memory_config: object | None = None,
+                 memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0,
+                 backend: Backend | None = None, residency: object | None = None):
+        if backend is None:
+            if loaded is None:
+                raise ValueError("CompletionEngine needs a loaded model or a backend")
+            backend = LocalBackend(loaded)
+        self.backend = backend
+        self.loaded: LoadedModel | None = getattr(backend, "loaded", None)  # the in-process model (local only)
+        self.model = getattr(backend, "model", None)
+        self.tokenizer = backend.tokenizer
+        self.fim_tokens = fimlib.detect_fim(self.tokenizer)  # the model's FIM format, if it has one
         self.memory_config = memory_config
         self.memory_checkpoint = memory_checkpoint
         self.patch = None  # titans_lsp.model.patching.TitansPatch once installed
         self.model_lock = threading.Lock()  # one forward at a time: completions and priming share the model
         self._waiting = 0  # completions waiting for the model; priming yields while > 0
         self._waiting_lock = threading.Lock()
-        self.lookahead = 8  # prompt-lookup guesses per decoding step (0: plain greedy); same output either way
         # Long priming runs publish their working copy of the memory at most this often (seconds); each
         # publish costs every document one full re-prefill in the memory modes.
         self.publish_every_s = publish_every_s
-        if decode not in DECODE_CHOICES:
-            raise ValueError(f"decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
-        # "eager": the dynamic-cache loop; "graph": a static cache with the decode step captured as a CUDA
-        # graph (on a CPU the same static path runs without graphs); "compile": torch.compile's CUDA graphs.
-        self.decode = decode
-        self._decoder = None  # titans_lsp.model.static_decode.StaticDecoder, sized to the window in use
         # titans_lsp.residency.MemoryResidency: which workspaces' memory states stay on the device (None: all)
         self.residency = residency
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
-             cache_dir: str | None = None, **kwargs) -> "CompletionEngine":
-        return cls(load_model(model, device=device, dtype=dtype, cache_dir=cache_dir), **kwargs)
+             cache_dir: str | None = None, backend: BackendConfig | None = None, **kwargs) -> "CompletionEngine":
+        """The engine on ``backend`` (default: ``local``, the model loaded in this process)."""
+        made = create_backend(backend or BackendConfig(), model=model, device=device, dtype=dtype, cache_dir=cache_dir)
+        return cls(backend=made, **kwargs)
+
+    @property
+    def lookahead(self) -> int:
+        """Prompt-lookup guesses per decoding step of the local backend (0: plain greedy); same output either way."""
+        return getattr(self.backend, "lookahead", 0)
+
+    @lookahead.setter
+    def lookahead(self, value: int) -> None:
+        if hasattr(self.backend, "lookahead"):
+            self.backend.lookahead = value
+
+    @property
+    def model_name(self) -> str:
+        return self.loaded.name if self.loaded is not None else str(self.backend.describe().get("model", self.backend.name))
+
+    def close(self) -> None:
+        """Stop what the backend runs (a supervised llama-server)."""
+        self.backend.close()
 
     # ---- memory ----------------------------------------------------------------------
-    def ensure_memory(self):
-        """Install the Titans memory into the model (once); returns the patch."""
+    def ensure_memory(self, mode: Mode | str = "memory"):
+        """Install the Titans memory into the model (once); returns the patch. Raises
+        :class:`ModeUnsupported` on a backend without an in-process model."""
+        if not self.backend.supports_memory:
+            raise ModeUnsupported(str(mode), self.backend.name)
         if self.patch is None:
             from titans_lsp.model.memory import MemoryConfig
             from titans_lsp.model.patching import install_memory, load_memory_config
@@ -202,7 +233,16 @@ class CompletionEngine:
             workspace.memory_version += 1
 
     # ---- completion ----------------------------------------------------------------------
-    def context_for(self, request: CompletionRequest, workspace: Workspace | None) -> str:
+    def fim_for(self, request: CompletionRequest) -> fimlib.FimTokens | None:
+        """The FIM format this request is laid out in (None: prefix only). Raises BackendError when
+        ``fim`` is ``on`` and the model has no FIM tokens (the message names the fix)."""
+        try:
+            return self.fim_tokens if fimlib.use_fim(request.settings.fim, self.fim_tokens, self.model_name) else None
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+
+    def context_for(self, request: CompletionRequest, workspace: Workspace | None,
+                    fim: fimlib.FimTokens | None = None) -> str:
         """The cross-file block for context modes ("" otherwise). With a document key, the block is
         kept while the user types in the same region (titans_lsp.layout.block_still_fits)."""
         settings = request.settings
@@ -211,15 +251,17 @@ class CompletionEngine:
         layout = None
         if request.doc_key is not None and request.snippets is None and workspace is not None:
             layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
-            key = (settings.mode, settings.retriever, settings.context_budget, request.path, id(workspace.index))
+            key = (settings.mode, settings.retriever, settings.context_budget, request.path, id(workspace.index),
+                   fim.family if fim is not None else None)
             if block_still_fits(layout, key, request.prefix):
                 return layout.block
-        block = self._retrieve_block(request, workspace)
+        block = self._retrieve_block(request, workspace, fim)
         if layout is not None:
             layout.block, layout.block_key, layout.block_anchor = block, key, lines_before_cursor(request.prefix)
         return block
 
-    def _retrieve_block(self, request: CompletionRequest, workspace: Workspace | None) -> str:
+    def _retrieve_block(self, request: CompletionRequest, workspace: Workspace | None,
+                        fim: fimlib.FimTokens | None = None) -> str:
         settings = request.settings
         snippets = request.snippets
         if snippets is None:
@@ -228,6 +270,9 @@ class CompletionEngine:
                 return ""
             retriever = list(settings.retriever) if len(settings.retriever) > 1 else settings.retriever[0]
             snippets = index.retrieve(request.prefix, request.path, retriever=retriever, k=5)
+        if fim is not None and fim.repo_level:
+            repo = workspace.root.name if workspace is not None and workspace.root is not None else ""
+            return fimlib.repo_block(fim, snippets, self.tokenizer, settings.context_budget, repo)
         return crossfile_block(snippets, self.tokenizer, settings.context_budget)
 
     def complete(self, request: CompletionRequest, workspace: Workspace | None = None) -> Completion:
@@ -244,37 +289,39 @@ class CompletionEngine:
         return self._run(request, workspace, prefill_only=True)
 
     def _run(self, request: CompletionRequest, workspace: Workspace, prefill_only: bool) -> Completion:
-        """The one path behind complete() and prepare(): layout, the model lock, generation."""
+        """The one path behind complete() and prepare(): layout, the backend call, post-processing."""
         start = time.perf_counter()
         settings = request.settings
-        block = self.context_for(request, workspace)
+        if settings.mode.uses_memory and not self.backend.supports_memory:
+            raise ModeUnsupported(settings.mode.value, self.backend.name)
+        fim = self.fim_for(request)
+        block = self.context_for(request, workspace, fim)
         t_context = time.perf_counter() - start
-        prompt_ids = self._prompt_ids(request, workspace, block)
-        laid_out = prompt_ids
-        prompt_ids, heal_text = heal_prompt(self.tokenizer, prompt_ids) if request.heal else (prompt_ids, "")
+        heal = request.heal and self.backend.heals
+        laid_out, prompt_ids, heal_text = self._layout(request, workspace, block, fim, heal)
         multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
         stop = make_stop(request.prefix, multiline) if request.early_stop else None
+        call = GenerateCall(prompt_ids=prompt_ids, max_new_tokens=0 if prefill_only else settings.max_new_tokens,
+                            heal_text=heal_text, stop=stop, stop_ids=fim.stop_ids if fim is not None else (),
+                            cancel=request.cancel, alternatives=max(0, min(request.num_items, 3) - 1),
+                            doc_key=request.doc_key, prefill_only=prefill_only)
 
-        cache = None
-        if request.doc_key is not None:
-            cache = workspace.caches.setdefault(request.doc_key, PrefixCache())
-
-        self._acquire_model(request.cancel)
-        try:
-            waited = time.perf_counter() - start - t_context
-            # Under the model lock: the memory snapshot and its version are read together (publishing
-            # also happens under the lock), so the cache key always names the memory the forward reads.
-            cache_key = self._cache_key(settings.mode, workspace)
-            decoder = self._decoder_for(settings.max_seq)
-            with self._memory_context(settings.mode, workspace):
-                if prefill_only:
-                    results = [greedy_generate(self.model, self.tokenizer, prompt_ids, 0, cancel=request.cancel,
-                                               cache=cache, cache_key=cache_key, prefill_only=True, decoder=decoder)]
-                else:
-                    results = self._generate_items(prompt_ids, heal_text, settings.max_new_tokens, stop, request,
-                                                   cache, cache_key, decoder)
-        finally:
-            self.model_lock.release()
+        if self.backend.exclusive:  # the in-process model: shared with priming, one forward at a time
+            if request.doc_key is not None:
+                call.cache = workspace.caches.setdefault(request.doc_key, PrefixCache())
+            self._acquire_model(request.cancel)
+            try:
+                waited = time.perf_counter() - start - t_context
+                # Under the model lock: the memory snapshot and its version are read together (publishing
+                # also happens under the lock), so the cache key always names the memory the forward reads.
+                call.cache_key = self._cache_key(settings.mode, workspace)
+                with self._memory_context(settings.mode, workspace):
+                    results = self.backend.generate(call)
+            finally:
+                self.model_lock.release()
+        else:
+            waited = 0.0
+            results = self.backend.generate(call)
 
         items: list[str] = []  # a pre-warm has none
         for result in results if not prefill_only else ():
@@ -287,7 +334,8 @@ class CompletionEngine:
             prefilled=sum(r.prefilled for r in results), reused=first.reused,
             decoded=sum(r.decoded for r in results), seconds=time.perf_counter() - start,
             timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s},
-            prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results))
+            prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results),
+            fim=fim.family if fim is not None else None, healed=bool(heal_text))
 
     def _acquire_model(self, cancel: threading.Event | None) -> None:
         """Take the model lock for a completion: background priming sees the waiting count and hands
@@ -303,6 +351,15 @@ class CompletionEngine:
             with self._waiting_lock:
                 self._waiting -= 1
 
+    def _layout(self, request: CompletionRequest, workspace: Workspace, block: str, fim: fimlib.FimTokens | None,
+                heal: bool) -> tuple[list[int], list[int], str]:
+        """(the prompt as laid out, the prompt sent after token healing, the healed text)."""
+        if fim is None:
+            laid_out = self._prompt_ids(request, workspace, block)
+            prompt_ids, heal_text = heal_prompt(self.tokenizer, laid_out) if heal else (laid_out, "")
+            return laid_out, prompt_ids, heal_text
+        return self._fim_layout(request, workspace, block, fim, heal)
+
     def _prompt_ids(self, request: CompletionRequest, workspace: Workspace, block: str) -> list[int]:
         """Block + prefix ids within the window. With a document key the prefix is cut at a line
         start that stays put across keystrokes (titans_lsp.layout); without one (eval) it is
@@ -316,30 +373,35 @@ class CompletionEngine:
         room = settings.max_seq - settings.max_new_tokens - len(lead) - len(block_ids)
         return lead + block_ids + stable_prefix_ids(self.tokenizer, request.prefix, room, layout)
 
-    def _generate_items(self, prompt_ids, heal_text, max_new_tokens, stop, request, cache, cache_key,
-                        decoder=None) -> list[GenerationResult]:
-        first = greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text, stop=stop,
-                                cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                alternatives=max(0, min(request.num_items, 3) - 1), lookahead=self.lookahead,
-                                decoder=decoder)
-        results = [first]
-        for token in first.alternatives:
-            results.append(greedy_generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, heal_text=heal_text,
-                                           stop=stop, cancel=request.cancel, cache=cache, cache_key=cache_key,
-                                           first_token=token, lookahead=self.lookahead, decoder=decoder))
-        return results
-
-    def _decoder_for(self, window: int):
-        """The static decoder for ``window`` tokens (None with ``decode="eager"``); one at a time, since its
-        cache and graphs are sized to the window. The caller holds the model lock."""
-        if self.decode == "eager":
-            return None
-        if self._decoder is None or self._decoder.max_len != window:
-            from titans_lsp.model.static_decode import StaticDecoder
-
-            self._decoder = None  # free the old buffers first
-            self._decoder = StaticDecoder(self.model, window, graphs="compile" if self.decode == "compile" else "auto")
-        return self._decoder
+    def _fim_layout(self, request: CompletionRequest, workspace: Workspace, block: str, fim: fimlib.FimTokens,
+                    heal: bool) -> tuple[list[int], list[int], str]:
+        """The fill-in-the-middle prompt (titans_lsp.fim): the suffix gets at most a quarter of the
+        room, the prefix the rest (a stable cut with a document key, a left-truncation without).
+        Healing takes the prefix's last token: the middle must start with its text."""
+        settings = request.settings
+        tok = self.tokenizer
+        lead = leading_special_ids(tok)
+        block_ids = tok(block, add_special_tokens=False).input_ids if block else []
+        header_ids = fimlib.file_header_ids(fim, tok, request.path) if block and fim.repo_level else []
+        room = settings.max_seq - settings.max_new_tokens - len(lead) - len(block_ids) - len(header_ids) - 3
+        if room <= 0:  # a block that leaves no room is dropped, as build_prompt_ids does
+            block_ids, header_ids = [], []
+            room = settings.max_seq - settings.max_new_tokens - len(lead) - 3
+        suffix_room = room // fimlib.SUFFIX_SHARE
+        prefix_room = max(1, room - suffix_room)
+        if request.doc_key is not None:
+            layout = workspace.layouts.setdefault(request.doc_key, DocumentLayout())
+            prefix_ids = stable_prefix_ids(tok, request.prefix, prefix_room, layout)
+        else:
+            prefix_ids = tok(request.prefix, add_special_tokens=False).input_ids if request.prefix else []
+            prefix_ids = prefix_ids[-prefix_room:]
+        suffix_ids = fimlib.suffix_ids(tok, request.suffix, suffix_room)
+        laid_out = fimlib.layout_ids(fim, lead, block_ids, header_ids, prefix_ids, suffix_ids)
+        heal_text = ""
+        if heal and len(prefix_ids) > 1:
+            prefix_ids, heal_text = heal_prompt(tok, prefix_ids)
+        prompt_ids = fimlib.layout_ids(fim, lead, block_ids, header_ids, prefix_ids, suffix_ids)
+        return laid_out, prompt_ids, heal_text
 
     def _cache_key(self, mode: Mode, workspace: Workspace) -> str:
         if mode.uses_memory:
@@ -349,7 +411,7 @@ class CompletionEngine:
     def _memory_context(self, mode: Mode, workspace: Workspace):
         if not mode.uses_memory:
             return contextlib.nullcontext()
-        patch = self.ensure_memory()
+        patch = self.ensure_memory(mode)
         if workspace.memory is None:
             workspace.memory = patch.new_state()
         self._resident(workspace)

@@ -5,11 +5,11 @@ editor write the same files in the same per-workspace state directory
 (``titans_lsp.paths.workspace_cache_dir``) and a restart resumes from them:
 
   index.pkl, dense-*.npz      the retrieval index (owned by titans_lsp.retrieval.index)
-  memory-<tag>.safetensors           the memory state for one model + memory checkpoint (<tag>)
+  memory-<tag>.safetensors    the memory state for one model + memory checkpoint (<tag>)
   primed-<tag>.json           {relative path: mtime_ns} of the files written into that memory
 
-Nothing here knows about LSP; long jobs report through ``progress(done, total)`` callbacks and
-stop early when ``should_stop()`` says so.
+The priming loop that fills the memory is :mod:`titans_lsp.priming`. Nothing here knows about LSP;
+indexing reports through a ``progress(done, total)`` callback.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from titans_lsp.engine import CompletionEngine, CompletionSettings, Workspace
@@ -31,13 +29,6 @@ log = logging.getLogger(__name__)
 
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class PrimeResult:
-    primed: int = 0  # files written into memory
-    skipped: int = 0  # files already primed at their current mtime
-    stopped: bool = False  # should_stop() ended the run early
 
 
 class FolderState:
@@ -188,94 +179,6 @@ class FolderState:
             engine.reset_memory(self.workspace)
         self.primed = {}
         self.save_memory(engine)
-
-    def files_to_prime(self, force: bool = False) -> list[str]:
-        """Indexed files whose current version is not in memory yet, definitions first."""
-        from titans_lsp.retrieval.workspace import priming_order
-
-        index = self.workspace.index
-        if index is None or self.root is None:
-            return []
-        todo = []
-        for rel in index.files():
-            try:
-                mtime = (self.root / rel).stat().st_mtime_ns
-            except OSError:
-                continue
-            if force or self.primed.get(rel) != mtime:
-                todo.append(rel)
-        return priming_order(todo)
-
-    def prime_file(self, engine: CompletionEngine, rel: str, should_yield: Callable[[], bool] | None = None,
-                   wait: Callable[[], None] | None = None, publish: bool = True) -> bool:
-        """Write one file into memory. When a completion needs the model the engine stops priming
-        between chunks; ``wait()`` then blocks until the model is free and priming resumes at the
-        first unwritten token. ``publish=False`` inside a batch: the batch publishes when it ends
-        (and the engine every ``publish_every_s`` meanwhile), so completions keep their KV caches."""
-        from titans_lsp.retrieval.workspace import decode_source
-
-        path = self.root / rel
-        try:
-            mtime = path.stat().st_mtime_ns
-            text = decode_source(path.read_bytes())
-        except OSError as exc:
-            log.warning("%s: cannot read %s for priming (%s); skipped", self.name, rel, exc)
-            return False
-        self.ensure_memory(engine)
-        ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
-        offset = 0
-        while offset < len(ids):
-            stats = engine.prime(self.workspace, [ids[offset:]], should_yield=should_yield, publish=False)
-            if not getattr(stats, "stopped_early", False):
-                break
-            offset += int(getattr(stats, "offset_in_text", 0))
-            if should_yield is not None and wait is None:
-                if publish:
-                    engine.publish_memory(self.workspace)
-                return False
-            if wait is not None:
-                wait()
-        self.primed[rel] = mtime
-        self.prime_writes += 1
-        self.last_primed = rel
-        if publish:
-            engine.publish_memory(self.workspace)
-        return True
-
-    def prime_all(self, engine: CompletionEngine, progress: Progress | None = None, force: bool = False,
-                  should_stop: Callable[[], bool] | None = None, should_yield: Callable[[], bool] | None = None,
-                  wait: Callable[[], None] | None = None, save_every_s: float = 30.0) -> PrimeResult:
-        """Prime every indexed file not primed at its current version (all with ``force``)."""
-        self.ensure_memory(engine)
-        if force:
-            with engine.model_lock:
-                engine.reset_memory(self.workspace)
-            self.primed = {}
-        todo = self.files_to_prime()
-        result = PrimeResult(skipped=len(self.workspace.index.files()) - len(todo) if self.workspace.index else 0)
-        total = len(todo)
-        self.priming = (0, total)
-        if progress is not None:
-            progress(0, total)
-        last_save = time.monotonic()
-        try:
-            for done, rel in enumerate(todo, 1):
-                if should_stop is not None and should_stop():
-                    result.stopped = True
-                    break
-                if self.prime_file(engine, rel, should_yield=should_yield, wait=wait, publish=False):
-                    result.primed += 1
-                self.priming = (done, total)
-                if progress is not None:
-                    progress(done, total)
-                if time.monotonic() - last_save > save_every_s:
-                    self.save_memory(engine)
-                    last_save = time.monotonic()
-        finally:
-            engine.publish_memory(self.workspace)  # the batch is done: completions see it from now on
-            self.priming = (len(self.primed), len(self.primed) + len(self.files_to_prime()))
-            self.save_memory(engine)
-        return result
 
     # ---- status -------------------------------------------------------------------------------------
     def memory_summary(self, engine: CompletionEngine | None) -> dict:

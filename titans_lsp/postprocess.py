@@ -1,7 +1,7 @@
 """Turn a raw model continuation into what an editor should insert at the cursor.
 
 Rules: one line (or, with ``multiline``, the block that starts at the cursor); never repeat
-the text that already follows the cursor on its line; never close a bracket that was not
+the text that already follows the cursor (on its line, or the next lines of a block); never close a bracket that was not
 opened; no trailing whitespace.
 """
 
@@ -88,6 +88,20 @@ def drop_suffix_overlap(completion: str, line_suffix: str) -> str:
     return completion
 
 
+def cut_at_suffix(completion: str, suffix: str) -> str:
+    """Cut a multi-line completion where it starts repeating the text after the cursor: at the first
+    line (after its first) equal to the suffix's next non-empty line. A fill-in-the-middle model sees
+    those lines and often writes them again before it ends the middle."""
+    following = next((line.strip() for line in suffix.split("\n")[1:] if line.strip()), None)
+    if following is None or "\n" not in completion:
+        return completion
+    lines = completion.split("\n")
+    for i in range(1, len(lines)):
+        if lines[i].strip() == following:
+            return "\n".join(lines[:i]).rstrip()
+    return completion
+
+
 def clean_completion(raw: str, prefix: str, suffix: str, multiline: str = "auto") -> str:
     """The text to insert at the cursor for a raw continuation ``raw`` of ``prefix``."""
     line_prefix = prefix[prefix.rfind("\n") + 1:]
@@ -103,7 +117,7 @@ def clean_completion(raw: str, prefix: str, suffix: str, multiline: str = "auto"
                 break
             kept.append(line)
         text = "\n".join(kept[:MAX_BLOCK_LINES]).rstrip()
-        return text
+        return cut_at_suffix(text, suffix)
     text = raw if line_prefix.strip() else raw.lstrip("\n")
     text = text.split("\n", 1)[0].rstrip()
     text = drop_suffix_overlap(text, line_suffix)

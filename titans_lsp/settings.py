@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from titans_lsp.fim import FIM_CHOICES
 from titans_lsp.modes import Mode
 from titans_lsp.retrieval.index import RETRIEVERS
 
@@ -89,6 +90,7 @@ class CompletionSettings:
     context_budget: int = 512  # tokens for the cross-file block (CrossCodeEval: 512)
     max_seq: int = 2048  # window for block + prefix + generation (CrossCodeEval: 2048); not an editor setting
     multiline: str = "auto"
+    fim: str = "auto"  # fill-in-the-middle: auto (when the model has FIM tokens) | on | off
 
     def __post_init__(self) -> None:
         errors = []
@@ -164,4 +166,6 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
             "tokens of cross-file context (0 turns the block off)"),
     Setting("multiline", "multiline", lambda v, s: parse_choice(v, MULTILINE),
             "auto (a block after ':') | never | always"),
+    Setting("fim", "fim", lambda v, s: parse_choice(v, FIM_CHOICES),
+            "fill-in-the-middle (the text after the cursor): auto (when the model has FIM tokens) | on | off"),
 )

@@ -13,10 +13,40 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache for converted models and workspace state (default: $XDG_CACHE_HOME/titans-lsp or ~/.cache/titans-lsp)")
 
 
-def add_decode_argument(parser: argparse.ArgumentParser) -> None:
-    """How completions decode (titans_lsp.engine.DECODE_CHOICES, which validates the value)."""
-    parser.add_argument("--decode", default="eager", metavar="{eager,graph,compile}",
-                        help="eager: the dynamic-cache loop (default); graph: a static cache with the decode step "
-                             "captured as a CUDA graph (a CPU runs the same static path without graphs); "
-                             "compile: torch.compile(mode='reduce-overhead')")
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which backend turns prompts into tokens (titans_lsp.backends); --model stays the model spec
+    (the weights for local, the GGUF a started llama-server loads, the tokenizer everywhere)."""
+    from titans_lsp.backends.config import BACKEND_NAMES, DECODE_CHOICES, DEFAULT_KEY_ENV
+
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", default="local", choices=BACKEND_NAMES,
+                       help="local: the model in this process (the only one for memory modes); llamacpp: llama.cpp's "
+                            "llama-server (started here with the model's GGUF, or at --backend-url); openai: an "
+                            "OpenAI-compatible /v1/completions server at --backend-url (vLLM, SGLang, Ollama, ...)")
+    group.add_argument("--backend-url", default=None, help="URL of a running server (openai: required; llamacpp: instead of starting one)")
+    group.add_argument("--backend-model", default=None, help="openai: the served model's name (default: the server's first model)")
+    group.add_argument("--backend-api-key-env", default=DEFAULT_KEY_ENV,
+                       help=f"environment variable holding the API key (default {DEFAULT_KEY_ENV}; never logged)")
+    group.add_argument("--backend-threads", type=int, default=None, help="llamacpp: CPU threads of the started server (default: all cores)")
+    group.add_argument("--backend-parallel", type=int, default=1, help="llamacpp: requests the started server decodes together")
+    group.add_argument("--backend-timeout", type=float, default=60.0, help="seconds to wait for a connection or the next token")
+    group.add_argument("--llama-server", default=None, help="llama-server executable (default: scripts/provision-llamacpp's build, or PATH)")
+    group.add_argument("--decode", default="eager", choices=DECODE_CHOICES,
+                       help="local: eager, the dynamic-cache loop (default); graph, a static cache with the decode step "
+                            "captured as a CUDA graph (a CPU runs the same static path without graphs); compile, "
+                            "torch.compile(mode='reduce-overhead')")
+
+
+def backend_config(args: argparse.Namespace):
+    """The BackendConfig the flags describe (a UserError naming the bad flag)."""
+    from titans_lsp.backends.config import BackendConfig
+    from titans_lsp.cli import UserError
+
+    try:
+        return BackendConfig(name=args.backend, url=args.backend_url, model=args.backend_model,
+                             api_key_env=args.backend_api_key_env, threads=args.backend_threads,
+                             parallel=args.backend_parallel, timeout_s=args.backend_timeout, binary=args.llama_server,
+                             decode=args.decode)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None

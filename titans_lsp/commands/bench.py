@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_backend_arguments, add_model_arguments
 
 HELP = "replay a typing trace through the engine and report completion latency per mode"
 DESCRIPTION = """Replay a typing trace (real files of a pinned PyPI package, retyped key by key with
@@ -30,15 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
     parser.add_argument("--server", action="store_true",
                         help="replay through `titans-lsp serve` over stdio (the real server) instead of the engine in-process")
+    parser.add_argument("--backends", default=None,
+                        help="compare backends in one run, e.g. local,llamacpp: the trace through the server on each, "
+                             "then per-token decode and a cold request on the same prompts (JSON: backends.<name>.<mode>)")
+    parser.add_argument("--cold-tokens", type=int, default=2000, help="--backends: prompt tokens of the cold request")
+    add_backend_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from titans_lsp.benchrun import run_bench
+    from titans_lsp.benchrun import run_backends_bench, run_bench
     from titans_lsp.bench import format_table, write_json
     from pathlib import Path
 
+    if args.backends:
+        import json
+
+        results = run_backends_bench(args)
+        print(json.dumps({name: {k: v for k, v in figures.items()} for name, figures in results["backends"].items()}, indent=1))
+        print(json.dumps(results["ratios"], indent=1))
+        if args.out:
+            write_json(Path(args.out), results)
+        return 0
     results = run_bench(args)
     print(format_table(results))
     for key in ("warm_cold", "priming", "notes"):

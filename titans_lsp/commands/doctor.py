@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_backend_arguments, add_model_arguments, backend_config
 
 HELP = "check Python, torch, the default model, the dense retriever, tree-sitter and the cache"
 DESCRIPTION = HELP + ".\nExits non-zero with one line per missing piece."
@@ -16,6 +16,7 @@ DESCRIPTION = HELP + ".\nExits non-zero with one line per missing piece."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_backend_arguments(parser)
     parser.add_argument("--dense-model", default="default", help="sentence-transformers model to check (default: all-MiniLM-L6-v2 wheel)")
     parser.add_argument("--no-load", action="store_true", help="resolve the model without loading it (fast)")
 
@@ -45,6 +46,20 @@ def _check_model(args: argparse.Namespace) -> Callable[[], str]:
         params = sum(p.numel() for p in loaded.model.parameters()) / 1e6
         return (f"{source.label}: {type(loaded.model).__name__}, {params:.1f} M parameters, "
                 f"{loaded.dtype} on {loaded.device}, loaded in {time.perf_counter() - start:.1f} s")
+    return check
+
+
+def _check_backend(args: argparse.Namespace) -> Callable[[], str]:
+    """A remote backend end to end: started or reached, its model loaded, one token generated."""
+    def check() -> str:
+        from titans_lsp.backends import create_backend
+
+        backend = create_backend(backend_config(args), model=args.model, device=args.device, dtype=args.dtype,
+                                 cache_dir=args.cache_dir)
+        try:
+            return f"{args.backend}: {backend.check()}"
+        finally:
+            backend.close()
     return check
 
 
@@ -89,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         ("torch", _check_torch),
         ("transformers", _check_transformers),
         ("cache", _check_cache(args)),
-        ("model", _check_model(args)),
+        ("model", _check_model(args)) if args.backend == "local" else ("backend", _check_backend(args)),
         ("dense retriever", _check_dense(args)),
         ("tree-sitter", _check_tree_sitter),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from titans_lsp.commands import add_decode_argument, add_model_arguments
+from titans_lsp.commands import add_backend_arguments, add_model_arguments, backend_config
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -40,13 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concat context from our own rg1 retrieval over --repos instead of the file's list")
     parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_decode_argument(parser)
+    parser.add_argument("--fim", action="store_true",
+                        help="fill-in-the-middle: the model also sees each sample's right_context (rows <mode>-fim; "
+                             "needs a model with FIM tokens)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="samples sent at once (llamacpp/openai: a server batches them; local runs one at a time)")
     # build
     parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
     parser.add_argument("--pypi", action="extend", nargs="+", default=[], help="(build) pinned packages NAME==VERSION")
     parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
     parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
     if not (modes or naive):
         raise UserError("--modes: give at least one mode")
     args.naive_modes = naive
+    args.backend_config = backend_config(args)
+    if args.backend_config.remote and any(m.uses_memory for m in modes + naive):
+        from titans_lsp.backends import ModeUnsupported
+
+        memory = next(m for m in modes + naive if m.uses_memory)
+        raise UserError(str(ModeUnsupported(memory.value, args.backend)))
+    if args.concurrency < 1:
+        raise UserError("--concurrency must be >= 1")
     if args.retrieve and not args.repos:
         raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
     return run_eval(args, modes)
@@ -138,12 +151,12 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode_sharded
     from titans_lsp.modes import Mode
 
-    try:
-        engine = None if args.report_only else CompletionEngine.load(
-            args.model, device=device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir,
-            memory_checkpoint=args.memory_checkpoint, decode=args.decode)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    engine = None if args.report_only else CompletionEngine.load(
+        args.model, device=device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir,
+        memory_checkpoint=args.memory_checkpoint, backend=args.backend_config)
+    if engine is not None and args.fim and engine.fim_tokens is None:
+        engine.close()
+        raise UserError(f"--fim: the model {engine.model_name} has no fill-in-the-middle tokens")
     specs: list[RunSpec] = []
     # Vanilla rows first: the memory patch is installed lazily, so the model is still unpatched here.
     if args.vanilla:
@@ -152,7 +165,8 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     specs += [RunSpec(m.value, m) for m in plain]
     specs += [RunSpec(f"{m}-naive", m, heal=False) for m in args.naive_modes]
     specs += [RunSpec(m.value, m) for m in modes if m.uses_memory]
-    specs = [RunSpec(s.label, s.mode, s.heal, args.max_seq, args.context_budget) for s in specs]
+    specs = [RunSpec(s.label + ("-fim" if args.fim else ""), s.mode, s.heal, args.max_seq, args.context_budget, args.fim)
+             for s in specs]
     source = SnippetSource(args.retrieve, Path(args.repos) if args.repos else None)
     by_label: dict[str, dict] = {}
     started = time.time()
@@ -160,21 +174,27 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
         if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
         by_label[spec.label] = run_mode_sharded(engine, samples, spec, out, source, dist, progress=not args.no_progress,
-                                                compute=not args.report_only)
+                                                compute=not args.report_only, concurrency=args.concurrency)
     by_label = {label: rows for label, rows in by_label.items() if rows}
-    if not dist.is_main:
+    if not dist.is_main:  # rank 0 writes the one report
+        if engine is not None:
+            engine.close()
         return 0
     info = {
-        "data": str(args.data), "model": engine.loaded.name if engine is not None else str(args.model),
+        "data": str(args.data), "model": engine.model_name if engine is not None else str(args.model),
+        "backend": engine.backend.describe() if engine is not None else args.backend, "fim": args.fim,
+        "concurrency": args.concurrency,
         "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
         "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
         "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
                         if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
-        "device": str(engine.loaded.device) if engine is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+        "device": str(engine.loaded.device) if engine is not None and engine.loaded is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
         "processes": dist.world,
     }
+    if engine is not None:
+        engine.close()
     payload = write_reports(by_label, out, info, args.seed)
     print((out / "tables.md").read_text())
     print(f"wrote {out}/results.json ({len([k for k in payload if k not in ('info', 'paired_tests')])} modes)")

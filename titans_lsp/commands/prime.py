@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from titans_lsp.engine import CompletionEngine
+    from titans_lsp.priming import Primer
 
     engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint)
     started = time.perf_counter()
     with tqdm(desc="priming", unit="file") as bar:
-        result = state.prime_all(engine, _progress_to(bar), force=args.force)
+        result = Primer(state, engine).run(force=args.force, progress=_progress_to(bar))
     print(f"primed {result.primed} files ({result.skipped} already primed) in {time.perf_counter() - started:.1f} s; "
           f"{len(state.primed)} files in memory")
     return 0

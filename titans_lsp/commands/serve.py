@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from titans_lsp.commands import add_decode_argument, add_model_arguments
+from titans_lsp.commands import add_backend_arguments, add_model_arguments, backend_config
 
 HELP = "run the language server (stdio, or --tcp HOST:PORT) for editors"
 DESCRIPTION = """Run the titans-lsp language server.
@@ -15,7 +15,8 @@ DESCRIPTION = """Run the titans-lsp language server.
 Editors start it as `titans-lsp serve --stdio` (the default transport). With --tcp HOST:PORT it
 listens on a socket instead, which is handy for watching its log while an editor connects.
 Per-folder settings come from the editor (section `titansLsp`: mode, retriever, maxNewTokens,
-contextBudget, multiline); initializationOptions {model, device, dtype} override the flags below."""
+contextBudget, multiline, fim); initializationOptions {model, device, dtype, backend, backendUrl,
+backendModel, backendApiKeyEnv, backendThreads} override the flags below."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen for one editor on a TCP socket instead")
     add_model_arguments(parser)
-    add_decode_argument(parser)
+    add_backend_arguments(parser)
     parser.add_argument("--memory-checkpoint", default=None,
                         help="directory with trained memory parameters (titans-lsp train); default: untrained memory")
     # dest differs from the global --log-level so the subcommand's default cannot override the global flag
@@ -63,17 +64,12 @@ def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) 
 
 def run(args: argparse.Namespace) -> int:
     level_name = args.serve_log_level or ("info" if args.log_level == "warning" else args.log_level)
+    backend = backend_config(args)
     log_path = setup_logging(level_name, args.log_file, args.cache_dir)
-    from titans_lsp.cli import UserError
-    from titans_lsp.engine import DECODE_CHOICES
     from titans_lsp.server import build_server
 
-    if args.decode not in DECODE_CHOICES:
-        raise UserError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {args.decode!r}")
-
     server = build_server(model=args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-                          memory_checkpoint=args.memory_checkpoint, log_level=getattr(logging, level_name.upper()),
-                          decode=args.decode)
+                          memory_checkpoint=args.memory_checkpoint, backend=backend, log_level=getattr(logging, level_name.upper()))
     log = logging.getLogger("titans_lsp.serve")
     if args.tcp:
         host, port = parse_host_port(args.tcp)

@@ -1,0 +1,108 @@
+"""Backend choice and the HTTP plumbing that needs no model server: validation of flags and
+initializationOptions, unreachable servers (retries with backoff, one clear line), the API key
+never shown, and memory modes refused on remote backends with the fix named."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from titans_lsp.backends import BACKENDS, BackendConfig, BackendError, GenerateCall, ModeUnsupported
+from titans_lsp.backends.config import BACKEND_NAMES
+from titans_lsp.backends.openai import OpenAIBackend, api_base
+from titans_lsp.backends.llamacpp import heal_grammar
+from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings
+from titans_lsp.model.generation import Cancelled
+from titans_lsp.model.loading import load_model
+
+
+def test_one_registry_names_every_backend():
+    assert tuple(BACKENDS) == BACKEND_NAMES == ("local", "llamacpp", "openai")
+    assert BACKENDS["local"].supports_memory and not BACKENDS["llamacpp"].supports_memory
+    assert not BACKENDS["openai"].supports_memory
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "tgi"}, "unknown backend 'tgi'"),
+    ({"name": "openai"}, "needs --backend-url"),
+    ({"name": "llamacpp", "url": "localhost:8080"}, "must start with http"),
+    ({"name": "openai", "url": "http://x", "api_key_env": "MY KEY"}, "must name an environment variable"),
+    ({"name": "llamacpp", "threads": 0}, "threads must be an integer 1..512"),
+])
+def test_bad_backend_settings_are_refused_with_a_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BackendConfig(**kwargs)
+
+
+def test_initialization_options_override_the_flags_and_bad_ones_are_refused():
+    base = BackendConfig()
+    config = base.with_options({"backend": "openai", "backendUrl": "http://127.0.0.1:8000/v1/", "backendModel": "m",
+                                "model": "ignored here"})
+    assert (config.name, config.url, config.model) == ("openai", "http://127.0.0.1:8000/v1", "m")
+    assert base.with_options(None) is base and base.with_options({"backend": ""}) == base
+    with pytest.raises(ValueError, match="initializationOptions.backend must be a string"):
+        base.with_options({"backend": 3})
+    with pytest.raises(ValueError, match="initializationOptions: the openai backend needs --backend-url"):
+        base.with_options({"backend": "openai"})
+
+
+def test_api_base_accepts_a_root_or_v1_url():
+    assert api_base("http://h:1") == "http://h:1/v1" and api_base("http://h:1/v1/") == "http://h:1/v1"
+
+
+def test_heal_grammar_escapes_the_literal():
+    assert heal_grammar(' "x"\n\\') == 'root ::= " \\"x\\"\\n\\\\" .*'
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama_dir):
+    return load_model(str(tiny_llama_dir), device="cpu").tokenizer
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def test_unreachable_server_is_retried_with_backoff_then_named(tokenizer, monkeypatch):
+    monkeypatch.setenv("TITANS_TEST_KEY", "sk-secret-value")
+    config = BackendConfig(name="openai", url=f"http://127.0.0.1:{closed_port()}", model="m", retries=2,
+                           api_key_env="TITANS_TEST_KEY")
+    backend = OpenAIBackend(config, tokenizer)
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as caught:
+        backend.generate(GenerateCall(prompt_ids=[5, 6, 7], max_new_tokens=4))
+    elapsed = time.perf_counter() - started
+    assert elapsed >= 0.25 + 0.5  # two retries after 0.25 s and 0.5 s
+    message = str(caught.value)
+    assert "is unreachable" in message and "fix --backend-url" in message
+    shown = message + repr(backend.describe()) + repr(config.describe()) + repr(config)
+    assert "sk-secret-value" not in shown  # the key is read per request, never kept or shown
+    assert backend.describe()["apiKeyEnv"] == "TITANS_TEST_KEY" and backend.describe()["state"] == "error"
+
+
+def test_cancel_during_backoff_gives_up_at_once(tokenizer):
+    config = BackendConfig(name="openai", url=f"http://127.0.0.1:{closed_port()}", model="m", retries=5)
+    backend = OpenAIBackend(config, tokenizer)
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    started = time.perf_counter()
+    with pytest.raises(Cancelled):
+        backend.generate(GenerateCall(prompt_ids=[5, 6], max_new_tokens=4, cancel=cancel))
+    assert time.perf_counter() - started < 1.0  # not the 7.75 s of five backoffs
+
+
+def test_memory_modes_on_a_remote_backend_name_the_fix(tokenizer):
+    config = BackendConfig(name="openai", url=f"http://127.0.0.1:{closed_port()}", model="m", retries=0)
+    engine = CompletionEngine(backend=OpenAIBackend(config, tokenizer))
+    for mode in ("memory", "ablation", "hybrid"):
+        with pytest.raises(ModeUnsupported, match=f"mode '{mode}' needs the in-process model.*--backend local"):
+            engine.complete(CompletionRequest(prefix="x = 1\n", settings=CompletionSettings(mode=mode)))
+    with pytest.raises(ModeUnsupported):
+        engine.ensure_memory()
+    assert engine.model is None and engine.loaded is None

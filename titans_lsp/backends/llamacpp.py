@@ -1,0 +1,324 @@
+"""The ``llamacpp`` backend: llama.cpp's own ``llama-server``, which runs quantized GGUF weights.
+
+Either reached at ``--backend-url``, or started and supervised here as a child process on a free
+localhost port with the model's GGUF file (the binary comes from scripts/provision-llamacpp, which
+builds it once from the llama-cpp-python sdist into ~/.cache/titans-lsp-tools). A child that dies
+is reported (the request that finds it dead fails with a message saying so) and restarted in the
+background; the next request waits for it.
+
+Requests go to the native ``POST /completion`` with the engine's prompt token ids (the same
+tokenizer: the same GGUF), so every backend sees the same prompt; ``cache_prompt`` reuses the
+shared prefix of the previous request. Token healing: a grammar that makes the output start with
+the healed text (llama.cpp applies it to the greedy choice, as the in-process mask does).
+Alternatives: the first token's runner-ups (``n_probs``), each continued as a prompt extended by it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from titans_lsp.backends.base import Backend, BackendError, GenerateCall
+from titans_lsp.backends.config import BackendConfig
+from titans_lsp.backends.stream import Collector, StreamTarget, sse_events
+from titans_lsp.model.generation import GenerationResult
+
+log = logging.getLogger(__name__)
+
+TOOLS_ENV = "TITANS_LSP_TOOLS"
+BINARY_ENV = "TITANS_LSP_LLAMA_SERVER"
+PROVISION_FIX = "run scripts/provision-llamacpp (builds llama-server once into ~/.cache/titans-lsp-tools), " \
+                "or pass --llama-server PATH or --backend-url URL"
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get(TOOLS_ENV) or Path.home() / ".cache" / "titans-lsp-tools")
+
+
+def find_llama_server(explicit: str | None = None) -> str:
+    """The llama-server executable: the explicit path, $TITANS_LSP_LLAMA_SERVER, the provisioned
+    build (recorded in $TITANS_LSP_TOOLS/env-llamacpp), or ``llama-server`` on PATH."""
+    candidates = [explicit, os.environ.get(BINARY_ENV)]
+    env_file = tools_dir() / "env-llamacpp"
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("LLAMA_SERVER="):
+                candidates.append(line.split("=", 1)[1].strip())
+    candidates.append(shutil.which("llama-server"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    if explicit:
+        raise BackendError(f"llama-server not found or not executable at {explicit}: {PROVISION_FIX}")
+    raise BackendError(f"llama-server not found: {PROVISION_FIX}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServerProcess:
+    """One supervised ``llama-server`` child: started on a free port, health-checked, restarted."""
+
+    def __init__(self, binary: str, gguf: str, threads: int, parallel: int, log_path: Path | None,
+                 ctx_per_slot: int = 4096, start_timeout_s: float = 120.0):
+        self.binary, self.gguf, self.threads, self.parallel = binary, gguf, threads, parallel
+        self.ctx = ctx_per_slot * parallel
+        self.log_path = log_path
+        self.start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self.state = "stopped"  # starting | ready | restarting | down | stopped
+        self.error: str | None = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+
+    def args(self, port: int) -> list[str]:
+        return [self.binary, "-m", self.gguf, "--host", "127.0.0.1", "--port", str(port), "-c", str(self.ctx),
+                "-t", str(self.threads), "-tb", str(self.threads), "--parallel", str(self.parallel), "--no-webui"]
+
+    def start(self) -> str:
+        """Start the server and wait until /health answers; returns its URL. Raises BackendError."""
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> str:
+        self._ready.clear()
+        self.state = "starting"
+        port = free_port()
+        log_file = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL
+        try:
+            process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = process
+        except OSError as exc:
+            self.state, self.error = "down", f"cannot start llama-server ({exc}): {PROVISION_FIX}"
+            raise BackendError(self.error) from None
+        finally:
+            if log_file is not subprocess.DEVNULL:
+                log_file.close()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            code = process.poll()
+            if code is not None:
+                self.state = "down"
+                self.error = f"llama-server exited with code {code} while loading {self.gguf}{self._log_hint()}"
+                raise BackendError(self.error)
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    self.state, self.error = "ready", None
+                    self._ready.set()
+                    log.info("llama-server ready at %s (pid %d, %s)", self.url, process.pid, Path(self.gguf).name)
+                    return self.url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        self.state, self.error = "down", f"llama-server did not become ready in {self.start_timeout_s:.0f} s{self._log_hint()}"
+        raise BackendError(self.error)
+
+    def _log_hint(self) -> str:
+        return f" (its log: {self.log_path})" if self.log_path is not None else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure(self, wait_s: float) -> str:
+        """The URL of a running server: waits for a restart in progress; a server found dead is
+        reported (BackendError saying so) and restarted in the background; starts one if none runs."""
+        if self.state == "restarting":
+            self._ready.wait(wait_s)
+        if self.state == "ready" and not self.alive():
+            raise BackendError(self.report_dead())
+        with self._lock:
+            if not self.alive():
+                return self._start()
+            return self.url
+
+    def report_dead(self) -> str:
+        """Called when a request finds the server gone: records why and restarts it in the background."""
+        code = self.process.poll() if self.process is not None else None
+        message = f"llama-server stopped (exit code {code}); restarting it, the next completion will use it{self._log_hint()}"
+        with self._lock:
+            if self.state in ("restarting", "starting"):
+                return message
+            self.state, self.error = "restarting", message
+            self.restarts += 1
+        log.warning(message)
+
+        def restart() -> None:
+            try:
+                self.start()
+            except BackendError as exc:
+                log.error("llama-server restart failed: %s", exc)
+                self._ready.set()  # waiters give up and see the error
+        threading.Thread(target=restart, name="titans-llama-restart", daemon=True).start()
+        return message
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.state = "stopped"
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    heals = True
+
+    def __init__(self, config: BackendConfig, tokenizer, gguf: str | None = None, log_path: Path | None = None):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.gguf = gguf
+        self.server: LlamaServerProcess | None = None
+        if config.url is None:
+            if gguf is None:
+                raise BackendError("the llamacpp backend needs a .gguf model (--model FILE.gguf or 'default') or --backend-url")
+            self.server = LlamaServerProcess(find_llama_server(config.binary), gguf, config.threads or os.cpu_count() or 1,
+                                             config.parallel, log_path)
+            self.server.start()
+        self.client = httpx.Client(timeout=httpx.Timeout(config.timeout_s, connect=5.0))
+        self.end_ids = {i for i in (tokenizer.eos_token_id,) if i is not None}
+
+    @classmethod
+    def create(cls, config: BackendConfig, *, model: str, device: str, dtype: str, cache_dir: str | None) -> "LlamaCppBackend":
+        from titans_lsp.model.loading import load_tokenizer, resolve_model
+        from titans_lsp.paths import cache_root
+
+        source = resolve_model(model)
+        gguf = source.location if source.kind == "gguf" else None
+        if config.url is None and gguf is None:
+            raise BackendError(f"the llamacpp backend runs GGUF files: --model {model!r} is not one; pass a .gguf file "
+                               "(or 'default'), or --backend-url of a running llama-server")
+        root = cache_root(cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(config, load_tokenizer(model, cache_dir), gguf, root / "llama-server.log")
+
+    # ---- generation -------------------------------------------------------------------------------
+    def _target(self) -> StreamTarget:
+        if self.server is not None:
+            url = self.server.ensure(self.config.timeout_s)
+            return StreamTarget(f"llama-server at {url}", url, fix="it is restarted; retry in a moment")
+        return StreamTarget(f"llama-server at {self.config.url}", self.config.url,
+                            fix="start it, or fix --backend-url")
+
+    def generate(self, call: GenerateCall) -> list[GenerationResult]:
+        if call.prefill_only:
+            return [self._run(call, call.prompt_ids, [], alternatives=0)[0]]
+        first, runner_ups = self._run(call, call.prompt_ids, [], alternatives=call.alternatives)
+        results = [first]
+        for token in runner_ups:
+            results.append(self._run(call, call.prompt_ids + [token], [token], alternatives=0)[0])
+        return results
+
+    def _run(self, call: GenerateCall, prompt: list[int], seed: list[int], alternatives: int) -> tuple[GenerationResult, list[int]]:
+        """One streamed /completion; the result and up to ``alternatives`` runner-up first tokens."""
+        collector = Collector(self.tokenizer, call, self.end_ids | set(call.stop_ids), seed=seed)
+        remaining = call.max_new_tokens - len(seed)
+        body = {"prompt": prompt, "n_predict": 0 if call.prefill_only else max(1, remaining), "stream": True,
+                "cache_prompt": True, "return_tokens": True, "timings_per_token": True,
+                "temperature": 0.0, "top_k": 1, "samplers": ["top_k"], "repeat_penalty": 1.0}
+        heal = self._remaining_heal(call.heal_text, seed)
+        if heal:
+            body["grammar"] = heal_grammar(heal)
+        if alternatives:
+            body["n_probs"] = alternatives + 4  # a few spare: end tokens and the chosen one are dropped
+        runner_ups: list[int] = []
+        timings: dict = {}
+        try:
+            done = call.prefill_only
+            for event in sse_events(self.client, self._target(), "/completion", body, call.cancel, self.config.retries):
+                timings = event.get("timings") or timings
+                if alternatives and not runner_ups and event.get("completion_probabilities"):
+                    runner_ups = self._runner_ups(event, alternatives, heal)
+                for token in event.get("tokens") or []:
+                    if done or collector.add_token(int(token)):
+                        done = True
+                        break
+                if done or event.get("stop"):
+                    break
+        except BackendError:
+            if self.server is not None and self.server.state == "ready" and not self.server.alive():
+                raise BackendError(self.server.report_dead()) from None  # it died mid-request
+            raise
+        result = collector.result(prefilled=int(timings.get("prompt_n", 0)), reused=int(timings.get("cache_n", 0)),
+                                  prefill_s=timings["prompt_ms"] / 1000 if "prompt_ms" in timings else None)
+        if call.prefill_only:
+            result.stop_reason = "prefill_only"
+        return result, runner_ups
+
+    @staticmethod
+    def _remaining_heal(heal: str, seed: list[int]) -> str:
+        return heal if not seed else ""  # a forced first token is already compatible with the healed text
+
+    def _runner_ups(self, event: dict, count: int, heal: str) -> list[int]:
+        """Runner-up first tokens from the first event's probabilities (end tokens and tokens that do
+        not fit the healed text left out)."""
+        probs = event["completion_probabilities"][0]
+        chosen = probs.get("id")
+        out = []
+        for item in probs.get("top_logprobs") or probs.get("top_probs") or []:
+            token = int(item["id"])
+            if token == chosen or token in self.end_ids:
+                continue
+            text = self.tokenizer.decode([token])
+            if heal and not (text and (text.startswith(heal) or heal.startswith(text))):
+                continue
+            out.append(token)
+            if len(out) == count:
+                break
+        return out
+
+    def describe(self) -> dict:
+        info = {"name": self.name, "model": Path(self.gguf).name if self.gguf else None}
+        if self.server is not None:
+            info.update(url=self.server.url, state=self.server.state, error=self.server.error,
+                        restarts=self.server.restarts, pid=self.server.process.pid if self.server.process else None,
+                        threads=self.server.threads)
+        else:
+            info.update(url=self.config.url, state="remote")
+        return info
+
+    def check(self) -> str:
+        return f"{self.describe().get('url')}: " + super().check()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+def heal_grammar(text: str) -> str:
+    """A GBNF grammar for output that starts with ``text`` and continues freely."""
+    escaped = []
+    for ch in text:
+        if ch in '"\\':
+            escaped.append("\\" + ch)
+        elif ch == "\n":
+            escaped.append("\\n")
+        elif ch == "\t":
+            escaped.append("\\t")
+        elif ch == "\r":
+            escaped.append("\\r")
+        elif ord(ch) < 0x20:
+            escaped.append(f"\\x{ord(ch):02x}")
+        else:
+            escaped.append(ch)
+    return f'root ::= "{"".join(escaped)}" .*'
