@@ -105,3 +105,16 @@ def test_without_a_spill_directory_the_host_keeps_the_rest(engine):
         assert [residency.tier(ws) for ws in workspaces] == ["host", "host", "device"]
     finally:
         engine.residency = None
+
+
+def test_serve_flags_set_the_budgets(engine, tmp_path, capsys):
+    from titans_lsp.cli import main
+    from titans_lsp.server import TitansServer
+
+    assert main(["serve", "--memory-device-mb", "-1"]) == 1
+    assert "--memory-device-mb must be" in capsys.readouterr().err
+    assert TitansServer(cache_dir=str(tmp_path))._residency(engine) is None  # no flag: every state stays put
+    residency = TitansServer(cache_dir=str(tmp_path), memory_budget_mb=(1.5, 8))._residency(engine)
+    assert residency.device_budget == int(1.5 * 1024 * 1024) and residency.host_budget == 8 * 1024 * 1024
+    assert residency.spill_dir == tmp_path / "memory-spill" and residency.device == torch.device("cpu")
+    assert TitansServer(cache_dir=str(tmp_path), memory_budget_mb=(2, None))._residency(engine).spill_dir is None
