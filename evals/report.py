@@ -70,22 +70,24 @@ def summarize(by_label: dict[str, dict[str, dict]], seed: int = 0) -> dict:
 
 
 def paired_tests(by_label: dict[str, dict[str, dict]], seed: int = 0) -> dict:
-    tests = {}
-    for a, b in PAIRS:
-        if a not in by_label or b not in by_label:
-            continue
-        ids = sorted(set(by_label[a]) & set(by_label[b]))
-        ra, rb = [by_label[a][i] for i in ids], [by_label[b][i] for i in ids]
-        em_a, em_b = _values(ra, "em"), _values(rb, "em")
-        only_a, only_b, p_em = mcnemar_p(em_a, em_b)
-        es_a, es_b = _values(ra, "es"), _values(rb, "es")
-        tests[f"{a} vs {b}"] = {
-            "n": len(ids), "em_diff": float((em_a - em_b).mean()) if ids else 0.0, "em_only_first": only_a,
-            "em_only_second": only_b, "em_mcnemar_p": p_em, "es_diff": float((es_a - es_b).mean()) if ids else 0.0,
-            "es_diff_ci95": list(bootstrap_ci(es_a - es_b, seed)), "es_permutation_p": paired_permutation_p(es_a, es_b, seed),
-            "same_prediction": int(sum(x["prediction"] == y["prediction"] for x, y in zip(ra, rb))),
-        }
-    return tests
+    return {f"{a} vs {b}": paired_test(by_label[a], by_label[b], seed) for a, b in PAIRS
+            if a in by_label and b in by_label}
+
+
+def paired_test(rows_a: dict[str, dict], rows_b: dict[str, dict], seed: int = 0) -> dict:
+    """EM (McNemar) and ES (bootstrap CI of the difference, sign-flip permutation) on the task ids
+    both runs answered; rows keyed by task id."""
+    ids = sorted(set(rows_a) & set(rows_b))
+    ra, rb = [rows_a[i] for i in ids], [rows_b[i] for i in ids]
+    em_a, em_b = _values(ra, "em"), _values(rb, "em")
+    only_a, only_b, p_em = mcnemar_p(em_a, em_b)
+    es_a, es_b = _values(ra, "es"), _values(rb, "es")
+    return {
+        "n": len(ids), "em_diff": float((em_a - em_b).mean()) if ids else 0.0, "em_only_first": only_a,
+        "em_only_second": only_b, "em_mcnemar_p": p_em, "es_diff": float((es_a - es_b).mean()) if ids else 0.0,
+        "es_diff_ci95": list(bootstrap_ci(es_a - es_b, seed)), "es_permutation_p": paired_permutation_p(es_a, es_b, seed),
+        "same_prediction": int(sum(x["prediction"] == y["prediction"] for x, y in zip(ra, rb))),
+    }
 
 
 def _fmt(entry: dict, metric: str) -> str:

@@ -110,7 +110,7 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
     meta = sample["metadata"]
     return {
         "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
-        "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.name,
+        "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.backend_for(spec.mode).name,
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,
@@ -140,7 +140,7 @@ def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: 
             done[row["task_id"]] = row
             bar.update(1)
 
-        if concurrency > 1 and todo and not engine.backend.exclusive:
+        if concurrency > 1 and todo and not engine.backend.backend_for(spec.mode).exclusive:  # auto: per mode
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(concurrency, thread_name_prefix="eval") as pool:

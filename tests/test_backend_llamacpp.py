@@ -177,7 +177,12 @@ async def test_lsp_memory_mode_on_llamacpp_tells_the_user_the_fix(llama_lsp):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_lsp_killed_backend_gives_a_clear_status_and_the_next_request_answers(llama_lsp):
     client = llama_lsp.client
-    st = await status(client)
+
+    async def running() -> dict | None:  # the model (and its llama-server) may still be loading
+        st = await status(client)
+        return st if st["modelLoaded"] and st["backend"].get("pid") else None
+
+    st = await wait_for(running, 120, what="llama-server running")
     os.kill(st["backend"]["pid"], signal.SIGKILL)
     await asyncio.sleep(0.3)
     before = len(client.messages)
@@ -185,6 +190,8 @@ async def test_lsp_killed_backend_gives_a_clear_status_and_the_next_request_answ
     assert items == []
     assert "llama-server stopped" in st["backend"]["lastError"] and st["backend"]["restarts"] == 1
     assert any("llama-server stopped" in m.message for m in client.messages[before:])
+    pushed = [n["backend"] for n in client.statuses if "backend" in n]  # the titans/status notification too
+    assert any(b["name"] == "llamacpp" and "llama-server stopped" in (b["lastError"] or "") for b in pushed), pushed
     items, st = await complete_at_end(llama_lsp, "after.py", "\ndef load_config(path):\n    with open(path) as f:\n        return ", "none")
     assert items and st["backend"]["state"] == "ready" and st["backend"]["lastError"] is None
 
@@ -209,3 +216,29 @@ async def test_lsp_server_completes_through_openai_in_none_and_concat(openai_lsp
         assert items and items[0].startswith("port"), f"{mode}: {items}"
         assert st["backend"]["name"] == "openai" and st["backend"]["url"].endswith("/v1")
         assert st["lastCompletion"]["mode"] == mode
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_llama_server_ends_when_titans_lsp_is_killed(tmp_path):
+    """A SIGKILLed titans-lsp cannot stop its llama-server child; the reaper does (no orphans)."""
+    llama_server_or_skip()
+    env = Env()
+    env.root = write_fixture(tmp_path / "ws")
+    env.client = await start_server([env.root], isolated_cache(tmp_path), {"mode": "none"},
+                                    extra_args=("--backend", "llamacpp", "--backend-threads", "1"))
+    try:
+        items, st = await complete_at_end(env, "new.py", "\nvalue = ", "none")
+        child = st["backend"]["pid"]
+        os.kill(child, 0)  # running
+        os.kill(env.client._server.pid, signal.SIGKILL)
+
+        async def gone() -> bool:  # exited (a zombie waiting for its reaper counts as ended)
+            try:
+                with open(f"/proc/{child}/status") as f:
+                    return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+            except FileNotFoundError:
+                return True
+
+        await wait_for(gone, 10, what="llama-server to end after titans-lsp was killed")
+    finally:
+        await env.client.stop()

@@ -19,9 +19,9 @@ from titans_lsp.model.loading import load_model
 
 
 def test_one_registry_names_every_backend():
-    assert tuple(BACKENDS) == BACKEND_NAMES == ("local", "llamacpp", "openai")
+    assert tuple(BACKENDS) == BACKEND_NAMES == ("local", "llamacpp", "openai", "auto")
     assert BACKENDS["local"].supports_memory and not BACKENDS["llamacpp"].supports_memory
-    assert not BACKENDS["openai"].supports_memory
+    assert not BACKENDS["openai"].supports_memory and BACKENDS["auto"].supports_memory  # auto: memory modes on local
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -106,3 +106,14 @@ def test_memory_modes_on_a_remote_backend_name_the_fix(tokenizer):
     with pytest.raises(ModeUnsupported):
         engine.ensure_memory()
     assert engine.model is None and engine.loaded is None
+
+
+def test_an_explicit_llama_server_path_is_used_or_refused_never_replaced(tmp_path):
+    from titans_lsp.backends.llamacpp import find_llama_server
+
+    with pytest.raises(BackendError, match="not found or not executable at .*nope.*provision-llamacpp"):
+        find_llama_server(str(tmp_path / "nope"))  # even where a provisioned build exists
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert find_llama_server(str(fake)) == str(fake)

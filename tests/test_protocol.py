@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import pytest
 
-from titans_lsp.protocol import (CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
+from titans_lsp.protocol import (BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
                                  to_plain)
 
 
@@ -29,6 +29,19 @@ def test_status_goes_out_in_camel_case_and_comes_back_typed():
     Params = namedtuple("Params", ["folder", "mode", "lastCompletion"])
     Last = namedtuple("Last", list(last))
     assert CompletionReport.from_wire(Params("file:///r", "concat", Last(**last))) == report()
+
+
+def test_status_carries_the_backend_state_when_known():
+    base = dict(folder="file:///r", mode="none", indexing=None, priming=None, last_latency_ms=None)
+    assert "backend" not in StatusParams(**base).to_wire()  # absent, not null
+    info = {"name": "llamacpp", "model": "m.gguf", "url": "http://127.0.0.1:9", "state": "restarting",
+            "error": "llama-server stopped (exit code -9); restarting", "pid": 7, "restarts": 1}
+    wire = StatusParams(**base, backend=BackendStatus.from_describe(info, last_error=None)).to_wire()
+    assert wire["backend"] == {"name": "llamacpp", "state": "restarting", "model": "m.gguf", "url": "http://127.0.0.1:9",
+                               "lastError": "llama-server stopped (exit code -9); restarting", "serving": "llamacpp",
+                               "reason": None}
+    shown = BackendStatus.from_describe(info, last_error="llama-server at x: connection refused")
+    assert shown.last_error == "llama-server at x: connection refused"  # the error shown to the user wins
 
 
 def test_status_without_or_with_a_broken_completion_report_gives_none():

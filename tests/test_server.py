@@ -116,6 +116,8 @@ async def test_concat_and_none_modes_differ(env):
     assert plain["promptTokens"] < concat["promptTokens"]
     assert any(s["mode"] == "none" for s in env.client.statuses if s["folder"] == env.alpha.as_uri()), \
         "no titans/status for the mode change"
+    backend = env.client.statuses[-1]["backend"]  # the status bar shows which backend answers
+    assert backend["name"] == "local" and backend["state"] == "ready" and backend["lastError"] is None
     await set_settings(env, env.alpha, {"mode": "concat"})
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from titans_lsp.backends.config import BACKEND_NAMES
 from titans_lsp.modes import MODE_NAMES, Mode, parse_modes
 from titans_lsp.settings import EDITOR_SETTINGS, SECTION, CompletionSettings, SettingsError
 
@@ -71,3 +72,19 @@ def test_every_setting_is_a_field_and_vscode_declares_it():
         default = setting.to_editor(getattr(CompletionSettings(), setting.field))
         assert declared["default"] in (default, default[0] if isinstance(default, list) and len(default) == 1 else default)
     assert properties[f"{SECTION}.mode"]["enum"] == list(MODE_NAMES)
+
+
+def test_vscode_declares_and_passes_every_backend_option():
+    """Backend options are per server process (initializationOptions, restart), not per-folder settings."""
+    from titans_lsp.backends.config import OPTION_KEYS
+
+    properties = json.loads(PACKAGE_JSON.read_text())["contributes"]["configuration"]["properties"]
+    extension = (PACKAGE_JSON.parent / "src" / "extension.ts").read_text()
+    restart = (PACKAGE_JSON.parent / "src" / "serverCommand.ts").read_text()
+    for key in OPTION_KEYS:
+        declared = properties.get(f"{SECTION}.{key}")
+        assert declared is not None and declared["scope"] == "window", f"package.json lacks a window setting {SECTION}.{key}"
+        assert f'{key}: config.get' in extension, f"extension.ts does not pass {key} in initializationOptions"
+        assert f'"{SECTION}.{key}"' in restart, f"changing {SECTION}.{key} does not restart the server"
+        assert key not in {s.key for s in EDITOR_SETTINGS}  # the server cannot switch backends per folder
+    assert properties[f"{SECTION}.backend"]["enum"][1:] == list(BACKEND_NAMES)

@@ -179,6 +179,7 @@ def test_bad_decoder_arguments_are_refused(engines):
         BackendConfig(decode="fast")
     with pytest.raises(ValueError, match="local backend"):
         BackendConfig(name="openai", url="http://127.0.0.1:8000/v1", decode="graph")
+    assert BackendConfig(name="auto", decode="graph").decode == "graph"  # auto's local part decodes with it
 
 
 def test_the_window_grows_when_a_call_needs_more(engines):

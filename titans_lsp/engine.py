@@ -292,12 +292,13 @@ class CompletionEngine:
         """The one path behind complete() and prepare(): layout, the backend call, post-processing."""
         start = time.perf_counter()
         settings = request.settings
-        if settings.mode.uses_memory and not self.backend.supports_memory:
-            raise ModeUnsupported(settings.mode.value, self.backend.name)
+        backend = self.backend.backend_for(settings.mode)  # itself, except for `auto`
+        if settings.mode.uses_memory and not backend.supports_memory:
+            raise ModeUnsupported(settings.mode.value, backend.name)
         fim = self.fim_for(request)
         block = self.context_for(request, workspace, fim)
         t_context = time.perf_counter() - start
-        heal = request.heal and self.backend.heals
+        heal = request.heal and backend.heals
         laid_out, prompt_ids, heal_text = self._layout(request, workspace, block, fim, heal)
         multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
         stop = make_stop(request.prefix, multiline) if request.early_stop else None
@@ -306,7 +307,7 @@ class CompletionEngine:
                             cancel=request.cancel, alternatives=max(0, min(request.num_items, 3) - 1),
                             doc_key=request.doc_key, prefill_only=prefill_only)
 
-        if self.backend.exclusive:  # the in-process model: shared with priming, one forward at a time
+        if backend.exclusive:  # the in-process model: shared with priming, one forward at a time
             if request.doc_key is not None:
                 call.cache = workspace.caches.setdefault(request.doc_key, PrefixCache())
             self._acquire_model(request.cancel)
@@ -316,12 +317,12 @@ class CompletionEngine:
                 # also happens under the lock), so the cache key always names the memory the forward reads.
                 call.cache_key = self._cache_key(settings.mode, workspace)
                 with self._memory_context(settings.mode, workspace):
-                    results = self.backend.generate(call)
+                    results = backend.generate(call)
             finally:
                 self.model_lock.release()
         else:
             waited = 0.0
-            results = self.backend.generate(call)
+            results = backend.generate(call)
 
         items: list[str] = []  # a pre-warm has none
         for result in results if not prefill_only else ():

@@ -191,6 +191,26 @@ class PrepareReport:
 
 
 @dataclass
+class BackendStatus:
+    """``backend``: which backend answers completions and whether it is healthy (never a secret)."""
+
+    name: str  # local | llamacpp | openai
+    state: str | None  # ready | starting | restarting | down | stopped | remote | error | loading
+    model: str | None
+    url: str | None
+    last_error: str | None  # the last failure shown to the user; None once a request succeeds
+    serving: str | None = None  # the backend that answers this folder's mode (``auto``: llamacpp or local)
+    reason: str | None = None  # ``auto``: why it chose so (llama-server found, or why not)
+
+    @classmethod
+    def from_describe(cls, info: dict, last_error: str | None, serving: str | None = None) -> "BackendStatus":
+        """From a backend's ``describe()`` (or a BackendConfig's before the model is loaded)."""
+        return cls(name=str(info.get("name")), state=info.get("state"), model=info.get("model"), url=info.get("url"),
+                   last_error=last_error or info.get("error"), serving=serving or info.get("name"),
+                   reason=info.get("reason"))
+
+
+@dataclass
 class StatusParams:
     """``titans/status``: what the editor's status bar shows for one folder."""
 
@@ -201,10 +221,11 @@ class StatusParams:
     last_latency_ms: float | None
     last_completion: CompletionReport | None = None
     last_prepare: PrepareReport | None = None
+    backend: BackendStatus | None = None
 
     def to_wire(self) -> dict:
         wire = to_wire(self)
-        for key in ("lastCompletion", "lastPrepare"):  # absent rather than null: older clients test for the key
+        for key in ("lastCompletion", "lastPrepare", "backend"):  # absent rather than null: older clients test for the key
             if wire[key] is None:
                 del wire[key]
         return wire

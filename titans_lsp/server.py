@@ -31,8 +31,9 @@ from titans_lsp import __version__, jobs
 from titans_lsp.backends import BackendConfig, BackendError, ModeUnsupported
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
 from titans_lsp.folder import FolderState
+from titans_lsp.modes import Mode
 from titans_lsp.protocol import (CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER, STATUS_NOTIFICATION,
-                                 CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
+                                 BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
                                  progress_dict, to_plain, to_wire)
 from titans_lsp.reporting import ClientLogHandler
 from titans_lsp.scheduling import Scheduler
@@ -263,8 +264,18 @@ class TitansServer(LanguageServer):
             folder=state.uri, mode=state.settings.mode.value, indexing=progress_dict(state.indexing),
             priming=progress_dict(state.priming), last_latency_ms=self.last_latency_ms,
             last_completion=last if last is not None and last.folder == state.uri else None,
-            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None)
+            last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None,
+            backend=self.backend_status(state.settings.mode))
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params.to_wire())
+
+    def backend_status(self, mode: Mode) -> BackendStatus:
+        """The backend's name and health for titans/status (the configured one until the model loads),
+        and which backend answers ``mode`` (differs from the name only for ``auto``)."""
+        engine = self.engine_if_loaded()
+        if engine is None:
+            return BackendStatus.from_describe({**self.backend_config.describe(), "state": "loading"}, self.backend_error)
+        return BackendStatus.from_describe(engine.backend.describe(), self.backend_error,
+                                           serving=engine.backend.backend_for(mode).name)
 
     def status(self) -> dict:
         """The ``titans-lsp.status`` command's answer: the model, latencies and every folder."""

@@ -5,10 +5,12 @@
 | `local`    | the model in this process (transformers, fp32 on CPU)      | yes          |
 | `llamacpp` | llama.cpp's `llama-server`, started by us or at a URL      | no           |
 | `openai`   | any OpenAI-compatible `/v1/completions` server (vLLM, ...) | no           |
+| `auto`     | `llamacpp` for none/concat when llama-server is provisioned, else and for memory modes `local` | yes |
 """
 
 from __future__ import annotations
 
+from titans_lsp.backends.auto import AutoBackend
 from titans_lsp.backends.base import Backend, BackendError, GenerateCall, ModeUnsupported
 from titans_lsp.backends.config import BACKEND_NAMES, BackendConfig
 from titans_lsp.backends.llamacpp import LlamaCppBackend
@@ -19,6 +21,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "local": LocalBackend,
     "llamacpp": LlamaCppBackend,
     "openai": OpenAIBackend,
+    "auto": AutoBackend,
 }
 assert tuple(BACKENDS) == BACKEND_NAMES  # config.py validates names against the same list
 

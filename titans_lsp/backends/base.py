@@ -75,6 +75,10 @@ class Backend(abc.ABC):
         tokens. Raises titans_lsp.model.generation.Cancelled when ``call.cancel`` is set (the stream is
         closed: the server stops generating) and :class:`BackendError` when the backend fails."""
 
+    def backend_for(self, mode: Any) -> "Backend":
+        """The backend that runs ``mode`` (a titans_lsp.modes.Mode): itself, except for ``auto``."""
+        return self
+
     def describe(self) -> dict:
         """What the status shows: name, model, URL, state. Never a secret."""
         return {"name": self.name}

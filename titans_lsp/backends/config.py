@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-BACKEND_NAMES = ("local", "llamacpp", "openai")  # the registry in titans_lsp.backends maps each to its class
+BACKEND_NAMES = ("local", "llamacpp", "openai", "auto")  # the registry in titans_lsp.backends maps each to its class
 # local backend: how tokens after the prompt are decoded (titans_lsp/backends/local.py)
 DECODE_CHOICES = ("eager", "graph", "compile")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -56,7 +56,7 @@ class BackendConfig:
             raise ValueError(f"backend parallel slots must be 1..64, got {self.parallel!r}")
         if self.decode not in DECODE_CHOICES:
             raise ValueError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
-        if self.decode != "eager" and self.name != "local":
+        if self.decode != "eager" and self.remote:
             raise ValueError(f"--decode {self.decode} is the local backend's decode path (the {self.name} backend decodes "
                              "on its server)")
         if not self.timeout_s > 0 or self.retries < 0:
@@ -64,7 +64,8 @@ class BackendConfig:
 
     @property
     def remote(self) -> bool:
-        return self.name != "local"
+        """No in-process model: memory modes cannot run (``auto`` keeps one for them)."""
+        return self.name not in ("local", "auto")
 
     def api_key(self) -> str | None:
         """The key from the environment (read when a request is made, never kept in a field)."""

@@ -46,7 +46,11 @@ def tools_dir() -> Path:
 def find_llama_server(explicit: str | None = None) -> str:
     """The llama-server executable: the explicit path, $TITANS_LSP_LLAMA_SERVER, the provisioned
     build (recorded in $TITANS_LSP_TOOLS/env-llamacpp), or ``llama-server`` on PATH."""
-    candidates = [explicit, os.environ.get(BINARY_ENV)]
+    if explicit:  # a path the user named is used or refused, never swapped for another build
+        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
+            return str(explicit)
+        raise BackendError(f"llama-server not found or not executable at {explicit}: {PROVISION_FIX}")
+    candidates = [os.environ.get(BINARY_ENV)]
     env_file = tools_dir() / "env-llamacpp"
     if env_file.is_file():
         for line in env_file.read_text().splitlines():
@@ -56,8 +60,6 @@ def find_llama_server(explicit: str | None = None) -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    if explicit:
-        raise BackendError(f"llama-server not found or not executable at {explicit}: {PROVISION_FIX}")
     raise BackendError(f"llama-server not found: {PROVISION_FIX}")
 
 
@@ -102,6 +104,7 @@ class LlamaServerProcess:
             process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT, start_new_session=True)
             self.process = process
+            _reap_when_parent_dies(process.pid)
         except OSError as exc:
             self.state, self.error = "down", f"cannot start llama-server ({exc}): {PROVISION_FIX}"
             raise BackendError(self.error) from None
@@ -177,6 +180,21 @@ class LlamaServerProcess:
                 process.kill()
                 process.wait(timeout=5)
         self.state = "stopped"
+
+
+def _reap_when_parent_dies(child: int) -> None:
+    """llama-server runs in its own session (a Ctrl-C in the editor's terminal must not reach it), so
+    nothing stops it when titans-lsp dies without running ``stop()`` (SIGKILL, a crash). A tiny
+    watcher process ends it then: it polls both pids once a second and exits with the child.
+    (PR_SET_PDEATHSIG would fire when the *thread* that started the child exits, and servers are
+    started from short-lived worker threads.)"""
+    script = 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill "$2" 2>/dev/null'
+    try:
+        subprocess.Popen(["sh", "-c", script, "titans-lsp-reaper", str(os.getpid()), str(child)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError as exc:  # no sh: the server is still stopped by stop() on a clean exit
+        log.warning("cannot watch llama-server (pid %d) for an unclean exit: %s", child, exc)
 
 
 class LlamaCppBackend(Backend):

@@ -23,7 +23,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", default="local", choices=BACKEND_NAMES,
                        help="local: the model in this process (the only one for memory modes); llamacpp: llama.cpp's "
                             "llama-server (started here with the model's GGUF, or at --backend-url); openai: an "
-                            "OpenAI-compatible /v1/completions server at --backend-url (vLLM, SGLang, Ollama, ...)")
+                            "OpenAI-compatible /v1/completions server at --backend-url (vLLM, SGLang, Ollama, ...); auto: llamacpp for "
+                            "none/concat when llama-server is provisioned, local for memory modes and otherwise "
+                            "(the choice is logged and in status)")
     group.add_argument("--backend-url", default=None, help="URL of a running server (openai: required; llamacpp: instead of starting one)")
     group.add_argument("--backend-model", default=None, help="openai: the served model's name (default: the server's first model)")
     group.add_argument("--backend-api-key-env", default=DEFAULT_KEY_ENV,

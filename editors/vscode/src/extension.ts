@@ -69,6 +69,12 @@ function makeClient(): LanguageClient {
       model: config.get<string>("model") || undefined,
       device: config.get<string>("device") || undefined,
       dtype: config.get<string>("dtype") || undefined,
+      // One backend per server process (not per folder): window settings, changing one restarts the server.
+      backend: config.get<string>("backend") || undefined,
+      backendUrl: config.get<string>("backendUrl") || undefined,
+      backendModel: config.get<string>("backendModel") || undefined,
+      backendApiKeyEnv: config.get<string>("backendApiKeyEnv") || undefined,
+      backendThreads: config.get<number>("backendThreads") || undefined,
     },
     outputChannel: log,
     errorHandler,

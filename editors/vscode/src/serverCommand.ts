@@ -91,6 +91,11 @@ export const RESTART_SETTINGS = [
   "titansLsp.serverArgs",
   "titansLsp.model",
   "titansLsp.device",
+  "titansLsp.backend",
+  "titansLsp.backendUrl",
+  "titansLsp.backendModel",
+  "titansLsp.backendApiKeyEnv",
+  "titansLsp.backendThreads",
   "titansLsp.dtype",
   "titansLsp.logLevel",
 ];

@@ -8,6 +8,16 @@ export interface TitansStatus {
   indexing: { done: number; total: number } | null;
   priming: { done: number; total: number } | null;
   lastLatencyMs: number | null;
+  /** Which backend answers and whether it is healthy (absent from older servers). */
+  backend?: {
+    name: string;
+    state: string | null;
+    model: string | null;
+    url: string | null;
+    lastError: string | null;
+    serving?: string | null; // the backend answering this folder's mode (auto: llamacpp or local)
+    reason?: string | null; // auto: why it chose so
+  };
 }
 
 export type ServerState = "starting" | "running" | "restarting" | "stopped" | "failed";
@@ -82,6 +92,14 @@ export class StatusBar implements vscode.Disposable {
       parts.push(`${Math.round(status.lastLatencyMs)} ms`);
     }
     this.item.backgroundColor = undefined;
+    const serving = status?.backend?.serving ?? status?.backend?.name;
+    if (serving && serving !== "local") {
+      parts.push(serving);
+    }
+    if (status?.backend?.lastError) {
+      icon = "$(warning)";
+      this.item.backgroundColor = new vscode.ThemeColor("statusBarItem.warningBackground");
+    }
     if (this.state === "starting" || this.state === "restarting") {
       icon = "$(loading~spin)";
       parts.push(this.state);
@@ -94,6 +112,17 @@ export class StatusBar implements vscode.Disposable {
     const tooltip = new vscode.MarkdownString(undefined, true);
     tooltip.appendMarkdown(`**Titans LSP** (${this.state})\n\n`);
     tooltip.appendMarkdown(`Mode: \`${mode}\`${folder ? ` in ${folder.name}` : ""}\n\n`);
+    if (status?.backend) {
+      const where = status.backend.url ? ` at ${status.backend.url}` : "";
+      const via = serving && serving !== status.backend.name ? ` → \`${serving}\`` : "";
+      tooltip.appendMarkdown(`Backend: \`${status.backend.name}\`${via} (${status.backend.state ?? "?"})${where}\n\n`);
+      if (status.backend.reason) {
+        tooltip.appendMarkdown(`${status.backend.reason}\n\n`);
+      }
+      if (status.backend.lastError) {
+        tooltip.appendMarkdown(`Backend error: ${status.backend.lastError}\n\n`);
+      }
+    }
     if (status?.indexing) {
       tooltip.appendMarkdown(`Indexed ${status.indexing.done}/${status.indexing.total} files\n\n`);
     }

@@ -1,0 +1,99 @@
+"""The ``auto`` backend: llamacpp for modes without memory when llama-server is provisioned, local
+otherwise and for memory modes; the choice and its reason are visible (describe/status), never silent."""
+
+from __future__ import annotations
+
+import pytest
+
+from titans_lsp.backends import BackendConfig, create_backend
+from titans_lsp.backends.llamacpp import find_llama_server
+from titans_lsp.backends.base import BackendError
+from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
+from titans_lsp.modes import Mode
+
+
+def test_auto_is_not_remote_so_memory_modes_stay_allowed():
+    assert not BackendConfig(name="auto").remote and BackendConfig(name="llamacpp").remote
+
+
+def test_without_llama_server_auto_runs_every_mode_locally_and_says_why(tmp_path, monkeypatch):
+    from titans_lsp.backends import llamacpp
+
+    monkeypatch.setenv(llamacpp.TOOLS_ENV, str(tmp_path / "no-tools"))  # a fresh machine: nothing provisioned
+    monkeypatch.delenv(llamacpp.BINARY_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    engine = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(tmp_path),
+                                   backend=BackendConfig(name="auto"))
+    try:
+        info = engine.backend.describe()
+        assert info["name"] == "auto" and info["serving"] == {"none": "local", "concat": "local", "memory": "local"}
+        assert "llama-server not found" in info["reason"] and "provision-llamacpp" in info["reason"]
+        assert all(engine.backend.backend_for(m).name == "local" for m in Mode)
+        settings = CompletionSettings(mode=Mode.NONE, max_new_tokens=4)
+        local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(tmp_path))
+        request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=settings)
+        assert engine.complete(request, Workspace()).raw == local.complete(request, Workspace()).raw
+    finally:
+        engine.close()
+
+
+def _have_llama_server() -> bool:
+    try:
+        find_llama_server(None)
+        return True
+    except BackendError:
+        return False
+
+
+@pytest.mark.skipif(not _have_llama_server(), reason="llama-server not provisioned (scripts/provision-llamacpp)")
+def test_with_llama_server_auto_sends_none_and_concat_there_and_memory_modes_local(tmp_path):
+    backend = create_backend(BackendConfig(name="auto", threads=1), model="default", device="cpu", dtype="float32",
+                             cache_dir=str(tmp_path))
+    engine = CompletionEngine(backend=backend)
+    child = backend.fast.server.process
+    try:
+        assert backend.backend_for(Mode.NONE).name == "llamacpp" and backend.backend_for(Mode.CONCAT).name == "llamacpp"
+        assert all(backend.backend_for(m).name == "local" for m in Mode if m.uses_memory)
+        info = backend.describe()
+        assert info["serving"]["none"] == "llamacpp" and info["state"] == "ready" and "llama-server" in info["reason"]
+        request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=CompletionSettings(mode=Mode.NONE, max_new_tokens=4))
+        assert engine.complete(request, Workspace()).raw  # answered by llama-server
+        assert engine.model is not None  # the in-process model is there for the memory modes
+    finally:
+        engine.close()
+    assert child.poll() is not None  # close() stops the child llama-server
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.asyncio
+async def test_lsp_server_on_auto_shows_which_backend_answers_each_mode(tmp_path):
+    from lsprotocol import types
+
+    from llama_tools import llama_server_or_skip
+    from server_client import (FIXTURE_FILES, end_position, folder_status, inline, isolated_cache, open_document,
+                               start_server, status, stop_server, wait_for, write_fixture)
+
+    llama_server_or_skip()
+    root = write_fixture(tmp_path / "ws")
+    client = await start_server([root], isolated_cache(tmp_path), {"mode": "none"},
+                                extra_args=("--backend", "auto", "--backend-threads", "1"))
+    try:
+        for mode, serving in (("none", "llamacpp"), ("ablation", "local"), ("concat", "llamacpp")):
+            client.settings[root.as_uri()] = {"mode": mode}
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+
+            async def mode_set() -> bool:
+                return folder_status(await status(client), root)["mode"] == mode
+            await wait_for(mode_set, 20, what=f"mode {mode}")
+            text = FIXTURE_FILES["app.py"] + "\ndef load_config(path):\n    with open(path) as f:\n        return "
+            uri = await open_document(client, root / f"auto_{mode}.py", text)
+            result = await inline(client, uri, end_position(text), invoked=True)
+            assert result is not None and result.items, f"{mode}: no completion"
+            st = await status(client)
+            assert st["lastCompletion"]["mode"] == mode and st["backend"]["name"] == "auto"
+            pushed = [n["backend"] for n in client.statuses if n.get("mode") == mode and "backend" in n]
+            assert pushed and pushed[-1]["serving"] == serving, (mode, pushed[-1:])
+            assert "llama-server" in pushed[-1]["reason"]
+    finally:
+        await stop_server(client)

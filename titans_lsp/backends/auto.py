@@ -1,0 +1,70 @@
+"""The ``auto`` backend: the fastest backend this machine has for each mode, chosen once at start.
+
+Modes that do not touch the weights (``none``, ``concat``) go to a supervised ``llama-server``
+when one is provisioned (scripts/provision-llamacpp) and the model is a GGUF; everything else, and
+every mode when llama-server is missing or does not start, runs in-process on ``local``. The choice
+and its reason are logged at start and shown in status: never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from titans_lsp.backends.base import Backend, BackendError, GenerateCall
+from titans_lsp.backends.llamacpp import LlamaCppBackend
+from titans_lsp.backends.local import LocalBackend
+from titans_lsp.model.generation import GenerationResult
+
+log = logging.getLogger(__name__)
+
+
+class AutoBackend(Backend):
+    name = "auto"
+    supports_memory = True  # memory modes run on the local part
+
+    def __init__(self, local: LocalBackend, fast: Backend | None, reason: str):
+        self.local, self.fast, self.reason = local, fast, reason
+        self.loaded, self.model, self.tokenizer = local.loaded, local.model, local.tokenizer
+        log.info("backend auto: none/concat on %s, memory modes on local (%s)", self.fast_name, reason)
+
+    @classmethod
+    def create(cls, config, *, model: str, device: str, dtype: str, cache_dir: str | None) -> "AutoBackend":
+        local = LocalBackend.create(config, model=model, device=device, dtype=dtype, cache_dir=cache_dir)
+        try:
+            fast = LlamaCppBackend.create(replace(config, name="llamacpp", decode="eager"), model=model, device=device, dtype=dtype,
+                                          cache_dir=cache_dir)
+        except BackendError as exc:  # not provisioned, not a GGUF model, or it did not start
+            return cls(local, None, f"local for every mode: {exc}")
+        return cls(local, fast, f"llama-server {fast.describe().get('url')} for modes without memory")
+
+    @property
+    def fast_name(self) -> str:
+        return self.fast.name if self.fast is not None else "local"
+
+    @property
+    def lookahead(self) -> int:
+        return self.local.lookahead
+
+    @lookahead.setter
+    def lookahead(self, value: int) -> None:
+        self.local.lookahead = value
+
+    def backend_for(self, mode) -> Backend:
+        return self.local if mode.uses_memory or self.fast is None else self.fast
+
+    def generate(self, call: GenerateCall) -> list[GenerationResult]:
+        raise BackendError("internal: the engine must call backend_for(mode).generate on the auto backend")
+
+    def describe(self) -> dict:
+        fast = self.fast.describe() if self.fast is not None else self.local.describe()
+        return {**fast, "name": self.name, "model": self.local.loaded.name,
+                "serving": {"none": self.fast_name, "concat": self.fast_name, "memory": "local"}, "reason": self.reason}
+
+    def check(self) -> str:
+        return "; ".join(f"{b.name}: {b.check()}" for b in (self.local, self.fast) if b is not None)
+
+    def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+        self.local.close()
