@@ -155,3 +155,63 @@ def run_mode(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: 
                 record(run_one(engine, sample, spec, source))
     wanted = {task_id(s) for s in samples}
     return {k: v for k, v in done.items() if k in wanted}
+
+
+SHARDS = ".shards"  # under the output directory: one folder per data-parallel rank
+
+
+def shard_dir(out_dir: Path, rank: int) -> Path:
+    return out_dir / SHARDS / f"rank{rank}"
+
+
+def merge_shards(out_dir: Path, label: str, order: list[str] | None = None) -> int:
+    """Fold every rank's shard rows for ``label`` into ``predictions-<label>.jsonl`` (rewritten atomically, rows
+    in ``order`` first, then any others), then delete the shard files. Returns the rows merged in."""
+    import os
+
+    shards = sorted((out_dir / SHARDS).glob(f"rank*/{predictions_path(Path('.'), label).name}"))
+    if not shards:
+        return 0
+    path = predictions_path(out_dir, label)
+    rows = read_predictions(path)
+    before = len(rows)
+    for shard in shards:
+        rows.update(read_predictions(shard))
+    rank_of = {key: i for i, key in enumerate(order or [])}
+    ordered = sorted(rows.values(), key=lambda row: rank_of.get(str(row["task_id"]), len(rank_of)))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in ordered:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    for shard in shards:  # after the replace: a crash in between leaves duplicates, which merging drops
+        shard.unlink()
+    return len(rows) - before
+
+
+def run_mode_sharded(engine, samples: list[dict], spec: RunSpec, out_dir: Path, source: SnippetSource, dist,
+                     progress: bool = True, compute: bool = True, concurrency: int = 1) -> dict[str, dict]:
+    """:func:`run_mode` data-parallel over ``dist`` (titans_lsp.distributed, from torchrun): rank r completes
+    samples r, r + N, ... that no predictions file holds yet, into its own shard folder; rank 0 merges the shards
+    into ``predictions-<label>.jsonl``. Resuming works with any number of processes: shards a stopped run left
+    are merged first, and done task ids are skipped. One process runs :func:`run_mode` on the merged file."""
+    order = [task_id(s) for s in samples]
+    if dist.is_main:
+        merge_shards(out_dir, spec.label, order)
+    dist.barrier()
+    if not dist.enabled:
+        return run_mode(engine, samples, spec, out_dir, source, progress=progress, compute=compute, concurrency=concurrency)
+    done = read_predictions(predictions_path(out_dir, spec.label))
+    mine = [s for i, s in enumerate(samples) if i % dist.world == dist.rank and task_id(s) not in done]
+    if compute:
+        directory = shard_dir(out_dir, dist.rank)
+        directory.mkdir(parents=True, exist_ok=True)
+        run_mode(engine, mine, spec, directory, source, progress=progress and dist.is_main, compute=True,
+                 concurrency=concurrency)
+    dist.barrier()
+    if dist.is_main:
+        merged = merge_shards(out_dir, spec.label, order)
+        log.info("%s: merged %d rows from %d processes", spec.label, merged, dist.world)
+    dist.barrier()
+    wanted = set(order)
+    return {k: v for k, v in read_predictions(predictions_path(out_dir, spec.label)).items() if k in wanted}

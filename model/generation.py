@@ -14,8 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from titans_lsp.model.static_decode import StaticDecoder
 
 
 MAX_MISSED_DRAFTS = 2  # prompt lookup stops guessing for the request after this many wrong drafts in a row
@@ -189,6 +193,7 @@ def greedy_generate(
     prefill_chunk: int = 512,
     prefill_only: bool = False,
     stop_ids: Sequence[int] = (),
+    decoder: "StaticDecoder | None" = None,
 ) -> GenerationResult:
     """Greedy continuation of ``prompt_ids``.
 
@@ -209,6 +214,10 @@ def greedy_generate(
     ``prefill_only``: fill ``cache`` with the prompt and return without decoding (pre-warming a
     document before its first request; the result has no tokens).
     ``stop_ids``: more tokens that end generation like EOS (a FIM format's end-of-middle markers).
+    ``decoder``: a :class:`~titans_lsp.model.static_decode.StaticDecoder` of this model: the prompt goes
+    into its static cache and each token is one (graph-captured, on a GPU) step; same tokens as without
+    it. Prompt lookup is off on that path (a step takes exactly one token). A prompt that would not fit
+    its window (prompt + ``max_new_tokens``) runs the dynamic-cache loop instead.
     """
     from transformers import DynamicCache
 
@@ -221,8 +230,9 @@ def greedy_generate(
 
     # Reuse the longest shared prefix of the cached tokens (at least one new token must be fed).
     croppable = model_supports_cropping(model)
+    static = decoder is not None and decoder.fits(len(prompt_ids) + max(max_new_tokens, 1))
     reused, past = 0, None
-    if cache is not None and cache.past is not None and cache.key == cache_key:
+    if cache is not None and cache.past is not None and cache.key == cache_key and _reusable(cache, decoder, static):
         shared = min(_common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
         if croppable:
             if shared > 0:
@@ -239,7 +249,11 @@ def greedy_generate(
                 restore_to(past, reused, states)
     snapshots = [(pos, st) for pos, st in (cache.snapshots if cache is not None and past is not None else []) if pos <= reused]
     if past is None:
-        past = DynamicCache(config=model.config)
+        if static:
+            decoder.claim(cache if cache is not None else decoder)
+            past = decoder.cache
+        else:
+            past = DynamicCache(config=model.config)
         reused = 0
     if cache is not None:
         cache.clear()  # whatever happens below, the old entry is consumed
@@ -315,7 +329,7 @@ def greedy_generate(
             return True
         return len(generated) >= max_new_tokens
 
-    use_lookup = lookahead > 0 and croppable
+    use_lookup = lookahead > 0 and croppable and not static
     missed_drafts = 0  # drafts in a row whose first guess was wrong
     done = False
     step = 0
@@ -340,7 +354,10 @@ def greedy_generate(
         draft = []
         if use_lookup and not remaining_heal and missed_drafts < MAX_MISSED_DRAFTS:
             draft = lookup_draft(fed + [token], min(lookahead, max_new_tokens - len(generated)))
-        out = model(input_ids=torch.tensor([[token] + draft], device=device), cache=past, use_cache=True).logits[0]
+        if static:
+            out = decoder.step(token)[None]
+        else:
+            out = model(input_ids=torch.tensor([[token] + draft], device=device), cache=past, use_cache=True).logits[0]
         fed.append(token)
         decoded += 1
         drafted += len(draft)
@@ -361,7 +378,7 @@ def greedy_generate(
                 break
             fed.append(guess)
             logits = out[j + 1]
-        extra = past.get_seq_length() - len(fed)
+        extra = past.get_seq_length() - len(fed) if draft else 0
         if extra > 0:
             past.crop(-extra)  # drop the rejected (or unneeded) guesses
 
@@ -370,6 +387,16 @@ def greedy_generate(
                             decoded=decoded, stop_reason=stop_reason, prefill_s=prefill_s,
                             decode_s=time.perf_counter() - decode_start, alternatives=runner_ups,
                             drafted=drafted, accepted=accepted)
+
+
+def _reusable(cache: PrefixCache, decoder, static: bool) -> bool:
+    """Whether ``cache.past`` can serve this call: on the static path only the decoder's own buffers while
+    they still hold this document; on the dynamic path any cache but a decoder's buffers."""
+    from transformers import StaticCache
+
+    if static:
+        return cache.past is decoder.cache and decoder.holds(cache)
+    return not isinstance(cache.past, StaticCache)
 
 
 def _as_list(value) -> list[int]:

@@ -351,7 +351,8 @@ class MemoryLayer(nn.Module):
 
     def gate_value(self, shut: bool = False) -> torch.Tensor:
         if shut:
-            return torch.sigmoid(torch.tensor(-100.0, device=self.gate.device))
+            # new_full: a fill on the device, no host-to-device copy (which a CUDA graph capture forbids)
+            return torch.sigmoid(self.gate.new_full((), -100.0))
         floor = self.config.gate_floor
         return floor + (1 - floor) * torch.sigmoid(self.gate)
 

@@ -147,6 +147,11 @@ class TitansPatch:
 
         return provider
 
+    @property
+    def active(self) -> "_Active | None":
+        """The activation in force (state, gates), or None: what a static decoder copies into its buffers."""
+        return self._active
+
     # -- states -----------------------------------------------------------------------------
     def new_state(self) -> MemoryState:
         """A fresh fp32 state (initial weights, zero momentum) on the model's device."""

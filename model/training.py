@@ -21,7 +21,9 @@ state (step, data position, held-out losses, optimizer), so training resumes whe
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import inspect
 import json
 import logging
@@ -60,10 +62,14 @@ class TrainConfig:
     checkpoint_every: int = 50
     heldout_max_files: int = 8
     seed: int = 0
+    batch_size: int = 1  # repository streams per optimizer step (over all data-parallel processes)
+    gradient_checkpointing: bool = False  # recompute decoder layers in the backward: long files on a GPU
 
     def __post_init__(self) -> None:
         if self.inner_loop not in ("first-order", "second-order"):
             raise ValueError(f"inner_loop must be 'first-order' or 'second-order', not {self.inner_loop!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
 @dataclass
@@ -77,7 +83,8 @@ class Position:
 @dataclass
 class TrainerState:
     step: int = 0
-    position: Position = field(default_factory=Position)
+    position: Position = field(default_factory=Position)  # of the first stream (the only one at batch size 1)
+    positions: list[Position] = field(default_factory=list)  # every stream's next file, in stream order
     heldout: list[dict] = field(default_factory=list)  # one entry per evaluation
     config: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # repository names, for a resume sanity check
@@ -89,6 +96,7 @@ class TrainerState:
     def from_json(cls, text: str) -> "TrainerState":
         raw = json.loads(text)
         raw["position"] = Position(**raw["position"])
+        raw["positions"] = [Position(**p) for p in raw.get("positions", [])]
         return cls(**raw)
 
 
@@ -101,14 +109,18 @@ def repo_order(num_repos: int, epoch: int, seed: int) -> list[int]:
     return order
 
 
-def stream(train: list[list[list[int]]], seed: int, start: Position) -> Iterator[tuple[Position, list[int]]]:
+def stream(train: list[list[list[int]]], seed: int, start: Position, part: int = 0,
+           parts: int = 1) -> Iterator[tuple[Position, list[int]]]:
     """Yield (position, file token ids) forever: repositories in seeded order, each repository's files
-    in their definitions-first order. Starts at ``start`` (a resumed run)."""
+    in their definitions-first order. Starts at ``start`` (a resumed run). With ``parts`` > 1, only the
+    repositories at order positions ``part``, ``part + parts``, ... (one stream of a batch)."""
     epoch = start.epoch
     first = True
     while True:
         order = repo_order(len(train), epoch, seed)
         for r in range(start.repo if first else 0, len(order)):
+            if r % parts != part:
+                continue
             files = train[order[r]]
             for f in range(start.file if first and r == start.repo else 0, len(files)):
                 yield Position(epoch, r, f), files[f]
@@ -261,8 +273,13 @@ def read_csv(path: Path) -> list[dict]:
 
 def plot_training(out: Path, gate_floor: float | None = None) -> list[Path]:
     """loss.png (train loss, smoothed, and held-out loss memory vs ablation) and gates.png (gate value per
-    memory layer over steps, with the floor), like the study's figures."""
-    import matplotlib
+    memory layer over steps, with the floor), like the study's figures. Without matplotlib (a bare GPU machine
+    running the package with --no-deps) the figures are skipped with a log line; the CSV logs hold the data."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no loss.png / gates.png (the CSV logs in %s have the data)", out)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -322,18 +339,104 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+class _FileLoss(torch.nn.Module):
+    """The training forward as a module whose only registered parameters are the memory's: wrapped in
+    DistributedDataParallel it all-reduces the memory parameters alone, never the frozen base model (held
+    in a tuple, so not registered)."""
+
+    def __init__(self, model, patch):
+        super().__init__()
+        self.memory = patch.memory
+        self._held = (model, patch)
+
+    def forward(self, state, ids: list[int]) -> tuple[torch.Tensor, int]:
+        model, patch = self._held
+        return file_loss(model, patch, state, ids, gates="open")
+
+
+def readable_state(patch, state):
+    """The state a training loss reads. With ``train_init_weights`` each weight reads as
+    ``w + (p - p.detach())`` for the memory's initial-weight parameter ``p``: the same value, and a gradient
+    that reaches ``p`` one to one. A state is a detached copy of the initial weights plus what the writes
+    added (a constant under first-order training), so without this the initial weights never learn."""
+    if not getattr(patch.config, "train_init_weights", False):
+        return state
+    weights = {i: [w + (p.float() - p.float().detach()) for w, p in zip(ws, patch.memory[str(i)].initial_weights)]
+               for i, ws in state.weights.items()}
+    return dataclasses.replace(state, weights=weights)
+
+
+def set_gradient_checkpointing(model, on: bool) -> bool:
+    """Non-reentrant activation checkpointing on the decoder layers (frozen inputs need no requires_grad);
+    returns whether the model reports it on. transformers 5.24 calls it activation checkpointing; older
+    5.x only has the gradient_checkpointing_* names."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+class _RepoStream:
+    """One stream of training files (one part of every epoch's repository order) and its memory state.
+    A batch of ``batch_size`` streams makes one optimizer step; data-parallel ranks own disjoint streams."""
+
+    def __init__(self, train_repos, seed: int, start: Position, part: int, parts: int, patch, prime):
+        self.files = stream(train_repos, seed, start, part, parts)
+        self.patch, self.prime = patch, prime
+        self.state = patch.new_state()
+        self.current = (start.epoch, start.repo)
+        self.position = start  # of the next file to read
+        if start.file > 0:  # rebuild the memory of the repository we stopped inside: re-prime its earlier files
+            order = repo_order(len(train_repos), start.epoch, seed)
+            for ids in train_repos[order[start.repo]][:start.file]:
+                prime(self.state, ids, False)
+
+    def next_loss_file(self) -> tuple[Position, list[int]]:
+        """The next file that gets a loss (not a repository's first), priming first files on the way."""
+        for pos, ids in self.files:
+            if (pos.epoch, pos.repo) != self.current:  # next repository: fresh memory
+                self.state = self.patch.new_state()
+                self.current = (pos.epoch, pos.repo)
+            self.position = pos
+            if pos.file > 0:
+                return pos, ids
+            self.prime(self.state, ids, None)
+            self.position = Position(pos.epoch, pos.repo, 1)
+        raise RuntimeError("the training stream ended")  # stream() is endless
+
+
 def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_repos: list[list[list[int]]],
           config: TrainConfig, out: str | os.PathLike, resume: bool = False, repo_names: dict | None = None,
-          progress: bool = True, stop_at_step: int | None = None, time_limit_s: float | None = None) -> TrainerState:
+          progress: bool = True, stop_at_step: int | None = None, time_limit_s: float | None = None,
+          dist=None) -> TrainerState:
     """Train the patch's read path; returns the final trainer state. ``*_repos`` are token ids per file per
     repository, files already in definitions-first order and truncated to ``config.seq_len``.
     ``stop_at_step`` and ``time_limit_s`` end the run early (evaluated and checkpointed, so ``resume`` continues it)
-    without changing the learning-rate schedule, which ``max_steps`` sets."""
+    without changing the learning-rate schedule, which ``max_steps`` sets.
+
+    ``dist`` (:class:`titans_lsp.distributed.Distributed`, from ``torchrun``): data-parallel training. The
+    ``config.batch_size`` streams of a step are split over the ranks, DistributedDataParallel all-reduces the
+    memory parameters' gradients, and rank 0 alone evaluates and writes ``out``; the parameters after N steps
+    are those of one process running the whole batch."""
     from tqdm import tqdm
 
+    from titans_lsp.distributed import SINGLE
+
+    dist = dist or SINGLE
     out = Path(out)
     if not any(len(files) >= 2 for files in train_repos):
         raise ValueError("no training repository has two or more files")
+    if config.batch_size % dist.world:
+        raise ValueError(f"--batch-size {config.batch_size} must be a multiple of the {dist.world} processes")
+    if config.batch_size > len(train_repos):
+        raise ValueError(f"--batch-size {config.batch_size} needs at least that many training repositories "
+                         f"(there are {len(train_repos)})")
     second_order = config.inner_loop == "second-order"
     if second_order and not supports_differentiable_write(patch):
         raise ValueError("--inner-loop second-order needs a differentiable memory write "
@@ -341,7 +444,11 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
     params = freeze_base(model, patch)
     if not params:
         raise ValueError("the memory patch has no trainable parameters")
-    model.eval()  # no dropout; gradients still flow
+    checkpointing = set_gradient_checkpointing(model, True) if config.gradient_checkpointing else False
+    if config.gradient_checkpointing and not checkpointing:
+        raise ValueError("this model does not support gradient checkpointing")
+    # No dropout either way; checkpointing acts only in training mode (the supported models have no dropout).
+    model.train(checkpointing)
     optimizer = torch.optim.AdamW(param_groups(params, config.lr, config.gate_lr_scale), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
 
@@ -351,6 +458,8 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
     if trainer is not None:
         if repo_names and trainer.data and trainer.data != repo_names:
             raise ValueError(f"{out} was trained on other repositories; resume with the same data")
+        if trainer.config.get("batch_size", 1) != config.batch_size:
+            raise ValueError(f"{out} was trained with --batch-size {trainer.config.get('batch_size', 1)}; resume with it")
         patch.load_parameters(out)
         saved = torch.load(out / OPTIMIZER_STATE, weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
@@ -361,19 +470,31 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
         if (out / TRAINER_STATE).exists():
             raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or another --out")
         trainer = TrainerState(config=asdict(config), data=repo_names or {})
-        out.mkdir(parents=True, exist_ok=True)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
+
+    forward = _FileLoss(model, patch)
+    if dist.enabled:
+        device = next(model.parameters()).device
+        forward = torch.nn.parallel.DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     resume_step = trainer.step if resume else None
-    train_log = CsvLog(out / TRAIN_LOG, resume_step)
-    held_log = CsvLog(out / HELDOUT_LOG, resume_step)
+    train_log = CsvLog(out / TRAIN_LOG, resume_step) if dist.is_main else None
+    held_log = CsvLog(out / HELDOUT_LOG, resume_step) if dist.is_main else None
     heldout = [files[:config.heldout_max_files] for files in heldout_repos if len(files) >= 2]
     ablation_cache: dict[str, float] = {}
 
     def evaluate() -> None:
-        if not heldout:
+        if not heldout or not dist.is_main:
             return
-        gates = ("open",) if ablation_cache else ("open", "shut")  # the ablation equals the frozen base: once
-        losses = heldout_loss(model, patch, tokenizer, heldout, config.chunk_tokens, gates)
+        model.eval()
+        try:
+            gates = ("open",) if ablation_cache else ("open", "shut")  # the ablation equals the frozen base: once
+            losses = heldout_loss(model, patch, tokenizer, heldout, config.chunk_tokens, gates)
+        finally:
+            model.train(checkpointing)
         ablation_cache.setdefault("shut", losses.get("shut", 0.0))
         entry = {"step": trainer.step, "loss_memory": losses["open"], "loss_ablation": ablation_cache["shut"],
                  "delta": ablation_cache["shut"] - losses["open"], "tokens": losses["tokens"]}
@@ -386,58 +507,81 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
     if trainer.step == 0:
         evaluate()
 
-    # rebuild the memory state of the repository we stopped inside: re-prime its earlier files
-    state = patch.new_state()
-    start = trainer.position
-    if start.file > 0:
-        order = repo_order(len(train_repos), start.epoch, config.seed)
-        for ids in train_repos[order[start.repo]][:start.file]:
-            prime_file(patch, state, ids, tokenizer, config.chunk_tokens, differentiable=False)
+    def prime(state, ids, differentiable):
+        return prime_file(patch, state, ids, tokenizer, config.chunk_tokens,
+                          differentiable=second_order if differentiable is None else differentiable)
 
-    bar = tqdm(total=config.max_steps, initial=trainer.step, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    current = (start.epoch, start.repo)
+    starts = trainer.positions or [trainer.position] * config.batch_size
+    if len(starts) != config.batch_size:
+        raise ValueError(f"the trainer state holds {len(starts)} stream positions for --batch-size {config.batch_size}")
+    mine = list(range(dist.rank, config.batch_size, dist.world))  # this rank's streams
+    streams = {s: _RepoStream(train_repos, config.seed, starts[s], s, config.batch_size, patch, prime) for s in mine}
+
+    bar = tqdm(total=config.max_steps, initial=trainer.step, desc="train", unit="step",
+               disable=not progress or not dist.is_main, dynamic_ncols=True)
     t0 = time.time()
     stopping = False
-    for pos, ids in stream(train_repos, config.seed, start):
-        if trainer.step >= config.max_steps or stopping:
-            break
-        if (pos.epoch, pos.repo) != current:  # next repository: fresh memory
-            state = patch.new_state()
-            current = (pos.epoch, pos.repo)
-        trainer.position = pos
-        if pos.file > 0:
-            loss, n = file_loss(model, patch, state, ids, gates="open")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip).item()
-            before = [p.detach().clone() for p in params]
-            optimizer.step()
-            scheduler.step()
-            update_norm = math.sqrt(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(params, before)))
+    scale = dist.world / config.batch_size  # DDP averages over ranks: the step's loss is the mean over its streams
+    while trainer.step < config.max_steps and not stopping:
+        optimizer.zero_grad(set_to_none=True)
+        local_loss, local_tokens, items = 0.0, 0, []
+        for k, s in enumerate(mine):
+            pos, ids = streams[s].next_loss_file()
+            state = readable_state(patch, streams[s].state)
+            sync = k == len(mine) - 1 or not dist.enabled
+            with (contextlib.nullcontext() if sync else forward.no_sync()), patch.activate(state):
+                # Backward inside activate(): checkpointed layers recompute their forward during the backward
+                # and must read the same memory as the forward did.
+                loss, n = forward(state, ids)
+                (loss * scale).backward()
+            local_loss += loss.item()
+            local_tokens += n
+            items.append((s, pos, ids))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip).item()
+        before = [p.detach().clone() for p in params]
+        optimizer.step()
+        scheduler.step()
+        update_norm = math.sqrt(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(params, before)))
+        trainer.step += 1
+        write_norm = 0.0
+        for s, pos, ids in items:
             if second_order:
-                detach_state(state)
-            trainer.step += 1
-            row = {"step": trainer.step, "epoch": pos.epoch, "repo": order_name(train_repos, pos, config.seed, repo_names),
-                   "file": pos.file, "tokens": n, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": round(grad_norm, 6), "update_norm": update_norm, "seconds": round(time.time() - t0, 2)}
-        stats = prime_file(patch, state, ids, tokenizer, config.chunk_tokens, differentiable=second_order)
-        trainer.position = Position(pos.epoch, pos.repo, pos.file + 1)
-        if pos.file > 0:
-            write_norm = getattr(stats, "max_update_norm", None)
-            row["memory_write_norm"] = "" if write_norm is None else float(write_norm)
+                detach_state(streams[s].state)
+            stats = prime(streams[s].state, ids, None)
+            write_norm = max(write_norm, float(getattr(stats, "max_update_norm", 0.0) or 0.0))
+            streams[s].position = Position(pos.epoch, pos.repo, pos.file + 1)
+        step_loss = dist.sum(local_loss) / config.batch_size
+        tokens = int(dist.sum(local_tokens))
+        write_norm = dist.max(write_norm)
+        where = dist.gather([(s, pos, streams[s].position) for s, pos, _ in items])
+        where = sorted(item for part in where for item in part)
+        trainer.positions = [next_pos for _, _, next_pos in where]
+        trainer.position = trainer.positions[0]
+        elapsed = dist.broadcast(time.time() - t0)
+        stopping = trainer.step == stop_at_step or (time_limit_s is not None and elapsed > time_limit_s)
+        last = stopping or trainer.step == config.max_steps
+        if dist.is_main:
+            row = {"step": trainer.step, "epoch": where[0][1].epoch,
+                   "repo": ";".join(order_name(train_repos, pos, config.seed, repo_names) for _, pos, _ in where),
+                   "file": ";".join(str(pos.file) for _, pos, _ in where), "tokens": tokens,
+                   "loss": round(step_loss, 5), "lr": scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 6),
+                   "update_norm": update_norm, "seconds": round(elapsed, 2), "memory_write_norm": write_norm}
+            if next(model.parameters()).is_cuda:
+                row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
             row |= {f"gate_L{layer}": round(float(v), 6) for layer, v in sorted(patch.gate_values().items())}
             train_log.write(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            stopping = (trainer.step == stop_at_step or (time_limit_s is not None and time.time() - t0 > time_limit_s))
-            last = stopping or trainer.step == config.max_steps
+            bar.set_postfix(loss=f"{step_loss:.3f}")
             if trainer.step % config.eval_every == 0 or last:
                 evaluate()
             if trainer.step % config.checkpoint_every == 0 or last:
                 save_checkpoint(out, patch, optimizer, scheduler, trainer)
                 plot_training(out, gate_floor(patch))
+        dist.barrier()
     bar.close()
+    if checkpointing:
+        set_gradient_checkpointing(model, False)
+    model.eval()
     return trainer
 
 

@@ -53,3 +53,48 @@ def test_tiny_training_step_with_checkpointing_and_skipped_integration(tmp_path,
     assert train["parameter_change_norm"] > 0  # gradients reached the memory through checkpointed layers
     plain = results["memory"]["additive"]["train_no_checkpointing"]
     assert plain["gradient_checkpointing"] is False and set(plain["seq_lens"]) == {"32", "48"}
+
+
+def test_tiny_graph_comparison_correctness_and_capacity(tmp_path):
+    """--graphs both times the eager loop and the static path in one run (on a CPU the static path runs its
+    step without graphs); --check-prompts compares their tokens per mode and after a publish; the capacity
+    of an 80 GB card is computed from the measured state size."""
+    out = tmp_path / "gpu.json"
+    assert gpu_bench.main(["--tiny", "--device", "cpu", "--prompt-tokens", "40", "--new-tokens", "3", "--repeats", "1",
+                           "--priming-tokens", "0", "--graphs", "both", "--check-prompts", "3", "--check-tokens", "24",
+                           "--check-new-tokens", "4", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["decode_variants"] == ["eager", "static"]
+    static = results["graph_modes"]["static"]
+    assert set(static) == set(results["modes"]) == {"none", "memory", "ablation"}
+    assert static["none"]["warm"]["reused"] >= 30 and static["none"]["cold"]["prefilled"] == 40
+    assert static["memory"]["captures_while_timed"] == 0  # no graphs on a CPU; on a GPU: one capture per mode
+    check = results["correctness"]["static"]
+    for mode in ("none", "ablation", "memory", "hybrid"):
+        assert check[mode] == {"prompts": 3, "identical": 3, "mismatches": []}, mode
+    assert check["after_publish"]["identical"] == check["after_publish"]["prompts"] >= 2
+    assert check["captures_after_publish"] == 0 and check["memory_copies"] >= 2
+    cap = results["memory"]["additive"]["capacity"]["80GB_card"]
+    assert cap["computed"] is True and cap["state_bytes"] == results["memory"]["additive"]["state_bytes"] > 0
+    assert cap["workspaces_on_device"] == (cap["card_bytes"] - cap["model_and_inference_bytes"] - cap["headroom_bytes"]) // cap["state_bytes"]
+
+
+def test_tiny_ddp_training_throughput_under_torchrun(tmp_path):
+    """--ddp under torchrun (2 gloo processes): model/training.py's train() data-parallel, rank 0 reports."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "titans_lsp.evals.gpu_bench", "--tiny", "--device", "cpu", "--ddp", "--train-steps", "2", "--train-seq-lens",
+           "32", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    train = results["train"]
+    assert results["processes"] == train["processes"] == 2
+    entry = train["seq_lens"]["32"]
+    assert len(entry["all_step_seconds"]) == 3 and entry["tokens_per_second"] > 0
+    assert train["parameter_change_norm"] > 0

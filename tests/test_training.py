@@ -254,3 +254,100 @@ def test_second_order_training_runs_and_lowers_loss(tiny, tmp_path):
                   progress=False)
     end = heldout_loss(lm.model, patch, lm.tokenizer, repos, 512, gates=("open",))["open"]
     assert state.step == 8 and end < start, (start, end)
+
+
+def test_gradient_checkpointing_trains_exactly_like_plain_backward(tiny_llama_dir, tmp_path):
+    """The backward runs inside patch.activate(), so checkpointed layers recompute with the same memory:
+    the same parameters as without checkpointing. (Outside activate() the recomputation skips the memory
+    read and torch's checkpoint raises: what `titans-lsp train` did before.)"""
+    from titans_lsp.model.training import file_loss, freeze_base, prime_file, set_gradient_checkpointing
+
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        lm = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+        patch = install(lm.model)
+        repos = token_repos(lm, [toy_repository(s) for s in range(3)])
+        train(lm.model, patch, lm.tokenizer, repos, [], config(max_steps=4, gradient_checkpointing=checkpointing),
+              tmp_path / f"run{checkpointing}", progress=False)
+        results.append([p.detach().clone() for p in patch.trainable_parameters()])
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in lm.model.modules())  # switched off again
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    # the old order (backward after leaving activate) fails under checkpointing: the test above has power
+    assert set_gradient_checkpointing(lm.model, True)
+    lm.model.train()
+    params = freeze_base(lm.model, patch)
+    state = patch.new_state()
+    prime_file(patch, state, repos[0][0], lm.tokenizer, 512, differentiable=False)
+    loss, _ = file_loss(lm.model, patch, state, repos[0][1])
+    with pytest.raises(torch.utils.checkpoint.CheckpointError):
+        loss.backward()
+    set_gradient_checkpointing(lm.model, False)
+    assert params
+
+
+def test_first_order_training_reaches_the_initial_weights(tiny_llama_dir, tmp_path):
+    """train_init_weights: the state holds a detached copy of the initial weights, so before the fix they never
+    learned. readable_state reads the same values with a gradient path to the parameters."""
+    torch.manual_seed(0)
+    lm = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    patch = install_memory(lm.model, MemoryConfig(memory_dim=32, layers=[1, 3], train_init_weights=True, gate_init=0.0))
+    repos = token_repos(lm, [toy_repository(s) for s in range(3)])
+    before = [w.detach().clone() for i in patch.layers for w in patch.memory[str(i)].initial_weights]
+    from titans_lsp.model.training import file_loss, freeze_base, prime_file, readable_state
+
+    freeze_base(lm.model, patch)
+    state = patch.new_state()
+    prime_file(patch, state, repos[0][0], lm.tokenizer, 512, differentiable=False)
+    view = readable_state(patch, state)
+    for i in patch.layers:
+        for w, v in zip(state.weights[i], view.weights[i]):
+            assert torch.equal(w, v)  # the same values
+    with patch.activate(view):
+        loss, _ = file_loss(lm.model, patch, view, repos[0][1])
+        loss.backward()
+    grads = [w.grad for i in patch.layers for w in patch.memory[str(i)].initial_weights]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    for p in patch.trainable_parameters():
+        p.grad = None
+    train(lm.model, patch, lm.tokenizer, repos, [], config(max_steps=4), tmp_path / "run", progress=False)
+    after = [w.detach() for i in patch.layers for w in patch.memory[str(i)].initial_weights]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_batch_of_streams_is_the_mean_of_its_files(tiny_llama_dir, tmp_path):
+    """--batch-size 2 steps on two repository streams at once; the log and trainer state name both, and a
+    resumed batched run continues each stream where it stopped. (Resuming re-primes the current repositories'
+    earlier files with the parameters of the checkpoint, as at batch size 1, so the parameters come out close,
+    not equal: the memory's write inputs depend on the trainable read path of earlier layers.)"""
+    repos = None
+    params = {}
+    for name, stop in (("full", None), ("stopped", 2)):
+        torch.manual_seed(0)
+        lm = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+        patch = install(lm.model)
+        repos = token_repos(lm, [toy_repository(s) for s in range(4)])
+        state = train(lm.model, patch, lm.tokenizer, repos, [], config(max_steps=4, batch_size=2), tmp_path / name,
+                      progress=False, stop_at_step=stop)
+        params[name] = [p.detach().clone() for p in patch.trainable_parameters()]
+    assert len(state.positions) == 2 and load_trainer_state(tmp_path / "stopped").step == 2
+    torch.manual_seed(5)
+    lm = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    patch = install(lm.model)
+    train(lm.model, patch, lm.tokenizer, repos, [], config(max_steps=4, batch_size=2), tmp_path / "stopped",
+          resume=True, progress=False)
+    for a, b in zip(patch.trainable_parameters(), params["full"]):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0.1)
+    rows = list(csv.DictReader((tmp_path / "full" / "train_log.csv").open()))
+    assert all(len(r["repo"].split(";")) == 2 and len(r["file"].split(";")) == 2 for r in rows)
+    resumed = list(csv.DictReader((tmp_path / "stopped" / "train_log.csv").open()))
+    assert [(r["repo"], r["file"]) for r in resumed] == [(r["repo"], r["file"]) for r in rows]
+    assert [r["loss"] for r in resumed[:2]] == [r["loss"] for r in rows[:2]]
+    with pytest.raises(ValueError, match="batch-size"):
+        train(lm.model, patch, lm.tokenizer, repos, [], config(max_steps=6, batch_size=1), tmp_path / "stopped",
+              resume=True, progress=False)
+    with pytest.raises(ValueError, match="at least that many"):
+        train(lm.model, patch, lm.tokenizer, repos, [], config(batch_size=5), tmp_path / "big", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        config(batch_size=0)

@@ -134,7 +134,7 @@ class CompletionEngine:
 
     def __init__(self, loaded: LoadedModel | None = None, memory_config: object | None = None,
                  memory_checkpoint: str | Path | None = None, publish_every_s: float = 30.0,
-                 backend: Backend | None = None):
+                 backend: Backend | None = None, residency: object | None = None):
         if backend is None:
             if loaded is None:
                 raise ValueError("CompletionEngine needs a loaded model or a backend")
@@ -153,6 +153,8 @@ class CompletionEngine:
         # Long priming runs publish their working copy of the memory at most this often (seconds); each
         # publish costs every document one full re-prefill in the memory modes.
         self.publish_every_s = publish_every_s
+        # titans_lsp.residency.MemoryResidency: which workspaces' memory states stay on the device (None: all)
+        self.residency = residency
 
     @classmethod
     def load(cls, model: str = "default", device: str = "auto", dtype: str = "auto",
@@ -217,6 +219,7 @@ class CompletionEngine:
         with self.model_lock:
             if workspace.memory is None:
                 workspace.memory = patch.new_state()
+            self._resident(workspace)
             working = workspace.working_memory()
             stats = patch.prime(working, texts, self.tokenizer, chunk_tokens=chunk_tokens, should_yield=yield_now)
             if publish or time.monotonic() - workspace.pending_since >= self.publish_every_s:
@@ -231,6 +234,7 @@ class CompletionEngine:
     def reset_memory(self, workspace: Workspace) -> None:
         """Back to the initial memory, unpublished writes dropped. The caller holds ``model_lock``."""
         if workspace.memory is not None:
+            self._resident(workspace)
             workspace.memory.reset()
             workspace.pending = None
             workspace.memory_version += 1
@@ -419,5 +423,11 @@ class CompletionEngine:
         patch = self.ensure_memory(mode)
         if workspace.memory is None:
             workspace.memory = patch.new_state()
+        self._resident(workspace)
         return patch.activate(workspace.memory, gates=mode.gates)
+
+    def _resident(self, workspace: Workspace) -> None:
+        """The workspace's memory on the model's device (spilling least recently used ones when budgeted)."""
+        if self.residency is not None:
+            self.residency.use(workspace)
 

@@ -59,7 +59,7 @@ class TitansProtocol(LanguageServerProtocol):
 class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
                  cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
-                 backend: BackendConfig | None = None):
+                 backend: BackendConfig | None = None, memory_budget_mb: tuple[float | None, float | None] = (None, None)):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
@@ -68,6 +68,7 @@ class TitansServer(LanguageServer):
         self._backend_error_shown = 0.0
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
+        self.memory_budget_mb = memory_budget_mb  # (device, host) MB for workspaces' memory states; None: unlimited
         self.log_level = log_level
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scheduler = Scheduler()
@@ -120,6 +121,19 @@ class TitansServer(LanguageServer):
             self.show_message(f"{exc}; keeping backend {self.backend_config.name}", types.MessageType.Error)
         self.engine_future = self.scheduler.inference.submit(self._load_engine)
 
+    def _residency(self, engine: CompletionEngine):
+        """Workspaces' memory states within --memory-device-mb on the model's device, then --memory-host-mb in
+        host memory, then spilled to <cache>/memory-spill (titans_lsp/residency.py); None without a budget."""
+        device_mb, host_mb = self.memory_budget_mb
+        if engine.loaded is None or (device_mb is None and host_mb is None):
+            return None
+        from titans_lsp.paths import cache_root
+        from titans_lsp.residency import MemoryResidency
+
+        mb = lambda value: None if value is None else int(value * 1024 * 1024)  # noqa: E731
+        return MemoryResidency(engine.loaded.device, mb(device_mb), mb(host_mb),
+                               cache_root(self.cache_dir) / "memory-spill" if host_mb is not None else None)
+
     def _load_engine(self) -> CompletionEngine:
         started = time.perf_counter()
         opts = self.model_options
@@ -129,6 +143,7 @@ class TitansServer(LanguageServer):
             engine = CompletionEngine.load(opts["model"], device=opts["device"], dtype=opts["dtype"],
                                            cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint,
                                            backend=self.backend_config)
+            engine.residency = self._residency(engine)
         except Exception as exc:
             log.error("cannot load model %s: %s", opts["model"], exc)
             self.show_message(f"cannot load model {opts['model']}: {exc}", types.MessageType.Error)

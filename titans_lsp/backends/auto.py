@@ -32,7 +32,7 @@ class AutoBackend(Backend):
     def create(cls, config, *, model: str, device: str, dtype: str, cache_dir: str | None) -> "AutoBackend":
         local = LocalBackend.create(config, model=model, device=device, dtype=dtype, cache_dir=cache_dir)
         try:
-            fast = LlamaCppBackend.create(replace(config, name="llamacpp"), model=model, device=device, dtype=dtype,
+            fast = LlamaCppBackend.create(replace(config, name="llamacpp", decode="eager"), model=model, device=device, dtype=dtype,
                                           cache_dir=cache_dir)
         except BackendError as exc:  # not provisioned, not a GGUF model, or it did not start
             return cls(local, None, f"local for every mode: {exc}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 BACKEND_NAMES = ("local", "llamacpp", "openai", "auto")  # the registry in titans_lsp.backends maps each to its class
+# local backend: how tokens after the prompt are decoded (titans_lsp/backends/local.py)
+DECODE_CHOICES = ("eager", "graph", "compile")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -34,6 +36,7 @@ class BackendConfig:
     timeout_s: float = 60.0  # longest wait for the next streamed token or a connection
     retries: int = 2  # retries (with backoff) of a request that failed before its first token
     binary: str | None = None  # llama-server executable (default: scripts/provision-llamacpp's build, or PATH)
+    decode: str = "eager"  # local: "eager" loop, "graph" (static cache + CUDA graph) or "compile" (DECODE_CHOICES)
 
     def __post_init__(self) -> None:
         if self.name not in BACKEND_NAMES:
@@ -51,6 +54,11 @@ class BackendConfig:
             raise ValueError(f"backend threads must be an integer 1..512, got {self.threads!r}")
         if not isinstance(self.parallel, int) or not 1 <= self.parallel <= 64:
             raise ValueError(f"backend parallel slots must be 1..64, got {self.parallel!r}")
+        if self.decode not in DECODE_CHOICES:
+            raise ValueError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
+        if self.decode != "eager" and self.remote:
+            raise ValueError(f"--decode {self.decode} is the local backend's decode path (the {self.name} backend decodes "
+                             "on its server)")
         if not self.timeout_s > 0 or self.retries < 0:
             raise ValueError("backend timeout must be > 0 and retries >= 0")
 

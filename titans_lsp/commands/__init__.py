@@ -17,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Which backend turns prompts into tokens (titans_lsp.backends); --model stays the model spec
     (the weights for local, the GGUF a started llama-server loads, the tokenizer everywhere)."""
-    from titans_lsp.backends.config import BACKEND_NAMES, DEFAULT_KEY_ENV
+    from titans_lsp.backends.config import BACKEND_NAMES, DECODE_CHOICES, DEFAULT_KEY_ENV
 
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", default="local", choices=BACKEND_NAMES,
@@ -34,6 +34,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend-parallel", type=int, default=1, help="llamacpp: requests the started server decodes together")
     group.add_argument("--backend-timeout", type=float, default=60.0, help="seconds to wait for a connection or the next token")
     group.add_argument("--llama-server", default=None, help="llama-server executable (default: scripts/provision-llamacpp's build, or PATH)")
+    group.add_argument("--decode", default="eager", choices=DECODE_CHOICES,
+                       help="local: eager, the dynamic-cache loop (default); graph, a static cache with the decode step "
+                            "captured as a CUDA graph (a CPU runs the same static path without graphs); compile, "
+                            "torch.compile(mode='reduce-overhead')")
 
 
 def backend_config(args: argparse.Namespace):
@@ -44,6 +48,7 @@ def backend_config(args: argparse.Namespace):
     try:
         return BackendConfig(name=args.backend, url=args.backend_url, model=args.backend_model,
                              api_key_env=args.backend_api_key_env, threads=args.backend_threads,
-                             parallel=args.backend_parallel, timeout_s=args.backend_timeout, binary=args.llama_server)
+                             parallel=args.backend_parallel, timeout_s=args.backend_timeout, binary=args.llama_server,
+                             decode=args.decode)
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -15,7 +15,10 @@ DESCRIPTION = HELP + """
                         [--language NAME] [--per-repo N] [--seed S]
 
 Outputs in DIR: predictions-<mode>.jsonl, results.json, tables.md, analysis.md, em.png, es.png.
-Edit similarity is fuzzywuzzy fuzz.ratio, as the reference."""
+Edit similarity is fuzzywuzzy fuzz.ratio, as the reference.
+
+Data-parallel: `torchrun --nproc_per_node N -m titans_lsp eval ...` gives each process (one GPU each) every
+N-th sample; rank 0 merges the predictions and writes the one report. Resuming works with any N."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,16 +143,20 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
 
     import torch
 
+    from titans_lsp import distributed
+
     threads_before = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dist = distributed.from_env(args.device)
     try:
-        return _evaluate(args, modes, samples, dataset, out)
+        return _evaluate(args, modes, samples, dataset, out, dist)
     finally:
         torch.set_num_threads(threads_before)  # in-process callers (tests) keep their setting
+        distributed.shutdown()
 
 
-def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], dataset, out) -> int:
+def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], dataset, out, dist) -> int:
     import platform
     import time
     from pathlib import Path
@@ -157,11 +164,13 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     from titans_lsp.cli import UserError
     from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.report import write_reports
-    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode
+    from titans_lsp.distributed import device_for
+    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode_sharded
     from titans_lsp.modes import Mode
 
-    engine = None if args.report_only else CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-                                   memory_checkpoint=args.memory_checkpoint, backend=args.backend_config)
+    engine = None if args.report_only else CompletionEngine.load(
+        args.model, device=device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir,
+        memory_checkpoint=args.memory_checkpoint, backend=args.backend_config)
     if engine is not None and args.fim and engine.fim_tokens is None:
         engine.close()
         raise UserError(f"--fim: the model {engine.model_name} has no fill-in-the-middle tokens")
@@ -181,9 +190,13 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     for spec in specs:
         if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
-        by_label[spec.label] = run_mode(engine, samples, spec, out, source, progress=not args.no_progress,
-                                        compute=not args.report_only, concurrency=args.concurrency)
+        by_label[spec.label] = run_mode_sharded(engine, samples, spec, out, source, dist, progress=not args.no_progress,
+                                                compute=not args.report_only, concurrency=args.concurrency)
     by_label = {label: rows for label, rows in by_label.items() if rows}
+    if not dist.is_main:  # rank 0 writes the one report
+        if engine is not None:
+            engine.close()
+        return 0
     info = {
         "data": str(args.data), "model": engine.model_name if engine is not None else str(args.model),
         "backend": engine.backend.describe() if engine is not None else args.backend, "fim": args.fim,
@@ -195,6 +208,7 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
                         if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
         "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
         "device": str(engine.loaded.device) if engine is not None and engine.loaded is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
+        "processes": dist.world,
     }
     if engine is not None:
         engine.close()

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
     parser.add_argument("--memory-checkpoint", default=None,
                         help="directory with trained memory parameters (titans-lsp train); default: untrained memory")
+    parser.add_argument("--memory-device-mb", type=float, default=None, metavar="MB",
+                        help="keep at most this much of the workspaces' memory states on the model's device, most "
+                             "recently used first; the rest wait in host memory (default: no limit)")
+    parser.add_argument("--memory-host-mb", type=float, default=None, metavar="MB",
+                        help="past --memory-device-mb, at most this much in host memory; the rest is spilled to "
+                             "<cache>/memory-spill (default: no limit)")
     # dest differs from the global --log-level so the subcommand's default cannot override the global flag
     parser.add_argument("--log-level", dest="serve_log_level", default=None,
                         choices=["debug", "info", "warning", "error"],
@@ -65,11 +71,17 @@ def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) 
 def run(args: argparse.Namespace) -> int:
     level_name = args.serve_log_level or ("info" if args.log_level == "warning" else args.log_level)
     backend = backend_config(args)
+    for flag, value in (("--memory-device-mb", args.memory_device_mb), ("--memory-host-mb", args.memory_host_mb)):
+        if value is not None and not value >= 0:
+            from titans_lsp.cli import UserError
+
+            raise UserError(f"{flag} must be a number of megabytes >= 0, got {value}")
     log_path = setup_logging(level_name, args.log_file, args.cache_dir)
     from titans_lsp.server import build_server
 
     server = build_server(model=args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-                          memory_checkpoint=args.memory_checkpoint, backend=backend, log_level=getattr(logging, level_name.upper()))
+                          memory_checkpoint=args.memory_checkpoint, backend=backend, log_level=getattr(logging, level_name.upper()),
+                          memory_budget_mb=(args.memory_device_mb, args.memory_host_mb))
     log = logging.getLogger("titans_lsp.serve")
     if args.tcp:
         host, port = parse_host_port(args.tcp)

@@ -14,8 +14,13 @@ Only the memory's read path learns. The output directory holds the memory parame
 (safetensors + config.json, loadable with --memory-checkpoint), the trainer state for --resume,
 train_log.csv, heldout_log.csv, loss.png and gates.png.
 
+Data-parallel: under torchrun each process takes batch-size / N of every step's repository streams and
+the memory parameters' gradients are all-reduced (DistributedDataParallel over the memory alone; NCCL on
+GPUs, gloo on CPUs); rank 0 evaluates and writes --out, which every rank reads on --resume.
+
 example:
   titans-lsp train --pypi attrs==25.3.0 click==8.2.1 ... --out runs/smollm2 --max-steps 300 --seq-len 128
+  torchrun --nproc_per_node 8 -m titans_lsp train --model Qwen3.5-9B-Base/ --batch-size 8 --gradient-checkpointing ...
 """
 
 
@@ -37,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("training")
     opt.add_argument("--out", required=True, help="output directory (checkpoint, logs, figures)")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    opt.add_argument("--max-steps", type=int, default=1000, help="optimizer steps, one per file (default 1000)")
+    opt.add_argument("--max-steps", type=int, default=1000,
+                     help="optimizer steps, each one file of --batch-size repository streams (default 1000)")
+    opt.add_argument("--batch-size", type=int, default=1,
+                     help="repository streams (one file each) per optimizer step, over all torchrun processes (default 1)")
+    opt.add_argument("--gradient-checkpointing", action="store_true",
+                     help="recompute the decoder layers during the backward: far less memory for long files (9B on a GPU)")
     opt.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                      help="stop (evaluated and checkpointed, resumable) after this many minutes")
     opt.add_argument("--lr", type=float, default=1e-3)
@@ -96,28 +106,41 @@ def memory_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from titans_lsp import distributed
+
+    dist = distributed.from_env(args.device)
+    try:
+        return _run(args, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, dist) -> int:
     import json
     from pathlib import Path
 
     import torch
 
+    from titans_lsp import distributed
     from titans_lsp.cli import UserError
     from titans_lsp.model.loading import load_model
+    from titans_lsp.model.patching import install_memory
     from titans_lsp.model.training import TrainConfig, train
     from titans_lsp.model.training_data import DataError, load_repositories, split_repositories, tokenize_repository
     from titans_lsp.paths import cache_root
 
-    try:
-        from titans_lsp.model.patching import install_memory
-    except ImportError as exc:
-        raise UserError(f"the Titans memory module is not available in this build ({exc})") from exc
-
     extensions = tuple(e if e.startswith(".") else "." + e for e in args.extensions.split(",") if e)
-    try:
-        repos = load_repositories(args.data, read_specs(args), cache_root(args.cache_dir), extensions,
-                                  require_intra_imports=args.require_intra_imports)
-    except DataError as exc:
-        raise UserError(str(exc)) from exc
+    repos, problem = None, None
+    for turn in (True, False):  # rank 0 downloads into the shared cache first, then the others read it
+        if dist.is_main == turn:
+            try:
+                repos = load_repositories(args.data, read_specs(args), cache_root(args.cache_dir), extensions,
+                                          require_intra_imports=args.require_intra_imports)
+            except DataError as exc:
+                problem = str(exc)
+        dist.barrier()
+    if problem:
+        raise UserError(problem)
     train_repos, heldout_repos = split_repositories(repos, args.heldout, args.seed)
     try:
         config = TrainConfig(max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay,
@@ -125,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
                              max_files_per_repo=args.max_files_per_repo, inner_loop=args.inner_loop,
                              gate_lr_scale=args.gate_lr_scale, eval_every=args.eval_every,
                              checkpoint_every=args.checkpoint_every, heldout_max_files=args.heldout_max_files,
-                             seed=args.seed)
+                             seed=args.seed, batch_size=args.batch_size,
+                             gradient_checkpointing=args.gradient_checkpointing)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    lm = load_model(args.model, device=distributed.device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
     patch = install_memory(lm.model, memory_config(args))
     if args.memory_checkpoint:
@@ -142,22 +166,26 @@ def run(args: argparse.Namespace) -> int:
     heldout_ids = tokens(heldout_repos, args.heldout_max_files)
     names = {"train": [r.name for r in train_repos], "heldout": [r.name for r in heldout_repos]}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = {"model": lm.source.label if hasattr(lm.source, "label") else str(args.model), "model_spec": args.model,
                 "repositories": {split: [{"name": r.name, "source": r.source, "files": [f.path for f in r.files[:limit]],
                                           "tokens": sum(map(len, ids))}
                                          for r, ids in zip(rs, idss)]
                                  for split, rs, idss, limit in (("train", train_repos, train_ids, args.max_files_per_repo),
                                                                 ("heldout", heldout_repos, heldout_ids, args.heldout_max_files))}}
-    (out / "data.json").write_text(json.dumps(manifest, indent=1))
-    print(f"titans-lsp train: {len(train_repos)} training repositories ({sum(map(len, train_ids))} files), "
-          f"{len(heldout_repos)} held out; model {manifest['model']}; output {out}")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data.json").write_text(json.dumps(manifest, indent=1))
+        print(f"titans-lsp train: {len(train_repos)} training repositories ({sum(map(len, train_ids))} files), "
+              f"{len(heldout_repos)} held out; model {manifest['model']}; output {out}"
+              + (f"; {dist.world} processes" if dist.enabled else ""))
     try:
         state = train(lm.model, patch, lm.tokenizer, train_ids, heldout_ids, config, out, resume=args.resume,
                       repo_names=names, progress=not args.no_progress,
-                      time_limit_s=args.time_limit * 60 if args.time_limit else None)
+                      time_limit_s=args.time_limit * 60 if args.time_limit else None, dist=dist)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if not dist.is_main:
+        return 0
     last = state.heldout[-1] if state.heldout else None
     summary = f"titans-lsp train: stopped at step {state.step}/{config.max_steps}"
     if last:
