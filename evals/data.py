@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
@@ -40,9 +41,11 @@ def _problem(record) -> str | None:
 
 
 def read_samples(path: str | Path) -> Dataset:
-    """Every well-formed record of ``path``; malformed lines are logged with their number and skipped."""
+    """Every well-formed record of ``path`` (JSONL, or gzipped JSONL when it ends in ``.gz``); malformed
+    lines are logged with their number and skipped."""
     samples, problems, seen = [], [], set()
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open  # committed dev sets are gzipped
+    with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -1,13 +1,20 @@
 """CrossCodeEval metrics, as the reference ``scripts/eval_metric.py`` / ``eval_utils.py`` define them.
 
-Per sample: the raw completion is cut after the first complete statement (tree-sitter), then
-``#`` comments are stripped from prediction and ground truth. Then
+Per sample: the raw completion is cut after the first complete statement (Python: the first newline
+where the text parses, tree-sitter; TypeScript, JavaScript, Java, C# and the other brace languages:
+after the first ``;``, ``{`` or ``}``, as the reference's bracket rule, which leaves a completion
+whose first character is one of them uncut), then line comments in the language's syntax (``#``,
+``//``) are stripped from prediction and ground truth (the reference strips both ``#`` and ``//``
+in every language; here ``//`` is kept in Python, where it is integer division, and ``#`` in
+TypeScript, where it names private fields). Then
   EM     stripped non-empty lines of prediction == those of the reference
   ES     fuzzywuzzy ``fuzz.ratio(pred.strip(), ref.strip())``: an integer 0-100 (rounded 100 x difflib ratio)
   ID-EM  the ordered identifier lists are equal
   ID-F1  F1 of the identifier *sets*: 2tp / (2tp + fp + fn), 0 when both are empty
 Identifiers: ``\\w+`` tokens matching ``[_a-zA-Z][_a-zA-Z0-9]*`` after removing string
-literals, Python keywords (``keyword.kwlist``) dropped.
+literals, the language's keywords dropped (Python: ``keyword.kwlist``; the others: the registry's
+lists, the reserved words CrossCodeEval's reference keeps per language). The language comes from
+the sample's file (retrieval/languages.py); Python when it names none.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+
+from titans_lsp.retrieval.languages import PLAIN_TEXT, PYTHON, Language, detect, parser
 
 ES_IMPLEMENTATION = "fuzzywuzzy.fuzz.ratio (integer 0-100, as the CrossCodeEval reference)"
 
@@ -27,12 +35,11 @@ COMMENT_RE = re.compile(r"#.*")
 PY_KEYWORDS = frozenset(keyword.kwlist)
 
 
-@lru_cache(maxsize=1)
-def _parser():
-    import tree_sitter_python
-    from tree_sitter import Language, Parser
-
-    return Parser(Language(tree_sitter_python.language()))
+def metric_language(file: str | None) -> Language:
+    """The language a sample is scored in: its file's, Python when the file names none (the
+    official CrossCodeEval Python files, and every file this project built before languages)."""
+    language = detect(file)
+    return PYTHON if language is PLAIN_TEXT else language
 
 
 def _has_error_node(node) -> bool:
@@ -46,32 +53,51 @@ def _has_error_node(node) -> bool:
     return False
 
 
-def parses(code: str) -> bool:
-    return not _has_error_node(_parser().parse(code.encode("utf8")).root_node)
+def parses(code: str, language: Language = PYTHON) -> bool:
+    return not _has_error_node(parser(language.name).parse(code.encode("utf8")).root_node)
 
 
-def statement_cut(prompt: str, completion: str) -> str:
-    """Cut ``completion`` at the first newline before which ``prompt + completion`` parses
-    without an ERROR node (the text before that newline, right-stripped); uncut otherwise."""
+def statement_cut(prompt: str, completion: str, language: Language = PYTHON) -> str:
+    """Python: cut ``completion`` at the first newline before which ``prompt + completion`` parses
+    without an ERROR node (the text before that newline, right-stripped); uncut otherwise.
+    Brace languages: :func:`bracket_statement`. Others: uncut."""
+    if language.statement_cut == "bracket":
+        return bracket_statement(completion)
+    if language.statement_cut != "python":
+        return completion
     for i, ch in enumerate(completion):
-        if ch == "\n" and i > 0 and parses(prompt + completion[:i]):
+        if ch == "\n" and i > 0 and parses(prompt + completion[:i], language):
             return completion[:i].rstrip()
     return completion
 
 
-def strip_comments(code: str) -> str:
-    """The reference's comment removal: everything from ``#`` to the end of the line (even in strings)."""
-    return COMMENT_RE.sub("", code)
+def bracket_statement(completion: str) -> str:
+    """The reference's statement rule for Java, C# and TypeScript: up to and including the first
+    ``;``, ``{`` or ``}``; a completion that starts with one of them stays uncut (the reference's
+    ``if end_idx`` treats index 0 as not found)."""
+    for i, ch in enumerate(completion):
+        if ch in ";{}":
+            return completion[:i + 1] if i else completion
+    return completion
 
 
-def postprocess(prompt: str, raw: str) -> str:
+def strip_comments(code: str, language: Language = PYTHON) -> str:
+    """The reference's comment removal: everything from the line-comment marker (``#`` in Python,
+    ``//`` in brace languages) to the end of the line (even in strings)."""
+    if language.comment == "#":
+        return COMMENT_RE.sub("", code)
+    return re.sub(re.escape(language.comment) + r".*", "", code)
+
+
+def postprocess(prompt: str, raw: str, language: Language = PYTHON) -> str:
     """The metric-time prediction: statement cut, then comments stripped."""
-    return strip_comments(statement_cut(prompt, raw))
+    return strip_comments(statement_cut(prompt, raw, language), language)
 
 
-def identifiers(code: str) -> list[str]:
+def identifiers(code: str, language: Language = PYTHON) -> list[str]:
+    keywords = PY_KEYWORDS if language is PYTHON else language.keywords
     without_strings = STRING_RE.sub("", code)
-    return [t for t in WORD_RE.findall(without_strings) if IDENTIFIER_RE.match(t) and t not in PY_KEYWORDS]
+    return [t for t in WORD_RE.findall(without_strings) if IDENTIFIER_RE.match(t) and t not in keywords]
 
 
 def _lines(code: str) -> list[str]:
@@ -106,10 +132,10 @@ class SampleScore:
     id_f1: float  # 0..1
 
 
-def score_sample(prompt: str, raw: str, groundtruth: str) -> SampleScore:
-    pred = postprocess(prompt, raw)
-    ref = strip_comments(groundtruth)
-    pred_ids, ref_ids = identifiers(pred), identifiers(ref)
+def score_sample(prompt: str, raw: str, groundtruth: str, language: Language = PYTHON) -> SampleScore:
+    pred = postprocess(prompt, raw, language)
+    ref = strip_comments(groundtruth, language)
+    pred_ids, ref_ids = identifiers(pred, language), identifiers(ref, language)
     return SampleScore(prediction=pred, reference=ref, em=int(_lines(pred) == _lines(ref)),
                        es=edit_similarity(pred, ref), id_em=int(pred_ids == ref_ids),
                        id_f1=identifier_f1(pred_ids, ref_ids))

@@ -28,17 +28,29 @@ def find_package(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def build_samples(root: Path, files: dict[str, str], per_package: int, seed: int) -> list[dict]:
-    """Cut points right before a use of a name imported from another file of the package."""
-    from titans_lsp.retrieval.imports import DefinitionLookup, ModuleMap, parse_imports
+def build_samples(root: Path, files: dict[str, str], per_package: int, seed: int, language=None,
+                  read_config=None) -> list[dict]:
+    """Cut points right before a use of a name imported from another file of the package (Python, or
+    TypeScript/JavaScript with ``language``; ``read_config`` reads its tsconfig/package.json files)."""
+    from titans_lsp.retrieval.imports import STAR, DefinitionLookup, ModuleMap, parse_ecma_module, parse_imports
+    from titans_lsp.retrieval.languages import PYTHON
 
-    modules = ModuleMap(files, root.name)
+    language = language or PYTHON
+    python = language is PYTHON
+    modules = ModuleMap(files, root.name, read_config) if python else ModuleMap(files, "", read_config)
     lookup = DefinitionLookup(modules, files.get)
+    word = language.word_chars
     candidates = []
     for rel, text in sorted(files.items()):
         lines = text.split("\n")
-        last_import = max((i for i, line in enumerate(lines) if re.match(r"(from\s+\S+\s+import|import)\s", line)), default=-1)
-        for binding in parse_imports(text):
+        if python:
+            last_import = max((i for i, line in enumerate(lines) if re.match(r"(from\s+\S+\s+import|import)\s", line)), default=-1)
+            bindings = parse_imports(text)
+        else:
+            bindings, _, spans = parse_ecma_module(text, language)
+            last_import = max((text.count("\n", 0, end) for _, end in spans), default=-1)
+            bindings = [b for b in bindings if b.alias != STAR]
+        for binding in bindings:
             module_rel = modules.resolve_binding_module(binding, rel)
             if module_rel is None:
                 continue
@@ -46,14 +58,14 @@ def build_samples(root: Path, files: dict[str, str], per_package: int, seed: int
                 found = lookup.find(module_rel, binding.symbol)
                 if found is None or found[1] is None or found[0] == rel:
                     continue
-                pattern = re.compile(r"(?<![\w.])" + re.escape(binding.alias) + r"\b")
+                pattern = re.compile(rf"(?<![{word}.])" + re.escape(binding.alias) + rf"(?![{word}])")
                 symbol = binding.alias
             else:
-                pattern = re.compile(r"(?<![\w.])" + re.escape(binding.alias) + r"\.(\w+)")
+                pattern = re.compile(rf"(?<![{word}.])" + re.escape(binding.alias) + rf"\.([{word}]+)")
                 symbol = None
             for number in range(last_import + 1, len(lines)):
                 line = lines[number]
-                if line.lstrip().startswith("#"):
+                if line.lstrip().startswith(language.comment):
                     continue
                 for match in pattern.finditer(line):
                     if symbol is None:  # module.attr: the attribute must be defined in the package
@@ -106,8 +118,11 @@ def load_tokenizer():
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--packages", nargs="+", default=["pygls", "watchdog", "cattrs", "anyio", "typer", "click"])
+    parser.add_argument("--packages", nargs="*", default=["pygls", "watchdog", "cattrs", "anyio", "typer", "click"],
+                        help="installed Python packages")
     parser.add_argument("--dense-packages", nargs="*", default=["pygls", "watchdog", "cattrs"])
+    parser.add_argument("--npm", nargs="*", default=[], help="pinned npm packages NAME==VERSION (TypeScript sources)")
+    parser.add_argument("--dense-npm", action="store_true", help="also the dense rg1 row for the --npm packages")
     parser.add_argument("--per-package", type=int, default=60)
     parser.add_argument("--budget", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
@@ -129,17 +144,34 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="recall-"))
     try:
-        for package in args.packages:
-            source = find_package(package)
-            files = repo_python_files(source)
+        from titans_lsp.evals.build import language_files, main_language
+        from titans_lsp.paths import cache_root
+        from titans_lsp.retrieval.languages import PYTHON
+        from titans_lsp.retrieval.packages import fetch_npm
+        from titans_lsp.retrieval.workspace import WorkspaceFilter
+
+        sources = [(package, find_package(package), PYTHON) for package in args.packages]
+        for spec in args.npm:
+            npm_root = fetch_npm(spec, cache_root())
+            sources.append((npm_root.name, npm_root, main_language(npm_root)))
+        for package, source, language in sources:
+            files = repo_python_files(source) if language is PYTHON else language_files(source, language)
             root = work / source.name
             for rel, text in files.items():
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 (root / rel).write_text(text)
+            configs = WorkspaceFilter(source)  # package.json, tsconfig*.json: what import resolution reads
+            for path in sorted(source.rglob("*.json")) if language is not PYTHON else []:
+                rel = path.relative_to(source).as_posix()
+                text = configs.load_config(rel)
+                if text is not None:
+                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (root / rel).write_text(text)
             index = WorkspaceIndex(root, None, dense_model=None)
             index.build()
-            samples = build_samples(root, files, args.per_package, args.seed)
-            dense = package in (args.dense_packages or [])
+            samples = build_samples(root, files, args.per_package, args.seed, language,
+                                    WorkspaceFilter(root).load_config)
+            dense = package in (args.dense_packages or []) or (language is not PYTHON and args.dense_npm)
             package_hits: dict[str, list[int]] = {}
             for sample in samples:
                 prompt, current, symbol = sample["prompt"], sample["metadata"]["file"], sample["symbol"]
@@ -155,11 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
                 if dense:
                     contexts["rg1_dense (MiniLM cosine)"] = rg1_retrieve(prompt, current, files, "dense", encoder=encoder)
                 for name, snippets in contexts.items():
-                    block = crossfile_block(snippets, tokenizer, args.budget)
+                    block = crossfile_block(snippets, tokenizer, args.budget, comment=language.comment)
                     hit = int(re.search(r"(?<!\w)" + re.escape(symbol) + r"(?!\w)", block) is not None)
                     package_hits.setdefault(name, []).append(hit)
                     hits.setdefault(name, []).append(hit)
-            per_package[package] = {"files": len(files), "chunks": index.num_chunks(), "samples": len(samples),
+            per_package[package] = {"language": language.name, "files": len(files), "chunks": index.num_chunks(),
+                                     "samples": len(samples),
                                     **{k: round(100 * sum(v) / max(1, len(v)), 1) for k, v in package_hits.items()}}
             print(package, per_package[package], flush=True)
     finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from titans_lsp.evals.data import crossfile_chunks, task_id
-from titans_lsp.evals.metrics import score_sample
+from titans_lsp.evals.metrics import metric_language, score_sample
 from titans_lsp.modes import Mode
 
 log = logging.getLogger(__name__)
@@ -69,21 +69,23 @@ class SnippetSource:
         from titans_lsp.retrieval.cceval import rg1_retrieve
 
         meta = sample["metadata"]
-        items = rg1_retrieve(sample["prompt"], str(meta["file"]), self._files(str(meta["repository"])), ranker=self.retriever)
+        files = self._files(str(meta["repository"]), metric_language(str(meta["file"])))
+        items = rg1_retrieve(sample["prompt"], str(meta["file"]), files, ranker=self.retriever)
         return [Snippet(c["filename"], c["retrieved_chunk"], c["score"]) for c in items]
 
-    def _files(self, repository: str) -> dict[str, str]:
-        """The repository's Python files at ``repos/<metadata.repository>/`` (read once)."""
-        if repository not in self._by_repo:
-            from titans_lsp.retrieval.cceval import repo_python_files
+    def _files(self, repository: str, language) -> dict[str, str]:
+        """The repository's files in the sample's language at ``repos/<metadata.repository>/`` (read once)."""
+        key = f"{repository}\0{language.name}"
+        if key not in self._by_repo:
+            from titans_lsp.evals.build import language_files
 
             root = self.repos / repository
             if not root.is_dir():
                 from titans_lsp.cli import UserError
 
                 raise UserError(f"--repos: {root} does not exist (metadata.repository {repository!r})")
-            self._by_repo[repository] = repo_python_files(root)
-        return self._by_repo[repository]
+            self._by_repo[key] = language_files(root, language)
+        return self._by_repo[key]
 
 
 def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
@@ -102,12 +104,14 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
         t = time.perf_counter()
         engine.prime(workspace, [s.text for s in snippets or []])
         prime_s = time.perf_counter() - t
+    meta = sample["metadata"]
+    language = metric_language(str(meta.get("file") or ""))  # comment syntax of the block, metric rules
     request = CompletionRequest(prefix=sample["prompt"], suffix=str(sample.get("right_context") or "") if spec.fim else "",
                                 settings=settings, early_stop=False, heal=spec.heal,
-                                snippets=snippets if spec.mode.uses_context else None)
+                                snippets=snippets if spec.mode.uses_context else None,
+                                language_id=language.language_ids[0])
     completion = engine.complete(request, workspace)
-    score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"])
-    meta = sample["metadata"]
+    score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"], language)
     return {
         "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
         "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.backend_for(spec.mode).name,

@@ -1,9 +1,14 @@
 """Import-aware context: the definitions behind the current file's imports, nearest use first.
 
-The current file's imports are parsed with tree-sitter and resolved to workspace modules (absolute,
-relative, ``from pkg import mod``, aliases, re-exports through ``__init__``). Then the definitions of
-the imported names, and of ``module.attr`` uses, are returned as snippets, ordered by how close to
-the cursor they are used. These are the cross-file symbols a completion most often needs.
+The current file's imports are parsed with tree-sitter and resolved to workspace modules. Python:
+absolute, relative, ``from pkg import mod``, aliases, re-exports through ``__init__``. TypeScript /
+JavaScript (the registry's ``ecmascript`` family): ``import``/``export ... from``/``require``,
+default, named and namespace imports, ``export *`` and renamed re-exports, resolved by
+retrieval/ecmascript.py (relative paths, ``index`` files, tsconfig ``paths``/``baseUrl``, workspace
+``package.json`` ``exports``/``main``). Then the definitions of the imported names, and of
+``module.attr`` uses, are returned as snippets, ordered by how close to the cursor they are used.
+These are the cross-file symbols a completion most often needs. A language without import rules
+gets none.
 """
 
 from __future__ import annotations
@@ -12,9 +17,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from dataclasses import replace
+
 from .chunking import Chunk, definition_chunks, python_parser
+from .ecmascript import EcmaResolver, ReadConfig
+from .languages import PLAIN_TEXT, PYTHON, Language, detect, parser
 
 PY_SUFFIXES = (".py", ".pyi")
+STAR = "*"  # Binding.alias of ``export * from "m"``: every name of m is re-exported
 UNUSED_FIRST = [False]
 
 
@@ -27,7 +37,14 @@ class Binding:
     level: int = 0  # dots of a relative import
 
 
-def parse_imports(text: str) -> list[Binding]:
+def parse_imports(text: str, language: Language | None = None) -> list[Binding]:
+    """The bindings ``text`` imports (Python by default; none for a language without import rules)."""
+    if language is not None and language is not PYTHON:
+        return parse_ecma_module(text, language)[0] if language.imports == "ecmascript" else []
+    return _parse_python_imports(text)
+
+
+def _parse_python_imports(text: str) -> list[Binding]:
     tree = python_parser().parse(text.encode("utf-8", errors="replace"))
     out: list[Binding] = []
 
@@ -67,6 +84,122 @@ def parse_imports(text: str) -> list[Binding]:
     return out
 
 
+# ---- TypeScript / JavaScript -------------------------------------------------------------------------------
+def _string_value(node) -> str | None:
+    if node is None or node.type not in ("string", "template_string"):
+        return None
+    return "".join(c.text.decode("utf-8", "replace") for c in node.named_children if c.type == "string_fragment")
+
+
+def _require_source(node) -> str | None:
+    """``require("m")`` -> ``m`` (else None)."""
+    if node is None or node.type != "call_expression":
+        return None
+    function, arguments = node.child_by_field_name("function"), node.child_by_field_name("arguments")
+    if function is None or function.text != b"require" or arguments is None or len(arguments.named_children) != 1:
+        return None
+    return _string_value(arguments.named_children[0])
+
+
+def _name(node) -> str:
+    return node.text.decode("utf-8", "replace") if node is not None else ""
+
+
+def parse_ecma_module(text: str, language: Language) -> tuple[list[Binding], list[tuple[str, str]], list[tuple[int, int]]]:
+    """(bindings, local exports, import spans) of a TypeScript/JavaScript file.
+
+    Bindings: ``import d from "m"`` -> (d, m, "default"); ``import {a as b}`` -> (b, m, a);
+    ``import * as ns`` / ``export * as ns from`` / ``const ns = require("m")`` -> (ns, m, None);
+    ``export {a as b} from "m"`` -> (b, m, a); ``export * from "m"`` -> ("*", m, None).
+    Local exports: (exported name, local name) for ``export {x as y}`` and ``export default x``.
+    Import spans: byte ranges of import statements (their names are not uses)."""
+    ts_parser = parser(language.name)
+    if ts_parser is None:
+        return [], [], []
+    source = text.encode("utf-8", errors="replace")
+    tree = ts_parser.parse(source)
+    bindings: list[Binding] = []
+    exports: list[tuple[str, str]] = []
+    spans: list[tuple[int, int]] = []
+    for node in tree.root_node.named_children:
+        if node.type == "import_statement":
+            spans.append((node.start_byte, node.end_byte))
+            module = _string_value(node.child_by_field_name("source"))
+            if module is None:
+                continue
+            for clause in node.named_children:
+                if clause.type != "import_clause":
+                    continue
+                for item in clause.named_children:
+                    if item.type == "identifier":
+                        bindings.append(Binding(_name(item), module, "default"))
+                    elif item.type == "namespace_import":
+                        names = [c for c in item.named_children if c.type == "identifier"]
+                        if names:
+                            bindings.append(Binding(_name(names[-1]), module, None))
+                    elif item.type == "named_imports":
+                        for spec in item.named_children:
+                            if spec.type == "import_specifier":
+                                name = _name(spec.child_by_field_name("name"))
+                                alias = _name(spec.child_by_field_name("alias")) or name
+                                if name:
+                                    bindings.append(Binding(alias, module, name))
+        elif node.type == "export_statement":
+            module = _string_value(node.child_by_field_name("source"))
+            declaration = node.child_by_field_name("declaration")
+            if module is not None:
+                spans.append((node.start_byte, node.end_byte))
+            if module is not None and not any(c.type in ("export_clause", "namespace_export") for c in node.named_children):
+                bindings.append(Binding(STAR, module, None))
+            for item in node.named_children:
+                if item.type == "namespace_export" and module is not None:
+                    names = [c for c in item.named_children if c.type in ("identifier", "string")]
+                    if names:
+                        bindings.append(Binding(_name(names[-1]).strip("\"'"), module, None))
+                elif item.type == "export_clause":
+                    for spec in item.named_children:
+                        if spec.type != "export_specifier":
+                            continue
+                        name = _name(spec.child_by_field_name("name"))
+                        alias = _name(spec.child_by_field_name("alias")) or name
+                        if module is not None:
+                            bindings.append(Binding(alias, module, name))
+                        elif alias != name:
+                            exports.append((alias, name))
+            is_default = any(c.type == "default" for c in node.children)
+            if is_default:
+                target = declaration.child_by_field_name("name") if declaration is not None else None
+                value = node.child_by_field_name("value")
+                if target is None and value is not None and value.type == "identifier":
+                    target = value
+                if target is not None:
+                    exports.append(("default", _name(target)))
+        elif node.type in ("lexical_declaration", "variable_declaration"):
+            for declarator in node.named_children:
+                if declarator.type != "variable_declarator":
+                    continue
+                module = _require_source(declarator.child_by_field_name("value"))
+                target = declarator.child_by_field_name("name")
+                if module is None or target is None:
+                    continue
+                spans.append((node.start_byte, node.end_byte))
+                if target.type == "identifier":
+                    bindings.append(Binding(_name(target), module, None))
+                elif target.type == "object_pattern":
+                    for item in target.named_children:
+                        if item.type == "shorthand_property_identifier_pattern":
+                            bindings.append(Binding(_name(item), module, _name(item)))
+                        elif item.type == "pair_pattern":
+                            key, value = item.child_by_field_name("key"), item.child_by_field_name("value")
+                            if key is not None and value is not None and value.type == "identifier":
+                                bindings.append(Binding(_name(value), module, _name(key)))
+    return bindings, exports, [(_char_offset(source, a), _char_offset(source, b)) for a, b in spans]
+
+
+def _char_offset(source: bytes, byte_offset: int) -> int:
+    return len(source[:byte_offset].decode("utf-8", errors="replace"))
+
+
 def module_name(rel: str, root_package: str = "") -> str:
     parts = rel.split("/")
     last = parts[-1].rsplit(".", 1)[0]
@@ -86,9 +219,13 @@ def _distance(a: str, b: str) -> int:
 
 class ModuleMap:
     """Workspace Python files by dotted module name (with the root's own package name when the
-    root is itself a package, and matching by suffix so ``src/`` layouts resolve)."""
+    root is itself a package, and matching by suffix so ``src/`` layouts resolve); TypeScript and
+    JavaScript files through an :class:`EcmaResolver` (``read_config`` reads tsconfig.json and
+    package.json files by workspace-relative path)."""
 
-    def __init__(self, rels: Iterable[str], root_package: str = ""):
+    def __init__(self, rels: Iterable[str], root_package: str = "", read_config: ReadConfig | None = None):
+        rels = list(rels)
+        self.ecma = EcmaResolver(rels, read_config)
         self.by_name: dict[str, list[str]] = {}
         self.rels = set()
         for rel in rels:
@@ -118,6 +255,8 @@ class ModuleMap:
         return None
 
     def resolve_binding_module(self, binding: Binding, current: str) -> str | None:
+        if detect(current).imports == "ecmascript":
+            return self.ecma.resolve(binding.module, current)
         if binding.level:
             return self.resolve_relative(binding.level, binding.module, current)
         return self.resolve(binding.module, current)
@@ -136,17 +275,34 @@ class DefinitionLookup:
             return [], []
         cached = self._cache.get(rel)
         if cached is None or cached[0] != text:
-            cached = self._cache[rel] = (text, definition_chunks(text), parse_imports(text))
+            cached = self._cache[rel] = (text, *self._parse(rel, text))
         return cached[1], cached[2]
+
+    @staticmethod
+    def _parse(rel: str, text: str) -> tuple[list[Chunk], list[Binding]]:
+        language = detect(rel)
+        if language.imports != "ecmascript":
+            return definition_chunks(text), parse_imports(text)
+        chunks = definition_chunks(text, language=language)
+        bindings, exports, _ = parse_ecma_module(text, language)
+        by_name = {chunk.name: chunk for chunk in reversed(chunks)}  # the first definition of a name wins
+        for exported, local in exports:  # export {x as y}, export default x: y / default name x's chunk
+            if local in by_name and exported not in by_name:
+                chunks.append(replace(by_name[local], name=exported))
+            elif local not in by_name:
+                bindings += [replace(b, alias=exported) for b in bindings if b.alias == local]
+        return chunks, bindings
 
     def find(self, rel: str, symbol: str, depth: int = 0) -> tuple[str, Chunk] | tuple[str, None] | None:
         """(file, definition) of ``symbol`` in module ``rel``; (submodule file, None) when the name is
-        a submodule; following re-exports (``from .x import Foo`` in ``__init__``) up to 3 levels."""
+        a submodule (or a namespace import); following re-exports (``from .x import Foo`` in
+        ``__init__``; ``export ... from``, ``export *`` in TypeScript) up to 3 levels (6 through
+        ``export *`` chains, which index files nest)."""
         chunks, bindings = self._parsed(rel)
         for chunk in chunks:
             if chunk.name == symbol:
                 return rel, chunk
-        if depth < 3:
+        if depth < 3 or (depth < 6 and any(b.alias == STAR for b in bindings)):
             for binding in bindings:
                 if binding.alias == symbol:
                     target = self.modules.resolve_binding_module(binding, rel)
@@ -155,6 +311,12 @@ class DefinitionLookup:
                     if binding.symbol is None:
                         return target, None
                     found = self.find(target, binding.symbol, depth + 1)
+                    if found is not None:
+                        return found
+            for binding in bindings:
+                if binding.alias == STAR:  # export * from "m": any name of m
+                    target = self.modules.resolve_binding_module(binding, rel)
+                    found = self.find(target, symbol, depth + 1) if target is not None and target != rel else None
                     if found is not None:
                         return found
         if rel.endswith(("__init__.py", "__init__.pyi")):
@@ -172,9 +334,10 @@ class ImportSnippet:
     position: int  # offset of the nearest use in the prefix (-1: imported, not used yet)
 
 
-def _uses(prefix: str, alias: str) -> list[tuple[int, str | None]]:
-    """(offset, attribute) of each use of ``alias`` (``alias.attr`` gives the attribute)."""
-    pattern = re.compile(r"(?<![\w.])" + re.escape(alias) + r"(?:\.(\w+))?(?!\w)")
+def _uses(prefix: str, alias: str, word: str = r"\w") -> list[tuple[int, str | None]]:
+    """(offset, attribute) of each use of ``alias`` (``alias.attr`` gives the attribute); ``word``:
+    the language's identifier characters (a regex class body)."""
+    pattern = re.compile(rf"(?<![{word}.])" + re.escape(alias) + rf"(?:\.([{word}]+))?(?![{word}])")
     return [(m.start(), m.group(1)) for m in pattern.finditer(prefix)]
 
 
@@ -185,9 +348,12 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
     ``modules``: a ModuleMap (with ``read``: rel -> text), or simply the repository as a dict
     rel -> text (the eval's case; ``root_package`` names the root when it is itself a package).
     """
+    language = detect(current_file)
+    if language.imports is None and language is not PLAIN_TEXT:
+        return []  # a language without import rules
     if isinstance(modules, dict):
         files = modules
-        modules, read = ModuleMap(files, root_package), files.get
+        modules, read = ModuleMap(files, root_package, files.get), files.get
     lookup = lookup or DefinitionLookup(modules, read)
     current = current_file or ""
     found: dict[tuple[str, str], ImportSnippet] = {}
@@ -200,11 +366,21 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
         if old is None or position > old.position:
             found[key] = ImportSnippet(rel, chunk.text, chunk.name, position)
 
-    def is_import_line(offset: int) -> bool:
-        start = prefix.rfind("\n", 0, offset) + 1
-        return bool(re.match(r"\s*(from\s|import\s)", prefix[start:offset + 1] + " "))
+    if language.imports == "ecmascript":
+        bindings, _, spans = parse_ecma_module(prefix, language)
 
-    for binding in parse_imports(prefix):
+        def is_import_line(offset: int) -> bool:
+            return any(start <= offset < end for start, end in spans)
+    else:
+        bindings = parse_imports(prefix)
+
+        def is_import_line(offset: int) -> bool:
+            start = prefix.rfind("\n", 0, offset) + 1
+            return bool(re.match(r"\s*(from\s|import\s)", prefix[start:offset + 1] + " "))
+
+    for binding in bindings:
+        if binding.alias == STAR:
+            continue
         module_rel = lookup.modules.resolve_binding_module(binding, current)
         if module_rel is None:
             continue
@@ -214,7 +390,8 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
             if resolved is None:
                 continue
             target_rel, target_chunk = resolved
-        uses = [(offset, attr) for offset, attr in _uses(prefix, binding.alias) if not is_import_line(offset)]
+        uses = [(offset, attr) for offset, attr in _uses(prefix, binding.alias, language.word_chars)
+                if not is_import_line(offset)]
         if target_chunk is not None:  # a class / function / constant
             add(target_rel, target_chunk, max((o for o, _ in uses), default=-1))
             continue

@@ -411,7 +411,7 @@ class WorkspaceIndex:
     def module_map(self) -> ModuleMap:
         if self._modules is None:
             root_package = self.root.name if (self.root / "__init__.py").exists() else ""
-            self._modules = ModuleMap(self.entries, root_package)
+            self._modules = ModuleMap(self.entries, root_package, self.rules.load_config)
             self._lookup = DefinitionLookup(self._modules, self._read_rel)
         return self._modules
 

@@ -39,6 +39,9 @@ SECRET_PATTERNS = (
 )
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
+# Config files import resolution reads (never indexed): package.json, tsconfig*.json, jsconfig*.json.
+CONFIG_PATTERNS = ("package.json", "tsconfig*.json", "jsconfig*.json")
+
 
 def is_secret_name(name: str) -> bool:
     lower = name.lower()
@@ -138,6 +141,24 @@ class WorkspaceFilter:
             return None
         return WorkspaceFile(path=self.root / rel, rel=rel, text=decode_source(data))
 
+    def load_config(self, rel: str) -> str | None:
+        """The text of a config file import resolution reads (``CONFIG_PATTERNS``), by relative path;
+        None when it is absent, another kind of file, under a skipped directory (node_modules),
+        ignored, too large or a link out of the workspace."""
+        name = rel.rsplit("/", 1)[-1]
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in CONFIG_PATTERNS):
+            return None
+        if any(part in SKIPPED_DIRS or part in ("", ".", "..") for part in rel.split("/")[:-1]) or self.is_ignored(rel):
+            return None
+        try:
+            real = (self.root / rel).resolve(strict=True)
+            real.relative_to(self.root)
+            if not real.is_file() or real.stat().st_size > self.max_bytes:
+                return None
+            return decode_source(real.read_bytes())
+        except (OSError, ValueError, RuntimeError):
+            return None
+
     def iter_rel_paths(self) -> Iterator[str]:
         """Candidate relative paths, in a deterministic order, without reading file contents."""
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
@@ -167,13 +188,18 @@ def iter_workspace_files(root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES,
 
 
 def priming_order(files: Iterable) -> list:
-    """Definitions before users: shallower paths first, then by name (``__init__`` files first).
+    """Definitions before users: shallower paths first, then by name, a directory's entry files
+    first (``__init__.py``, ``index.ts``, ``mod.rs``: the registry's ``index_files``), then type
+    TypeScript declaration files (``.d.ts``), which hold only definitions.
 
     Accepts WorkspaceFile objects or relative path strings and returns them in that order.
     """
+    from .ecmascript import is_declaration_file
+    from .languages import INDEX_FILES
+
     def key(item):
         rel = item if isinstance(item, str) else item.rel
         parts = rel.split("/")
-        return (len(parts), parts[:-1], parts[-1] not in ("__init__.py", "__init__.pyi"), parts[-1])
+        return (len(parts), parts[:-1], parts[-1] not in INDEX_FILES, not is_declaration_file(parts[-1]), parts[-1])
 
     return sorted(files, key=key)

@@ -75,8 +75,30 @@ def editor_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+TS_GEOMETRY = """\
+/** Areas and perimeters of simple shapes. */
+export function circleArea(radius: number): number {
+  return Math.PI * radius * radius;
+}
+
+export function rectanglePerimeter(width: number, height: number): number {
+  return 2 * (width + height);
+}
+"""
+TS_REPORT = """\
+import { circleArea, rectanglePerimeter } from "./geometry";
+
+export function report(width: number, height: number): void {
+  const area = circleArea(width);
+  console.log("area", area);
+}
+"""
+TS_REPORT_LINE = 5  # 1-based: the line of report.ts after which the tests type a new one
+
+
 def make_workspace(root: Path) -> Path:
-    """A small Python project: a helper module and a main file that uses it (cross-file context)."""
+    """A small Python project: a helper module and a main file that uses it (cross-file context), and
+    the same in TypeScript (geometry.ts, report.ts)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text('[project]\nname = "shapes"\nversion = "0.1.0"\n')
     (root / "geometry.py").write_text(textwrap.dedent('''\
@@ -107,6 +129,8 @@ def make_workspace(root: Path) -> Path:
             area = rectangle_area(width, height)
             print("area", area)
         '''))
+    (root / "geometry.ts").write_text(TS_GEOMETRY)
+    (root / "report.ts").write_text(TS_REPORT)
     return root
 
 

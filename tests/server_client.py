@@ -139,10 +139,11 @@ async def start_server(folders: list[Path], cache: Path, settings: dict | None =
     return client
 
 
-async def open_document(client: TestClient, path: Path, text: str, version: int = 1) -> str:
+async def open_document(client: TestClient, path: Path, text: str, version: int = 1,
+                        language_id: str = "python") -> str:
     uri = path.as_uri()
     client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=version, text=text)))
+        text_document=types.TextDocumentItem(uri=uri, language_id=language_id, version=version, text=text)))
     return uri
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from editor_tools import REPO, editor_env, find_modes, make_workspace, require, server_command, stop_process
+from editor_tools import (REPO, TS_REPORT_LINE, editor_env, find_modes, make_workspace, require, server_command,
+                          stop_process)
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(300)]
 
@@ -150,8 +151,27 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         assert prepared["uri"] == cursor["uri"], (prepared, cursor)
         assert prepared["character"] == cursor["character"], (prepared, cursor)
         assert prepared["promptTokens"] > 0, prepared
+
+        # A TypeScript file of the same workspace: back to concat, open report.ts, type in report().
+        nv.send("<Esc>:TitansMode concat<CR>")
+        nv.wait_for("the server to report mode concat",
+                    lambda: [f["mode"] for f in json.loads(nv.lua("T.status()") or "{}").get("folders", [])] == ["concat"],
+                    60)
+        nv.send("<Esc>:edit report.ts<CR>")
+        nv.wait_for("the titans client on report.ts", lambda: nv.lua("T.ready()") == "true"
+                    and json.loads(nv.lua("T.cursor()"))["uri"].endswith("/report.ts"), 60)
+        nv.send(f"{TS_REPORT_LINE}GA<CR>const perimeter = ")
+        ts_ghost = nv.wait_for("ghost text in report.ts", lambda: nv.lua("T.ghost()"), 120)
+        ts_before = json.loads(nv.lua("T.state()"))
+        assert ts_before["line"].endswith("const perimeter = "), ts_before
+        nv.send("<Tab>")
+        ts_after = nv.wait_for("the accepted TypeScript text",
+                               lambda: (s := json.loads(nv.lua("T.state()")))["line"] != ts_before["line"] and s, 30)
+        assert ts_ghost.split("\n")[0].strip() in ts_after["line"], (ts_ghost, ts_after)
+        last = json.loads(nv.lua("T.status()"))["lastCompletion"]
+        assert last["uri"].endswith("/report.ts") and last["language"] == "typescript", last
         print(f"neovim: client ready in {t_ready:.1f}s; ghost {ghost!r}; accepted line {after['line']!r}; "
-              f"pre-warm {prepared}")
+              f"pre-warm {prepared}; TypeScript ghost {ts_ghost!r}, line {ts_after['line']!r}")
     finally:
         try:
             nv.send("<Esc>:qa!<CR>")

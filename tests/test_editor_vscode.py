@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from editor_tools import (
-    ARTIFACTS, REPO, editor_env, find_modes, make_workspace, require, server_executable, server_log_args, stop_process,
+    ARTIFACTS, REPO, TS_REPORT_LINE, editor_env, find_modes, make_workspace, require, server_executable, server_log_args,
+    stop_process,
 )
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(420)]
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.editor, pytest.mark.timeout(420)]
 VSIX = REPO / "editors" / "vscode" / "titans-lsp.vsix"
 SCRIPT = REPO / "tests" / "e2e" / "vscode_inline.cjs"
 TYPED = "perimeter = "
+TS_TYPED = "const perimeter = "
 NEW_MODE = "memory"
 
 
@@ -103,7 +105,8 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
             [node, str(SCRIPT)],
             env=dict(env, NODE_PATH=node_path, URL=f"http://127.0.0.1:{port}", FOLDER=str(workspace),
                      SCREENSHOT_DIR=str(shots), RESULT=str(result_file), CHROMIUM=chromium,
-                     TYPED=TYPED, NEW_MODE=NEW_MODE, SERVER_MARK=str(server_log)),
+                     TYPED=TYPED, NEW_MODE=NEW_MODE, SERVER_MARK=str(server_log), TS_TYPED=TS_TYPED,
+                     TS_LINE=str(TS_REPORT_LINE)),
             capture_output=True, text=True, timeout=360,
         )
         print(run.stdout[-4000:], run.stderr[-4000:])
@@ -136,6 +139,14 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     assert prepared["uri"] == (workspace / "main.py").as_uri(), prepared
     assert prepared["line"] == cursor["line"] - 1, (prepared, cursor)
     assert prepared["character"] == cursor["column"] - 1, (prepared, cursor)
+
+    # The same in report.ts: ghost text after typing, accepted with Tab, answered by TypeScript rules.
+    ts_ghost = result["tsGhost"]
+    assert ts_ghost.strip(), result
+    assert result["tsLineBeforeAccept"].rstrip().endswith(TS_TYPED.strip()), result["tsLineBeforeAccept"]
+    assert ts_ghost.split("\n")[0].strip() in "\n".join(result["tsLinesAfterAccept"]), (ts_ghost, result["tsLinesAfterAccept"])
+    last = result["tsLastCompletion"]
+    assert last["uri"] == (workspace / "report.ts").as_uri() and last["language"] == "typescript", last
 
     # The quick pick wrote the workspace setting, and the server reports the new mode.
     settings = json.loads((workspace / ".vscode" / "settings.json").read_text())

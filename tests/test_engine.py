@@ -37,6 +37,19 @@ def test_concat_mode_prepends_the_crossfile_block(tiny_engine):
     assert completion.prompt_tokens > plain.prompt_tokens
 
 
+def test_a_typescript_file_gets_the_block_in_its_comment_syntax_and_its_cut(tiny_engine):
+    snippets = [Snippet("src/cart.ts", "export class Cart {\n  add(): void {}\n}")]
+    settings = CompletionSettings(mode="concat", max_new_tokens=4)
+    for path, language_id in (("src/main.ts", None), ("untitled-1", "typescript")):
+        completion = tiny_engine.complete(CompletionRequest(prefix="const c = new ", settings=settings, snippets=snippets,
+                                                            path=path, language_id=language_id))
+        assert completion.context.startswith("// Here are some relevant code fragments from other files of the repo:")
+        assert "// the below code fragment is found in src/cart.ts\n// export class Cart {" in completion.context
+        assert "\n# " not in completion.context
+    request = CompletionRequest(prefix="x", path="src/main.ts")
+    assert request.language.name == "typescript" and CompletionRequest(prefix="x").language.name == "text"
+
+
 def test_invoked_requests_get_up_to_three_distinct_items(tiny_engine):
     completion = tiny_engine.complete(CompletionRequest(prefix="x = [1, 2, 3]\ny = ", num_items=3,
                                                         settings=CompletionSettings(mode="none", max_new_tokens=5)))

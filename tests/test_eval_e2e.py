@@ -92,3 +92,43 @@ def test_tiny_end_to_end_eval_is_resumable(tmp_path, tiny_llama_dir, capsys):
     rows = [json.loads(line) for line in (retrieved / "predictions-concat.jsonl").read_text().splitlines()]
     assert any("# the below code fragment is found in server.py" in r["context"] or
                "# the below code fragment is found in config.py" in r["context"] for r in rows)
+
+
+def write_ts_repo(root: Path) -> Path:
+    """A tiny TypeScript package: modules that import each other's exported names."""
+    root.mkdir(parents=True)
+    filler = "".join(f"// filler line {i}\n" for i in range(12))
+    (root / "money.ts").write_text("export type Currency = 'EUR' | 'USD';\n\nexport function formatPrice(cents: number): string {\n"
+                                   "  return `${cents / 100}`;\n}\n\nconst local = 1;\n")
+    (root / "cart.ts").write_text('import { Currency, formatPrice } from "./money.js";\n' + filler +
+                                  "export class Cart {\n  currency: Currency = 'EUR';\n  total(): string {\n"
+                                  "    return formatPrice(100);\n  }\n}\n")
+    (root / "main.ts").write_text('import { Cart } from "./cart";\nimport { formatPrice } from "./money";\n' + filler +
+                                  "const local = 2;\nexport function main(): string {\n  const cart = new Cart();\n"
+                                  "  return formatPrice(1) + cart.total() + local;\n}\n")
+    (root / "types.d.ts").write_text("export declare function formatPrice(cents: number): string;\n")
+    return root
+
+
+def test_build_reads_typescript_with_its_grammar(tmp_path):
+    repo = write_ts_repo(tmp_path / "shop")
+    out = tmp_path / "ts.jsonl"
+    assert main(["eval", "build", "--out", str(out), "--dir", str(repo), "--per-repo", "20"]) == 0
+    samples = read_samples(out).samples
+    got = sorted((s["metadata"]["file"], s["groundtruth"]) for s in samples)
+    # imported names defined in another file; never `local` (each file's own), never from a .d.ts
+    assert got == [("cart.ts", "Currency = 'EUR';"), ("cart.ts", "formatPrice(100);"), ("main.ts", "Cart();"),
+                   ("main.ts", "formatPrice(1) + cart.total() + local;")]
+    for s in samples:
+        assert s["metadata"]["language"] == "typescript"
+        assert s["crossfile_context"]["text"].startswith("// Here are some relevant code fragments")
+        assert all(c["filename"].endswith(".ts") and not c["filename"].endswith(".d.ts")
+                   for c in s["crossfile_context"]["list"])
+
+
+def test_build_language_flag_is_validated(tmp_path, capsys):
+    repo = write_ts_repo(tmp_path / "shop")
+    assert main(["eval", "build", "--out", str(tmp_path / "x.jsonl"), "--dir", str(repo), "--language", "klingon"]) != 0
+    assert "unknown language 'klingon'" in capsys.readouterr().err
+    assert main(["eval", "build", "--out", str(tmp_path / "y.jsonl"), "--dir", str(repo), "--language", "lua"]) != 0
+    assert "no definition rules" in capsys.readouterr().err

@@ -58,3 +58,34 @@ def test_score_sample_and_aggregate():
 def test_em_ignores_blank_lines_and_indentation():
     multi = score_sample("x = f(", "1,\n\n    2)\n", "1,\n2)")
     assert multi.em == 1
+
+
+# ---- per-language rules ---------------------------------------------------------------------------------
+from titans_lsp.evals.metrics import bracket_statement, metric_language  # noqa: E402
+from titans_lsp.retrieval.languages import PYTHON, TYPESCRIPT, by_name  # noqa: E402
+
+
+def test_metric_language_comes_from_the_file_and_defaults_to_python():
+    assert metric_language("src/a.ts") is TYPESCRIPT and metric_language("Foo.java").name == "java"
+    assert metric_language("a.py") is PYTHON and metric_language("") is PYTHON and metric_language("notes.md") is PYTHON
+
+
+def test_bracket_statement_cut_as_the_reference():
+    assert bracket_statement("foo(a, b);\nbar();") == "foo(a, b);"
+    assert bracket_statement("if (x) {\n  y();\n}") == "if (x) {"
+    assert bracket_statement("a + b") == "a + b"
+    assert bracket_statement("}\nfoo();") == "}\nfoo();"  # the reference treats index 0 as 'not found'
+    assert statement_cut("const x = ", "make();\nother();", TYPESCRIPT) == "make();"
+
+
+def test_typescript_comments_keywords_and_scores():
+    assert strip_comments("a(); // call\nb(); # kept", TYPESCRIPT) == "a(); \nb(); # kept"
+    assert strip_comments("x = a // b\n", PYTHON) == "x = a // b\n"  # integer division stays in Python
+    assert identifiers("const total = await sum(items) as number; return this.total", TYPESCRIPT) == \
+        ["total", "await", "sum", "items", "as", "number", "total"]
+    assert identifiers("public static void main(String[] args) { int n = 0; }", by_name("java")) == \
+        ["main", "String", "args", "n"]
+    score = score_sample("const c = ", "new Cart(items); // make\nfoo();", "new Cart(items);", TYPESCRIPT)
+    assert (score.prediction, score.em, score.id_em) == ("new Cart(items);", 1, 1)
+    # the same text scored as Python keeps `new`-less identifiers and no statement cut on ';'
+    assert score_sample("c = ", "Cart(items)\nfoo()", "Cart(items)").em == 1

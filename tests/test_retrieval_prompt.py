@@ -73,3 +73,10 @@ def test_bos_only_at_start_for_tokenizers_that_add_it(tokenizer):
     assert tokenizer("a").input_ids[0] == bos
     ids = build_prompt_ids(tokenizer, "# block\n\n", "def f():\n    return 1\n", max_seq=64, gen_tokens=8)
     assert ids[0] == bos and bos not in ids[1:]
+
+
+def test_block_in_the_language_comment_syntax(tokenizer):
+    block = crossfile_block([Snippet("src/cart.ts", "export class Cart {\n\n  add(): void {}\n}", 1.0)], tokenizer,
+                            budget_tokens=10_000, comment="//")
+    assert block == ("// Here are some relevant code fragments from other files of the repo:\n\n"
+                     "// the below code fragment is found in src/cart.ts\n// export class Cart {\n//   add(): void {}\n// }\n\n")

@@ -88,3 +88,25 @@ def test_canary_never_retrieved(workspace, tmp_path):
 def test_priming_order_definitions_first():
     rels = ["pkg/sub/b.py", "z.py", "pkg/a.py", "pkg/__init__.py", "a.py"]
     assert priming_order(rels) == ["a.py", "z.py", "pkg/__init__.py", "pkg/a.py", "pkg/sub/b.py"]
+
+
+def test_priming_order_puts_index_files_and_declarations_first_in_their_directory():
+    rels = ["src/cart.ts", "src/types.d.ts", "src/index.ts", "src/app.tsx", "lib/mod.rs", "lib/a.rs", "b.ts"]
+    assert priming_order(rels) == ["b.ts", "lib/mod.rs", "lib/a.rs", "src/index.ts", "src/types.d.ts", "src/app.tsx",
+                                   "src/cart.ts"]
+
+
+def test_config_files_are_read_for_import_resolution_but_not_from_node_modules_or_outside(tmp_path):
+    (tmp_path / "node_modules" / "p").mkdir(parents=True)
+    (tmp_path / "node_modules" / "p" / "package.json").write_text('{"name": "p"}')
+    (tmp_path / "tsconfig.json").write_text("{}")
+    (tmp_path / "secrets.json").write_text("{}")
+    (tmp_path.parent / "outside-package.json").write_text("{}")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "package.json").symlink_to(tmp_path.parent / "outside-package.json")
+    rules = WorkspaceFilter(tmp_path)
+    assert rules.load_config("tsconfig.json") == "{}"
+    assert rules.load_config("node_modules/p/package.json") is None
+    assert rules.load_config("secrets.json") is None  # not a config file import resolution reads
+    assert rules.load_config("pkg/package.json") is None  # a link out of the workspace
+    assert rules.load_config("../outside-package.json") is None and rules.load_config("missing/package.json") is None

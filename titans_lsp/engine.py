@@ -29,6 +29,7 @@ from titans_lsp.layout import DocumentLayout, block_still_fits, lines_before_cur
 from titans_lsp.model.loading import LoadedModel
 from titans_lsp.postprocess import clean_completion, make_stop
 from titans_lsp.modes import Mode
+from titans_lsp.retrieval.languages import Language, detect
 from titans_lsp.retrieval.prompt import SnippetLike, build_prompt_ids, crossfile_block, leading_special_ids
 from titans_lsp.settings import CompletionSettings
 
@@ -88,7 +89,8 @@ class Workspace:
 class CompletionRequest:
     prefix: str  # file text before the cursor
     suffix: str = ""  # file text after the cursor
-    path: str | None = None  # file path relative to the workspace root (for retrieval)
+    path: str | None = None  # file path relative to the workspace root (for retrieval and its language)
+    language_id: str | None = None  # the editor's LSP languageId; else the language comes from the path
     settings: CompletionSettings = field(default_factory=CompletionSettings)
     snippets: Sequence[SnippetLike] | None = None  # given cross-file chunks (eval); None: retrieve
     num_items: int = 1  # 1 for automatic triggers, up to 3 when invoked
@@ -97,6 +99,11 @@ class CompletionRequest:
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
     automatic: bool = False  # an Automatic trigger (while typing): answer early, at the end of the line
+
+    @property
+    def language(self) -> Language:
+        """The file's language (retrieval/languages.py): comment syntax and completion cut."""
+        return detect(self.path, self.language_id)
 
 
 @dataclass
@@ -273,7 +280,7 @@ class CompletionEngine:
         if fim is not None and fim.repo_level:
             repo = workspace.root.name if workspace is not None and workspace.root is not None else ""
             return fimlib.repo_block(fim, snippets, self.tokenizer, settings.context_budget, repo)
-        return crossfile_block(snippets, self.tokenizer, settings.context_budget)
+        return crossfile_block(snippets, self.tokenizer, settings.context_budget, comment=request.language.comment)
 
     def complete(self, request: CompletionRequest, workspace: Workspace | None = None) -> Completion:
         """Complete at the cursor. Raises :class:`Cancelled` if ``request.cancel`` is set mid-way."""
@@ -301,7 +308,8 @@ class CompletionEngine:
         heal = request.heal and backend.heals
         laid_out, prompt_ids, heal_text = self._layout(request, workspace, block, fim, heal)
         multiline = "never" if request.automatic and settings.multiline == "auto" else settings.multiline
-        stop = make_stop(request.prefix, multiline) if request.early_stop else None
+        language = request.language
+        stop = make_stop(request.prefix, multiline, language) if request.early_stop else None
         call = GenerateCall(prompt_ids=prompt_ids, max_new_tokens=0 if prefill_only else settings.max_new_tokens,
                             heal_text=heal_text, stop=stop, stop_ids=fim.stop_ids if fim is not None else (),
                             cancel=request.cancel, alternatives=max(0, min(request.num_items, 3) - 1),
@@ -326,7 +334,7 @@ class CompletionEngine:
 
         items: list[str] = []  # a pre-warm has none
         for result in results if not prefill_only else ():
-            cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline)
+            cleaned = clean_completion(result.text, request.prefix, request.suffix, multiline, language)
             if cleaned not in items or not items:
                 items.append(cleaned)
         first = results[0]

@@ -158,6 +158,7 @@ class CompletionReport:
     engine_ms: float | None
     items: int
     timings: dict[str, float | None] = field(default_factory=dict)  # engine phases, ms
+    language: str = "text"  # the registry language whose rules applied (retrieval/languages.py)
 
     @classmethod
     def from_wire(cls, params: Any) -> "CompletionReport | None":

@@ -365,7 +365,7 @@ class TitansServer(LanguageServer):
             prompt_tokens=completion.prompt_tokens, context_chars=len(completion.context), reused=completion.reused,
             prefilled=completion.prefilled, decoded=completion.decoded, accepted=completion.accepted,
             latency_ms=_round(ms), engine_ms=_round(completion.seconds * 1000), items=len(completion.items),
-            timings={k: _round(v * 1000) for k, v in completion.timings.items()})
+            timings={k: _round(v * 1000) for k, v in completion.timings.items()}, language=request.language.name)
         log.debug("%s completion in %.0f ms (prompt %d, reused %d, decoded %d, %s): %r", completion.mode, ms,
                   completion.prompt_tokens, completion.reused, completion.decoded,
                   " ".join(f"{k}={v * 1000:.0f}ms" for k, v in completion.timings.items()), completion.text)
@@ -388,7 +388,7 @@ class TitansServer(LanguageServer):
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
                                     settings=state.settings, num_items=num_items, cancel=cancel,
-                                    doc_key=uri, automatic=automatic)
+                                    doc_key=uri, automatic=automatic, language_id=document.language_id)
         return request, state, document.version
 
     def _run_engine(self, request: CompletionRequest, state: FolderState, uri: str, version,

@@ -1,11 +1,13 @@
 // Drives a real VS Code (code-server) in headless Chromium as a user would:
 // open main.py, type, wait for the ghost text of an inline suggestion, accept it with Tab, then
 // switch titansLsp.mode with the status bar item's quick pick and read the server's status.
-// Then it moves the cursor and reads the server's last pre-warm (titans/cursor) from its status.
+// Then it moves the cursor and reads the server's last pre-warm (titans/cursor) from its status,
+// and completes a new line in report.ts (TypeScript) the same way.
 // Run by tests/test_editor_vscode.py (playwright-core comes from NODE_PATH, set by the test).
 // Last, it kills the server process and watches the extension restart it.
 // Input (environment): URL, FOLDER, SCREENSHOT_DIR, RESULT, CHROMIUM, TYPED, NEW_MODE,
-// SERVER_MARK (a string only the server's command line contains: how the script finds its pid).
+// SERVER_MARK (a string only the server's command line contains: how the script finds its pid),
+// TS_TYPED, TS_LINE (what to type in report.ts, below which line).
 // Output: a JSON file at RESULT with what was seen; screenshots in SCREENSHOT_DIR.
 "use strict";
 const fs = require("fs");
@@ -26,6 +28,8 @@ const RESULT = env("RESULT");
 const TYPED = env("TYPED");
 const NEW_MODE = env("NEW_MODE");
 const SERVER_MARK = env("SERVER_MARK");
+const TS_TYPED = env("TS_TYPED");
+const TS_LINE = Number(env("TS_LINE")); // 1-based line of report.ts after which a new line is typed
 const result = { steps: [], timings: {} };
 const t0 = Date.now();
 const step = (name) => {
@@ -226,6 +230,34 @@ async function main() {
       }
     }
     step("pre-warmed at the resting cursor");
+
+    // A TypeScript file of the same workspace: open report.ts, type a new line in report(), accept.
+    await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "report.ts" }).first().click();
+    await page.locator(".tabs-container .tab", { hasText: "report.ts" }).first().waitFor({ timeout: 30000 });
+    await waitFor("report.ts in the editor", async () => (await editorLines(page)).some((l) => l.includes("circleArea(width)")), 30000);
+    await page.locator(".editor-group-container.active .monaco-editor .view-lines").click();
+    await page.keyboard.press("Control+Home");
+    for (let i = 1; i < TS_LINE; i += 1) {
+      await page.keyboard.press("ArrowDown");
+    }
+    await page.keyboard.press("End");
+    await page.keyboard.press("Enter");
+    await page.keyboard.type(TS_TYPED, { delay: 40 });
+    result.tsLineBeforeAccept = (await editorLines(page))[TS_LINE];
+    let tsGhost = await waitFor("ghost text in report.ts", () => ghostText(page), 90000).catch(() => "");
+    if (!tsGhost) {
+      result.tsExplicitTrigger = true;
+      await page.keyboard.press("Alt+Backslash");
+      tsGhost = await waitFor("ghost text in report.ts after Alt+\\", () => ghostText(page), 90000);
+    }
+    result.tsGhost = tsGhost;
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "vscode-ghost-text-ts.png") });
+    await page.keyboard.press("Tab");
+    await waitFor("the TypeScript ghost text to be accepted", async () => !(await ghostText(page)), 10000);
+    result.tsLinesAfterAccept = await editorLines(page);
+    await page.keyboard.press("Escape");
+    result.tsLastCompletion = (await serverStatus(page)).lastCompletion;
+    step("TypeScript completion accepted");
 
     result.statusBeforeModeChange = await serverStatus(page);
     step("status before mode change");

@@ -75,14 +75,16 @@ def _check_dense(args: argparse.Namespace) -> Callable[[], str]:
 
 def _check_tree_sitter() -> str:
     import tree_sitter
-    import tree_sitter_python
-    from tree_sitter import Language, Parser
 
-    parser = Parser(Language(tree_sitter_python.language()))
-    tree = parser.parse(b"def f(x):\n    return x\n")
-    if tree.root_node.has_error:
+    from titans_lsp.retrieval.languages import grammar_status, parser
+
+    python = parser("python")
+    if python is None or python.parse(b"def f(x):\n    return x\n").root_node.has_error:
         raise RuntimeError("the Python grammar failed to parse a trivial function")
-    return f"tree-sitter {getattr(tree_sitter, '__version__', '?')}, Python grammar OK"
+    missing = {name: why for name, why in grammar_status().items() if why != "ok"}
+    if missing:  # the registry reads these languages as plain text until the wheel is installed
+        raise RuntimeError("grammars missing: " + ", ".join(f"{name} ({why})" for name, why in missing.items()))
+    return f"tree-sitter {getattr(tree_sitter, '__version__', '?')}, grammars OK: {', '.join(grammar_status())}"
 
 
 def _check_cache(args: argparse.Namespace) -> Callable[[], str]:

@@ -11,7 +11,8 @@ HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode;
 DESCRIPTION = HELP + """
 
   titans-lsp eval --data FILE.jsonl --modes memory,ablation,concat,none --out DIR [--vanilla] [--naive]
-  titans-lsp eval build --out FILE.jsonl (--dir PATH ... | --pypi NAME==VERSION ...) [--per-repo N] [--seed S]
+  titans-lsp eval build --out FILE.jsonl (--dir PATH ... | --pypi NAME==VERSION ... | --npm NAME==VERSION ...)
+                        [--language NAME] [--per-repo N] [--seed S]
 
 Outputs in DIR: predictions-<mode>.jsonl, results.json, tables.md, analysis.md, em.png, es.png.
 Edit similarity is fuzzywuzzy fuzz.ratio, as the reference.
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # build
     parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
     parser.add_argument("--pypi", action="extend", nargs="+", default=[], help="(build) pinned packages NAME==VERSION")
+    parser.add_argument("--npm", action="extend", nargs="+", default=[],
+                        help="(build) pinned npm packages NAME==VERSION that ship TypeScript/JavaScript sources")
+    parser.add_argument("--language", help="(build) read every repository in this language (default: each one's "
+                                           "main language), e.g. python, typescript, javascript, java, go, rust, csharp")
     parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
     parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
@@ -91,18 +96,30 @@ def run_build(args: argparse.Namespace) -> int:
     from titans_lsp.paths import cache_root
     from titans_lsp.retrieval.packages import PackageError, repos_dir
 
-    if not args.out or not (args.dir or args.pypi):
-        raise UserError("eval build needs --out FILE.jsonl and at least one --dir PATH or --pypi NAME==VERSION")
+    if not args.out or not (args.dir or args.pypi or args.npm):
+        raise UserError("eval build needs --out FILE.jsonl and at least one --dir PATH, --pypi NAME==VERSION "
+                        "or --npm NAME==VERSION")
     for d in args.dir:
         if not Path(d).is_dir():
             raise UserError(f"--dir {d}: not a directory")
+    language = None
+    if args.language:
+        from titans_lsp.retrieval.languages import PYTHON, by_name
+
+        try:
+            language = by_name(args.language)
+        except ValueError as exc:
+            raise UserError(f"--language: {exc}") from None
+        if language is not PYTHON and language.rules is None:
+            raise UserError(f"--language {args.language}: no definition rules (grammar) for it")
     cache = cache_root(args.cache_dir)
     try:
-        count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever)
-    except PackageError as exc:
+        count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever,
+                             npm=args.npm, language=language)
+    except (PackageError, ValueError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {count} samples from {len(repos)} repositories to {args.out}")
-    if args.pypi:
+    if args.pypi or args.npm:
         print(f"unpacked packages (use as --repos): {repos_dir(cache)}")
     return 0
 

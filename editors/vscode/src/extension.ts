@@ -23,11 +23,17 @@ const MODES: { mode: string; detail: string }[] = [
   { mode: "hybrid", detail: "Snippets in the prompt, the rest in memory" },
 ];
 
-/** The documents the server completes in. */
-const DOCUMENT_SELECTOR = [
-  { scheme: "file", language: "python" },
-  { scheme: "untitled", language: "python" },
+/** The languages the server reads with a grammar (titans_lsp/retrieval/languages.py); package.json's
+ * activationEvents name the same ones (a test keeps them in sync). */
+const LANGUAGES = [
+  "python", "typescript", "typescriptreact", "javascript", "javascriptreact", "java", "go", "rust", "csharp", "c", "cpp",
 ];
+
+/** The documents the server completes in. */
+const DOCUMENT_SELECTOR = LANGUAGES.flatMap((language) => [
+  { scheme: "file", language },
+  { scheme: "untitled", language },
+]);
 
 let client: LanguageClient | undefined;
 let cursorReporter: CursorReporter | undefined;

@@ -8,8 +8,11 @@ M.defaults = {
   -- Command that starts the server; `serve --stdio` is part of it. Default: titans-lsp on PATH,
   -- or the `.venv/bin/titans-lsp` of the project you open.
   cmd = nil,
-  filetypes = { 'python' },
-  root_markers = { 'pyproject.toml', 'setup.py', 'setup.cfg', '.git' },
+  -- Languages the server reads with a grammar (retrieval/languages.py); any other filetype works as plain text.
+  filetypes = { 'python', 'typescript', 'typescriptreact', 'javascript', 'javascriptreact', 'java', 'go', 'rust',
+    'cs', 'c', 'cpp' },
+  root_markers = { 'pyproject.toml', 'setup.py', 'setup.cfg', 'tsconfig.json', 'package.json', 'go.mod', 'Cargo.toml',
+    '.git' },
   -- Sent to the server as workspace/configuration answers (section `titansLsp`).
   settings = { titansLsp = { mode = 'concat' } },
   -- initializationOptions: { model = ..., device = ..., dtype = ... }
