@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,14 +28,16 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
-from titans_lsp import __version__, jobs
+from titans_lsp import __version__, jobs, telemetry
+from titans_lsp.acceptance import AcceptanceTracker
 from titans_lsp.backends import BackendConfig, BackendError, ModeUnsupported
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
+from titans_lsp.experiment import Assigner
 from titans_lsp.folder import FolderState
 from titans_lsp.modes import Mode
-from titans_lsp.protocol import (CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER, STATUS_NOTIFICATION,
-                                 BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
-                                 progress_dict, to_plain, to_wire)
+from titans_lsp.protocol import (CMD_ACCEPTED, CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER,
+                                 STATUS_NOTIFICATION, AcceptedArgs, BackendStatus, CompletionReport, CursorParams, FolderArgs,
+                                 PrepareReport, ProtocolError, StatusParams, progress_dict, to_plain, to_wire)
 from titans_lsp.reporting import ClientLogHandler
 from titans_lsp.scheduling import Scheduler
 from titans_lsp.settings import SECTION
@@ -83,6 +86,9 @@ class TitansServer(LanguageServer):
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
+        self.events = telemetry.EventRecorder(telemetry.default_path(cache_dir))  # local only (titansLsp.telemetry)
+        self.acceptance = AcceptanceTracker(self.events)
+        self.assigners: dict[str, Assigner] = {}  # folder URI -> the arms drawn for its titansLsp.experiment
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def call_in_loop(self, fn: Callable, *args) -> None:
@@ -157,9 +163,10 @@ class TitansServer(LanguageServer):
 
     def memory_available(self, state: FolderState) -> bool:
         """Whether the folder's memory mode can run here; if not, the user is told what to change."""
-        if not state.settings.mode.uses_memory or not self.backend_config.remote:
+        if not state.settings.uses_memory or not self.backend_config.remote:
             return True
-        message = str(ModeUnsupported(state.settings.mode.value, self.backend_config.name))
+        mode = state.settings.mode if state.settings.mode.uses_memory else "an experiment arm"
+        message = str(ModeUnsupported(str(mode), self.backend_config.name))
         log.warning("%s: %s", state.name, message)
         self.show_message(message, types.MessageType.Error)
         return False
@@ -244,9 +251,12 @@ class TitansServer(LanguageServer):
         new = state.settings
         if changed:
             log.info("%s: settings %s", state.name, json.dumps(new.to_editor()))
-        if new.mode != old.mode:
+        if new.experiment != old.experiment:
+            self.assigners.pop(state.uri, None)
+            log.info("%s: experiment %s", state.name, new.experiment.name if new.experiment else "off")
+        if new.mode != old.mode or new.experiment != old.experiment:
             log.info("%s: mode %s -> %s", state.name, old.mode, new.mode)
-            if new.mode.primes and state.root is not None and self.memory_available(state):
+            if new.primes and state.root is not None and self.memory_available(state):
                 self.scheduler.in_background(jobs.prime, self, state, False)
             self.send_status(state, force=True)
         if new.retriever != old.retriever and jobs.needs_dense(state):
@@ -265,7 +275,7 @@ class TitansServer(LanguageServer):
             priming=progress_dict(state.priming), last_latency_ms=self.last_latency_ms,
             last_completion=last if last is not None and last.folder == state.uri else None,
             last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None,
-            backend=self.backend_status(state.settings.mode))
+            backend=self.backend_status(state.settings.mode), acceptance_today=self.acceptance_today(state))
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params.to_wire())
 
     def backend_status(self, mode: Mode) -> BackendStatus:
@@ -295,7 +305,7 @@ class TitansServer(LanguageServer):
                 "filesPrimed": len(state.primed), "indexUpdates": state.index_updates,
                 "primeWrites": state.prime_writes, "lastIndexed": state.last_indexed, "lastPrimed": state.last_primed,
                 "indexing": progress_dict(state.indexing), "priming": progress_dict(state.priming),
-                "memory": state.memory_summary(engine),
+                "memory": state.memory_summary(engine), "acceptanceToday": self.acceptance_today(state),
             })
         loaded = engine.loaded if engine is not None else None  # the in-process model (local backend)
         return {
@@ -316,6 +326,8 @@ class TitansServer(LanguageServer):
                            for mode, v in self.latencies.items() if v},
             },
             "folders": folders,
+            "telemetry": {"path": str(self.events.path), "written": self.events.written, "error": self.events.error,
+                          "overheadMs": self.acceptance.overhead()},
         }
 
     # ---- completion ---------------------------------------------------------------------------------------
@@ -331,6 +343,7 @@ class TitansServer(LanguageServer):
             except asyncio.TimeoutError:
                 pass
         requests, typing = self.scheduler.requests, self.scheduler.typing
+        self.acceptance.superseded(uri)  # what was shown for this document and not accepted is dismissed
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
         if made is None:
@@ -373,7 +386,7 @@ class TitansServer(LanguageServer):
         return completion, state
 
     def _request_at(self, uri: str, position: types.Position, cancel, num_items: int = 1,
-                    automatic: bool = True) -> tuple[CompletionRequest, FolderState, int | None] | None:
+                    automatic: bool = True, prepare: bool = False) -> tuple[CompletionRequest, FolderState, int | None] | None:
         """The engine request for a cursor in an open document (None when there is no text before
         it), and the document version it was made from."""
         document = self.workspace.get_text_document(uri)
@@ -387,7 +400,7 @@ class TitansServer(LanguageServer):
             return None
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
-                                    settings=state.settings, num_items=num_items, cancel=cancel,
+                                    settings=self.settings_for(state, uri, consume=not prepare), num_items=num_items, cancel=cancel,
                                     doc_key=uri, automatic=automatic, language_id=document.language_id)
         return request, state, document.version
 
@@ -418,7 +431,7 @@ class TitansServer(LanguageServer):
         requests = self.scheduler.requests
         cancel = requests.start("prepare", uri)
         position = types.Position(line=cursor.line, character=cursor.character)
-        made = self._request_at(uri, position, cancel)
+        made = self._request_at(uri, position, cancel, prepare=True)
         if made is None:
             requests.finish("prepare", uri, cancel)
             return
@@ -446,6 +459,47 @@ class TitansServer(LanguageServer):
 
         self.scheduler.inference.submit(run)
 
+    # ---- acceptance (titans_lsp/acceptance.py, titans_lsp/telemetry.py) ------------------------------------------
+    def settings_for(self, state: FolderState, uri: str, consume: bool = True):
+        """The folder's settings for a request in ``uri``: with ``titansLsp.experiment``, the mode is the
+        arm drawn for this request (or file); ``consume=False`` (a pre-warm) peeks at the next draw."""
+        settings = state.settings
+        if settings.experiment is None:
+            return settings
+        assigner = self.assigners.get(state.uri)
+        if assigner is None or assigner.experiment != settings.experiment:
+            assigner = self.assigners[state.uri] = Assigner(settings.experiment)
+            log.info("%s: experiment %s, seed %d", state.name, settings.experiment.name, assigner.seed)
+        return replace(settings, mode=assigner.mode_for(uri, consume=consume))
+
+    def record_shown(self, uri: str, state: FolderState, completion: Completion, texts: list[str],
+                     trigger: str) -> list[str] | None:
+        """Record the items returned for ``uri`` as shown; their ids (None when telemetry is off here)."""
+        settings = state.settings
+        if not settings.telemetry.enabled or not texts:
+            return None
+        last, engine = self.last_completion, self.engine_if_loaded()
+        report = last if last is not None and last.uri == uri else None
+        backend = engine.backend.backend_for(completion.mode).name if engine is not None else self.backend_config.name
+        context = telemetry.Event(
+            time=0.0, item="", kind="shown", workspace=str(state.root) if state.root is not None else state.uri,
+            language=report.language if report else None, mode=completion.mode.value,
+            experiment=settings.experiment.name if settings.experiment else None, backend=backend,
+            model=engine.model_name if engine is not None else self.model_options["model"],
+            latency_ms=report.latency_ms if report else None, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
+        return self.acceptance.shown(uri, texts, context)
+
+    def acceptance_today(self, state: FolderState) -> dict | None:
+        """Today's acceptance in the folder's current mode (status bar), None when telemetry is off."""
+        if not state.settings.telemetry.enabled:
+            return None
+        workspace = str(state.root) if state.root is not None else state.uri
+        mode = state.settings.mode.value
+        decided, accepted = self.events.today(workspace, mode)
+        return {"mode": mode, "decided": decided, "accepted": accepted,
+                "rate": round(accepted / decided, 3) if decided else None}
+
     def stop_all(self) -> None:
         self.scheduler.stopping.set()
         self.scheduler.requests.cancel_all()
@@ -454,6 +508,7 @@ class TitansServer(LanguageServer):
         engine = self.engine_if_loaded()
         if engine is not None:
             engine.close()  # a supervised llama-server goes with us
+        self.events.close()  # what is queued is written
 
 
 def _round(value: float | None) -> float | None:
@@ -530,6 +585,7 @@ def build_server(**options) -> TitansServer:
     def did_close(ls: TitansServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.scheduler.requests.cancel_document(uri)
+        ls.acceptance.closed(uri)
         ls.folder_for(uri).workspace.caches.pop(uri, None)
 
     @server.feature(CURSOR_NOTIFICATION)
@@ -543,26 +599,36 @@ def build_server(**options) -> TitansServer:
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         # Automatic triggers (while typing) answer early: one item, ending at the end of the line.
-        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1,
-                                          automatic=not invoked)
+        uri = params.text_document.uri
+        completion, state = await ls.complete(uri, params.position, 3 if invoked else 1, automatic=not invoked)
         if completion is None:
             return None
         here = types.Range(start=params.position, end=params.position)
-        items = [types.InlineCompletionItem(insert_text=text, range=here) for text in completion.items if text]
+        texts = [text for text in completion.items if text]
+        ids = ls.record_shown(uri, state, completion, texts, "invoked" if invoked else "automatic")
+        # The client runs an item's command after the user accepts it: that is the `accepted` event.
+        commands = [types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
+                                  arguments=AcceptedArgs(item).to_arguments()) for item in ids] if ids else [None] * len(texts)
+        items = [types.InlineCompletionItem(insert_text=text, range=here, command=command)
+                 for text, command in zip(texts, commands)]
         return types.InlineCompletionList(items=items)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: TitansServer, params: types.CompletionParams) -> types.CompletionList | None:
-        result, _ = await ls.complete(params.text_document.uri, params.position, 1, kind="completion")
+        uri = params.text_document.uri
+        result, state = await ls.complete(uri, params.position, 1, kind="completion")
         if result is None or not result.text:
             return types.CompletionList(is_incomplete=True, items=[])
         text = result.text
+        ids = ls.record_shown(uri, state, result, [text], "completion")
+        accepted = types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
+                                 arguments=AcceptedArgs(ids[0]).to_arguments()) if ids else None
         label = text.strip().splitlines()[0] if text.strip() else text
         here = types.Range(start=params.position, end=params.position)
         item = types.CompletionItem(
             label=label[:80], kind=types.CompletionItemKind.Text, detail=f"titans-lsp ({result.mode})",
             text_edit=types.TextEdit(range=here, new_text=text), filter_text=text, sort_text="0",
-            insert_text_format=types.InsertTextFormat.PlainText, preselect=True)
+            insert_text_format=types.InsertTextFormat.PlainText, preselect=True, command=accepted)
         return types.CompletionList(is_incomplete=True, items=[item])
 
     def target_folders(ls: TitansServer, args: FolderArgs) -> list[FolderState]:
@@ -605,6 +671,18 @@ def build_server(**options) -> TitansServer:
     @server.command(CMD_STATUS)
     def status(ls: TitansServer, *args: Any) -> dict:
         return ls.status()
+
+    @server.command(CMD_ACCEPTED)
+    def accepted(ls: TitansServer, *args: Any) -> dict:
+        """The client ran an item's command: the user accepted it (bad arguments are answered -32602)."""
+        try:
+            parsed = AcceptedArgs.from_command(args)
+        except ProtocolError as exc:
+            raise JsonRpcInvalidParams(message=str(exc)) from None
+        recorded = ls.acceptance.accepted(parsed.id, parsed.chars)
+        if not recorded:
+            log.debug("accept of unknown or already accepted item %s", parsed.id)
+        return {"recorded": recorded}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: TitansServer, params: Any = None) -> None:

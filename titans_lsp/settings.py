@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from titans_lsp.experiment import Experiment, parse_experiment
 from titans_lsp.fim import FIM_CHOICES
 from titans_lsp.modes import Mode
 from titans_lsp.retrieval.index import RETRIEVERS
@@ -80,6 +81,37 @@ def parse_retriever(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # in order, without repeats
 
 
+def parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """``titansLsp.telemetry``: the local event store (titans_lsp/telemetry.py); nothing is sent anywhere."""
+
+    enabled: bool = True
+    store_text: bool = False  # keep the completion text of each event (off: no code in the store)
+
+    def to_editor(self) -> dict[str, bool]:
+        return {"enabled": self.enabled, "storeText": self.store_text}
+
+
+def parse_telemetry(value: Any) -> TelemetrySettings:
+    """``{"enabled": bool, "storeText": bool}`` (either may be absent: its default)."""
+    if isinstance(value, TelemetrySettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f'expected an object {{"enabled": bool, "storeText": bool}}, got {value!r}')
+    unknown = set(value) - {"enabled", "storeText"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (expected enabled, storeText)")
+    enabled, store_text = value.get("enabled"), value.get("storeText")
+    return TelemetrySettings(enabled=True if enabled is None else parse_bool(enabled),
+                             store_text=False if store_text is None else parse_bool(store_text))
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     """What a workspace's editor settings (``titansLsp.*``) control; validated on construction."""
@@ -91,6 +123,8 @@ class CompletionSettings:
     max_seq: int = 2048  # window for block + prefix + generation (CrossCodeEval: 2048); not an editor setting
     multiline: str = "auto"
     fim: str = "auto"  # fill-in-the-middle: auto (when the model has FIM tokens) | on | off
+    telemetry: TelemetrySettings = TelemetrySettings()
+    experiment: Experiment | None = None  # the A/B: each request's mode drawn among experiment.modes
 
     def __post_init__(self) -> None:
         errors = []
@@ -101,6 +135,16 @@ class CompletionSettings:
                 errors.append(f"{SECTION}.{setting.key}: {exc}")
         if errors:
             raise SettingsError(errors)
+
+    @property
+    def primes(self) -> bool:
+        """The workspace's memory must be primed: the mode reads it, or an experiment arm does."""
+        return self.mode.primes or (self.experiment is not None and self.experiment.primes)
+
+    @property
+    def uses_memory(self) -> bool:
+        """Some completion runs through the memory-patched model (the mode or an experiment arm)."""
+        return self.mode.uses_memory or (self.experiment is not None and self.experiment.uses_memory)
 
     @classmethod
     def from_editor(cls, values: Mapping[str, Any], base: "CompletionSettings | None" = None) -> "CompletionSettings":
@@ -168,4 +212,10 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
             "auto (a block after ':') | never | always"),
     Setting("fim", "fim", lambda v, s: parse_choice(v, FIM_CHOICES),
             "fill-in-the-middle (the text after the cursor): auto (when the model has FIM tokens) | on | off"),
+    Setting("telemetry", "telemetry", lambda v, s: parse_telemetry(v),
+            "{enabled, storeText}: record shown/accepted/dismissed completions in a local SQLite file",
+            to_editor=lambda t: t.to_editor()),
+    Setting("experiment", "experiment", lambda v, s: parse_experiment(v),
+            '{"modes": [...], "unit": "request"|"file", "seed": n}: draw each request\'s mode among modes',
+            to_editor=lambda e: None if e is None else e.to_editor()),
 )

@@ -1,0 +1,131 @@
+"""What became of the completions the server returned: shown, then accepted or dismissed.
+
+The server calls :meth:`AcceptanceTracker.shown` with the items it returns (each gets an id that
+goes back to the client in the item's command), :meth:`AcceptanceTracker.accepted` when the client
+runs that command, and :meth:`AcceptanceTracker.superseded` when a newer request for the document
+arrives: the document's earlier items that were not accepted are then ``dismissed``. Closing a
+document dismisses its items too. Events go to :class:`titans_lsp.telemetry.EventRecorder`, which
+writes them off the request path; every call here measures its own cost (``overhead_ms``).
+Nothing here knows about LSP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import statistics
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+
+from titans_lsp.telemetry import Event, EventRecorder
+
+RECENT_ITEMS = 512  # items an accept may still name (an accept right after a dismissal still counts)
+
+
+@dataclass
+class _Item:
+    uri: str
+    shown: Event
+    accepted: bool = False
+    dismissed: bool = False
+
+
+def file_key(uri: str) -> str:
+    """A short stable hash of the document URI: groups a file's events without storing its path."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def extension_of(uri: str) -> str:
+    return PurePosixPath(uri).suffix.lower()
+
+
+class AcceptanceTracker:
+    def __init__(self, recorder: EventRecorder):
+        self.recorder = recorder
+        self._session = os.urandom(4).hex()  # item ids stay unique across server restarts
+        self._counter = itertools.count(1)
+        self._items: OrderedDict[str, _Item] = OrderedDict()  # item id -> item, newest last
+        self._open: dict[str, list[str]] = {}  # document URI -> ids of its items still on screen
+        self._lock = threading.Lock()
+        self.overhead_ms: deque[float] = deque(maxlen=1000)  # cost of each call on the request path
+
+    def shown(self, uri: str, texts: list[str], context: Event) -> list[str]:
+        """Record ``texts`` as shown for ``uri``; ``context`` carries the fields every event of these
+        items shares (workspace, mode, latency, ...; its ``text`` is kept only when not None).
+        Returns one id per text."""
+        started = time.perf_counter()
+        now = time.time()
+        ids, events = [], []
+        with self._lock:
+            for text in texts:
+                item = f"{self._session}-{next(self._counter)}"
+                event = replace(context, time=now, item=item, kind="shown", file=file_key(uri),
+                                extension=context.extension or extension_of(uri), chars_shown=len(text),
+                                chars_accepted=None, text=text if context.text is not None else None)
+                self._items[item] = _Item(uri, event)
+                self._open.setdefault(uri, []).append(item)
+                ids.append(item)
+                events.append(event)
+            while len(self._items) > RECENT_ITEMS:
+                self._items.popitem(last=False)
+        self.recorder.record(events)
+        self._measure(started)
+        return ids
+
+    def superseded(self, uri: str) -> int:
+        """A newer request for ``uri``: its items not accepted are dismissed. Returns how many."""
+        started = time.perf_counter()
+        with self._lock:
+            events = self._dismiss(uri)
+        if events:
+            self.recorder.record(events)
+        self._measure(started)
+        return len(events)
+
+    closed = superseded  # a closed document's items are dismissed as well
+
+    def accepted(self, item_id: str, chars: int | None = None) -> bool:
+        """The client ran the item's command: record ``accepted`` (``chars``: how much of it, default
+        all). False for an unknown item (another server session, or too old) or one already accepted."""
+        started = time.perf_counter()
+        with self._lock:
+            item = self._items.get(item_id)
+            if item is None or item.accepted:
+                return False
+            item.accepted = True
+            shown = item.shown
+            size = shown.chars_shown or 0
+            events = [replace(shown, time=time.time(), kind="accepted",
+                              chars_accepted=size if chars is None else max(0, min(chars, size)))]
+            open_items = self._open.get(item.uri, [])
+            if item_id in open_items:
+                open_items.remove(item_id)
+        self.recorder.record(events)
+        self._measure(started)
+        return True
+
+    def _dismiss(self, uri: str) -> list[Event]:
+        events = []
+        now = time.time()
+        for item_id in self._open.pop(uri, []):
+            item = self._items.get(item_id)
+            if item is None or item.accepted or item.dismissed:
+                continue
+            item.dismissed = True
+            events.append(replace(item.shown, time=now, kind="dismissed", chars_accepted=0))
+        return events
+
+    def _measure(self, started: float) -> None:
+        self.overhead_ms.append((time.perf_counter() - started) * 1000)
+
+    def overhead(self) -> dict:
+        """The cost of recording on the request path, per call (ms)."""
+        values = sorted(self.overhead_ms)
+        if not values:
+            return {"calls": 0, "p50": None, "p99": None, "max": None}
+        return {"calls": len(values), "p50": round(statistics.median(values), 4),
+                "p99": round(values[min(len(values) - 1, int(0.99 * len(values)))], 4), "max": round(values[-1], 4)}
