@@ -100,6 +100,26 @@ def test_tracker_dismisses_on_a_newer_request_and_records_accepts(tmp_path):
     again.close()
 
 
+def test_an_item_the_user_types_along_is_still_pending_not_dismissed(tmp_path):
+    recorder = EventRecorder(tmp_path / "events.sqlite3")
+    tracker = AcceptanceTracker(recorder)
+    uri = "file:///ws/app.py"
+    [item] = tracker.shown(uri, ["print(area)"], context(), prefix="x = 1\n")
+    assert tracker.superseded(uri, "x = 1\nprint(") == 0  # typed 6 of its characters: still on screen
+    assert tracker.superseded(uri, "x = 1\nprint(ar") == 0
+    assert tracker.accepted(item) is True  # and then accepted: no dismissal in between
+    [other] = tracker.shown(uri, ["total"], context(), prefix="y = ")
+    assert tracker.superseded(uri, "y = tx") == 1  # typed something else: dismissed
+    [third] = tracker.shown(uri, ["abc"], context(), prefix="z = ")
+    assert tracker.superseded(uri, "z = abc") == 1  # typed it all without accepting: dismissed
+    assert tracker.closed(uri) == 0
+    assert recorder.flush()
+    kinds = [(e.item, e.kind) for e in telemetry.read_events(recorder.path)]
+    assert kinds == [(item, "shown"), (item, "accepted"), (other, "shown"), (other, "dismissed"), (third, "shown"),
+                     (third, "dismissed")]
+    recorder.close()
+
+
 def test_text_is_stored_only_when_asked_and_nothing_is_written_without_events(tmp_path):
     path = tmp_path / "events.sqlite3"
     recorder = EventRecorder(path)

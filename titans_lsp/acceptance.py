@@ -3,8 +3,10 @@
 The server calls :meth:`AcceptanceTracker.shown` with the items it returns (each gets an id that
 goes back to the client in the item's command), :meth:`AcceptanceTracker.accepted` when the client
 runs that command, and :meth:`AcceptanceTracker.superseded` when a newer request for the document
-arrives: the document's earlier items that were not accepted are then ``dismissed``. Closing a
-document dismisses its items too. Events go to :class:`titans_lsp.telemetry.EventRecorder`, which
+arrives: the document's earlier items that were not accepted are then ``dismissed``, unless the
+item is still pending: the user has been typing along it (the new prefix is the old one plus a
+proper prefix of the item's text), so the editor still shows the rest of it and may accept it.
+Closing a document dismisses its items too. Events go to :class:`titans_lsp.telemetry.EventRecorder`, which
 writes them off the request path; every call here measures its own cost (``overhead_ms``).
 Nothing here knows about LSP.
 """
@@ -30,8 +32,17 @@ RECENT_ITEMS = 512  # items an accept may still name (an accept right after a di
 class _Item:
     uri: str
     shown: Event
+    prefix: str | None  # the document text before the cursor when shown (kept while the item is open)
+    text: str
     accepted: bool = False
     dismissed: bool = False
+
+    def typed_along(self, prefix: str) -> bool:
+        """The user typed part of the item since it was shown (it is still on screen)."""
+        if self.prefix is None or not prefix.startswith(self.prefix):
+            return False
+        typed = prefix[len(self.prefix):]
+        return 0 < len(typed) < len(self.text) and self.text.startswith(typed)
 
 
 def file_key(uri: str) -> str:
@@ -53,10 +64,10 @@ class AcceptanceTracker:
         self._lock = threading.Lock()
         self.overhead_ms: deque[float] = deque(maxlen=1000)  # cost of each call on the request path
 
-    def shown(self, uri: str, texts: list[str], context: Event) -> list[str]:
-        """Record ``texts`` as shown for ``uri``; ``context`` carries the fields every event of these
-        items shares (workspace, mode, latency, ...; its ``text`` is kept only when not None).
-        Returns one id per text."""
+    def shown(self, uri: str, texts: list[str], context: Event, prefix: str | None = None) -> list[str]:
+        """Record ``texts`` as shown for ``uri`` at a cursor with ``prefix`` before it; ``context``
+        carries the fields every event of these items shares (workspace, mode, latency, ...; its
+        ``text`` is kept only when not None). Returns one id per text."""
         started = time.perf_counter()
         now = time.time()
         ids, events = [], []
@@ -66,7 +77,7 @@ class AcceptanceTracker:
                 event = replace(context, time=now, item=item, kind="shown", file=file_key(uri),
                                 extension=context.extension or extension_of(uri), chars_shown=len(text),
                                 chars_accepted=None, text=text if context.text is not None else None)
-                self._items[item] = _Item(uri, event)
+                self._items[item] = _Item(uri, event, prefix, text)
                 self._open.setdefault(uri, []).append(item)
                 ids.append(item)
                 events.append(event)
@@ -76,17 +87,20 @@ class AcceptanceTracker:
         self._measure(started)
         return ids
 
-    def superseded(self, uri: str) -> int:
-        """A newer request for ``uri``: its items not accepted are dismissed. Returns how many."""
+    def superseded(self, uri: str, prefix: str | None = None) -> int:
+        """A newer request for ``uri`` (its cursor has ``prefix`` before it): the earlier items that
+        were neither accepted nor are still pending are dismissed. Returns how many."""
         started = time.perf_counter()
         with self._lock:
-            events = self._dismiss(uri)
+            events = self._dismiss(uri, prefix)
         if events:
             self.recorder.record(events)
         self._measure(started)
         return len(events)
 
-    closed = superseded  # a closed document's items are dismissed as well
+    def closed(self, uri: str) -> int:
+        """The document was closed: its open items are dismissed."""
+        return self.superseded(uri, None)
 
     def accepted(self, item_id: str, chars: int | None = None) -> bool:
         """The client ran the item's command: record ``accepted`` (``chars``: how much of it, default
@@ -96,7 +110,7 @@ class AcceptanceTracker:
             item = self._items.get(item_id)
             if item is None or item.accepted:
                 return False
-            item.accepted = True
+            item.accepted, item.prefix = True, None
             shown = item.shown
             size = shown.chars_shown or 0
             events = [replace(shown, time=time.time(), kind="accepted",
@@ -108,15 +122,20 @@ class AcceptanceTracker:
         self._measure(started)
         return True
 
-    def _dismiss(self, uri: str) -> list[Event]:
-        events = []
+    def _dismiss(self, uri: str, prefix: str | None) -> list[Event]:
+        events, still = [], []
         now = time.time()
         for item_id in self._open.pop(uri, []):
             item = self._items.get(item_id)
             if item is None or item.accepted or item.dismissed:
                 continue
-            item.dismissed = True
+            if prefix is not None and item.typed_along(prefix):
+                still.append(item_id)
+                continue
+            item.dismissed, item.prefix = True, None
             events.append(replace(item.shown, time=now, kind="dismissed", chars_accepted=0))
+        if still:
+            self._open[uri] = still
         return events
 
     def _measure(self, started: float) -> None:

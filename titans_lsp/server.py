@@ -343,9 +343,10 @@ class TitansServer(LanguageServer):
             except asyncio.TimeoutError:
                 pass
         requests, typing = self.scheduler.requests, self.scheduler.typing
-        self.acceptance.superseded(uri)  # what was shown for this document and not accepted is dismissed
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
+        # What was shown for this document is dismissed unless accepted or still pending (typed along).
+        self.acceptance.superseded(uri, made[0].prefix if made is not None else None)
         if made is None:
             requests.finish(kind, uri, cancel)
             return None, self.folder_for(uri)
@@ -391,11 +392,7 @@ class TitansServer(LanguageServer):
         it), and the document version it was made from."""
         document = self.workspace.get_text_document(uri)
         state = self.folder_for(uri)
-        source = document.source
-        line = max(0, min(position.line, len(document.lines)))
-        offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
-        offset = max(0, min(offset, len(source)))
-        prefix, suffix = source[:offset], source[offset:]
+        prefix, suffix = _split_at(document, position)
         if not prefix.strip():
             return None
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
@@ -472,9 +469,10 @@ class TitansServer(LanguageServer):
             log.info("%s: experiment %s, seed %d", state.name, settings.experiment.name, assigner.seed)
         return replace(settings, mode=assigner.mode_for(uri, consume=consume))
 
-    def record_shown(self, uri: str, state: FolderState, completion: Completion, texts: list[str],
-                     trigger: str) -> list[str] | None:
-        """Record the items returned for ``uri`` as shown; their ids (None when telemetry is off here)."""
+    def record_shown(self, uri: str, position: types.Position, state: FolderState, completion: Completion,
+                     texts: list[str], trigger: str) -> list[str] | None:
+        """Record the items returned for a cursor in ``uri`` as shown; their ids (None when telemetry is
+        off here). An answered request's document is the one it was made from (an edit cancels it)."""
         settings = state.settings
         if not settings.telemetry.enabled or not texts:
             return None
@@ -488,7 +486,9 @@ class TitansServer(LanguageServer):
             model=engine.model_name if engine is not None else self.model_options["model"],
             latency_ms=report.latency_ms if report else None, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
-        return self.acceptance.shown(uri, texts, context)
+        document = self.workspace.text_documents.get(unquote(uri))
+        prefix = _split_at(document, position)[0] if document is not None else None
+        return self.acceptance.shown(uri, texts, context, prefix)
 
     def acceptance_today(self, state: FolderState) -> dict | None:
         """Today's acceptance in the folder's current mode (status bar), None when telemetry is off."""
@@ -509,6 +509,15 @@ class TitansServer(LanguageServer):
         if engine is not None:
             engine.close()  # a supervised llama-server goes with us
         self.events.close()  # what is queued is written
+
+
+def _split_at(document, position: types.Position) -> tuple[str, str]:
+    """The document's text before and after ``position`` (clamped to the document)."""
+    source = document.source
+    line = max(0, min(position.line, len(document.lines)))
+    offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
+    offset = max(0, min(offset, len(source)))
+    return source[:offset], source[offset:]
 
 
 def _round(value: float | None) -> float | None:
@@ -605,7 +614,7 @@ def build_server(**options) -> TitansServer:
             return None
         here = types.Range(start=params.position, end=params.position)
         texts = [text for text in completion.items if text]
-        ids = ls.record_shown(uri, state, completion, texts, "invoked" if invoked else "automatic")
+        ids = ls.record_shown(uri, params.position, state, completion, texts, "invoked" if invoked else "automatic")
         # The client runs an item's command after the user accepts it: that is the `accepted` event.
         commands = [types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
                                   arguments=AcceptedArgs(item).to_arguments()) for item in ids] if ids else [None] * len(texts)
@@ -620,7 +629,7 @@ def build_server(**options) -> TitansServer:
         if result is None or not result.text:
             return types.CompletionList(is_incomplete=True, items=[])
         text = result.text
-        ids = ls.record_shown(uri, state, result, [text], "completion")
+        ids = ls.record_shown(uri, params.position, state, result, [text], "completion")
         accepted = types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
                                  arguments=AcceptedArgs(ids[0]).to_arguments()) if ids else None
         label = text.strip().splitlines()[0] if text.strip() else text
