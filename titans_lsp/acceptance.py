@@ -122,6 +122,11 @@ class AcceptanceTracker:
         self._measure(started)
         return True
 
+    def document_of(self, item_id: str) -> str | None:
+        """The URI of the document an item was shown in (None once it is too old)."""
+        item = self._items.get(item_id)
+        return item.uri if item is not None else None
+
     def _dismiss(self, uri: str, prefix: str | None) -> list[Event]:
         events, still = [], []
         now = time.time()

@@ -62,7 +62,8 @@ class TitansProtocol(LanguageServerProtocol):
 class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
                  cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
-                 backend: BackendConfig | None = None, memory_budget_mb: tuple[float | None, float | None] = (None, None)):
+                 backend: BackendConfig | None = None, memory_budget_mb: tuple[float | None, float | None] = (None, None),
+                 events_db: str | None = None):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
@@ -86,7 +87,8 @@ class TitansServer(LanguageServer):
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
-        self.events = telemetry.EventRecorder(telemetry.default_path(cache_dir))  # local only (titansLsp.telemetry)
+        # The local event store (titansLsp.telemetry); nothing is sent anywhere.
+        self.events = telemetry.EventRecorder(Path(events_db).expanduser() if events_db else telemetry.default_path(cache_dir))
         self.acceptance = AcceptanceTracker(self.events)
         self.assigners: dict[str, Assigner] = {}  # folder URI -> the arms drawn for its titansLsp.experiment
 
@@ -494,6 +496,7 @@ class TitansServer(LanguageServer):
         """Today's acceptance in the folder's current mode (status bar), None when telemetry is off."""
         if not state.settings.telemetry.enabled:
             return None
+        self.events.start()
         workspace = str(state.root) if state.root is not None else state.uri
         mode = state.settings.mode.value
         decided, accepted = self.events.today(workspace, mode)
@@ -689,8 +692,11 @@ def build_server(**options) -> TitansServer:
         except ProtocolError as exc:
             raise JsonRpcInvalidParams(message=str(exc)) from None
         recorded = ls.acceptance.accepted(parsed.id, parsed.chars)
+        uri = ls.acceptance.document_of(parsed.id)
         if not recorded:
             log.debug("accept of unknown or already accepted item %s", parsed.id)
+        elif uri is not None:
+            ls.send_status(ls.folder_for(uri), force=True)  # the status bar's acceptance rate moves
         return {"recorded": recorded}
 
     @server.feature(types.SHUTDOWN)

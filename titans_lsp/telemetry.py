@@ -21,7 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -202,9 +202,14 @@ class EventRecorder:
         self.written = 0
         self.error: str | None = None  # the last write failure (events are dropped, the server goes on)
 
-    def record(self, events: Iterable[Event]) -> None:
+    def record(self, events: Sequence[Event]) -> None:
         for event in events:
             self._queue.put(event)
+        self._count(events)  # here, not after the write: the status sent right after an accept shows it
+        self._ensure_thread()
+
+    def start(self) -> None:
+        """Open the file now (a folder with telemetry on): today's counts of earlier sessions load."""
         self._ensure_thread()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -222,7 +227,8 @@ class EventRecorder:
             self._thread = None
 
     def today(self, workspace: str | None, mode: str) -> tuple[int, int]:
-        """(items decided, items accepted) today for a workspace and mode (what is written so far)."""
+        """(items decided, items accepted) today for a workspace and mode (this session's events and,
+        once the writer thread opened the file, earlier sessions')."""
         with self._counts_lock:
             self._roll_day()
             decided, accepted = self._today.get((workspace, mode), (0, 0))
@@ -241,8 +247,12 @@ class EventRecorder:
         db = None
         try:
             db = connect(self.path)
+            earlier = outcome_counts(db, self._day)  # before this session's first write: no double count
             with self._counts_lock:
-                self._today = outcome_counts(db, self._day)
+                for key, (decided, accepted) in earlier.items():
+                    counts = self._today.setdefault(key, [0, 0])
+                    counts[0] += decided
+                    counts[1] += accepted
         except Exception as exc:  # noqa: BLE001 - a broken store must not take the server down
             self.error = f"cannot open {self.path}: {exc}"
             log.warning("event store: %s; events are not recorded", self.error)
@@ -265,7 +275,6 @@ class EventRecorder:
                 try:
                     insert(db, batch)
                     self.written += len(batch)
-                    self._count(batch)
                 except sqlite3.Error as exc:
                     self.error = f"cannot write {self.path}: {exc}"
                     log.warning("event store: %s; %d events dropped", self.error, len(batch))

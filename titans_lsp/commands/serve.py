@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what goes to the log file and the editor's log (default: info)")
     parser.add_argument("--log-file", default=None,
                         help="log file (default: serve.log in the cache directory); '-' for none")
+    parser.add_argument("--events-db", default=None, metavar="PATH",
+                        help="the local event store of shown/accepted/dismissed completions (titansLsp.telemetry; "
+                             "default: <cache>/telemetry/events.sqlite3); read it with `titans-lsp stats --db PATH`")
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     server = build_server(model=args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                           memory_checkpoint=args.memory_checkpoint, backend=backend, log_level=getattr(logging, level_name.upper()),
-                          memory_budget_mb=(args.memory_device_mb, args.memory_host_mb))
+                          memory_budget_mb=(args.memory_device_mb, args.memory_host_mb), events_db=args.events_db)
     log = logging.getLogger("titans_lsp.serve")
     if args.tcp:
         host, port = parse_host_port(args.tcp)

@@ -125,7 +125,7 @@ function M.mode()
   return (config.settings.titansLsp or {}).mode or 'concat'
 end
 
---- A short text for 'statusline': mode, progress, last latency.
+--- A short text for 'statusline': mode, progress, last latency, today's acceptance in the mode.
 function M.statusline()
   local client = clients(0)[1]
   if not client then
@@ -142,6 +142,10 @@ function M.statusline()
   end
   if s and type(s.lastLatencyMs) == 'number' then
     table.insert(parts, ('%d ms'):format(s.lastLatencyMs))
+  end
+  local today = s and s.acceptanceToday
+  if type(today) == 'table' and type(today.rate) == 'number' and today.decided > 0 then
+    table.insert(parts, ('%d%% accepted'):format(math.floor(100 * today.rate + 0.5)))
   end
   return table.concat(parts, ' · ')
 end
@@ -169,6 +173,8 @@ local function create_commands()
   end, { desc = 'Reset the titans-lsp memory' })
 end
 
+--- The accept key: vim.lsp.inline_completion.get() inserts the ghost text and then runs the item's
+--- command, `titans-lsp.accepted`, which tells the server the suggestion was accepted (titansLsp.telemetry).
 local function map_accept_key(key)
   vim.keymap.set('i', key, function()
     if vim.lsp.inline_completion.get() then
