@@ -63,8 +63,9 @@ def test_server_replay_fills_the_event_store_and_accepts_what_the_truth_starts_w
     assert len(items) - figures["shown"] in (0, 1)
     assert sum(i.accepted for i in items) == figures["accepted"]
     assert all(i.decided for i in items) and not any(i.accepted and i.dismissed for i in items)
-    assert figures["telemetry"]["overheadMs"]["calls"] >= 2 * len(answered)
-    assert figures["telemetry"]["overheadMs"]["p50"] < 1.0
+    cost = figures["telemetry"]["costMs"]  # what recording cost the server per request, measured in this run
+    assert cost["dismiss"]["calls"] >= len(answered) and cost["shown"]["calls"] >= 1
+    assert cost["perRequestP50"] < 1.0, cost
     # Without an events file the bench's server records nothing (the user's store stays the user's).
     asyncio.run(replay_server([FileTrace("app.py", keys[:2])], root, "none", serve, debounce=0.1, prewarm=False))
     assert not telemetry.default_path(str(tmp_path / "cache")).exists()

@@ -88,7 +88,8 @@ async def test_accept_through_the_command_and_dismissal_by_a_newer_request(env):
     st = await status(env.client)
     today = folder_status(st, env.alpha)["acceptanceToday"]
     assert today == {"mode": "concat", "decided": 2, "accepted": 1, "rate": 0.5}, today
-    assert st["telemetry"]["error"] is None and st["telemetry"]["overheadMs"]["calls"] >= 4
+    assert st["telemetry"]["error"] is None and st["telemetry"]["costMs"]["shown"]["calls"] >= 2
+    assert st["telemetry"]["costMs"]["accept"]["calls"] >= 2 and st["telemetry"]["costMs"]["perRequestP50"] < 1.0
     notified = [s for s in env.client.statuses if s.get("folder") == env.alpha.as_uri() and "acceptanceToday" in s]
     assert notified, "titans/status carries today's acceptance for the status bar"
 

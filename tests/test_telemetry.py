@@ -136,17 +136,21 @@ def test_recording_is_cheap_on_the_request_path(tmp_path):
     """The tracker's calls only queue events: each must cost well under a millisecond."""
     recorder = EventRecorder(tmp_path / "events.sqlite3")
     tracker = AcceptanceTracker(recorder)
+    costs = []
     for n in range(300):
         uri = f"file:///ws/f{n % 7}.py"
-        tracker.superseded(uri)
-        [item] = tracker.shown(uri, ["x" * 20], context())
+        started = time.perf_counter()
+        tracker.superseded(uri, "x = ")
+        [item] = tracker.shown(uri, ["x" * 20], context(), prefix="y = ")
         if n % 3 == 0:
             tracker.accepted(item)
-    overhead = tracker.overhead()
-    assert overhead["calls"] == 300 * 2 + 100
-    assert overhead["p50"] < 1.0, overhead
+        costs.append((time.perf_counter() - started) * 1000)
+    costs.sort()
+    assert costs[len(costs) // 2] < 1.0, costs[len(costs) // 2]
     assert recorder.flush(timeout=30)
-    assert recorder.written == 300 + 100 + len([e for e in telemetry.read_events(recorder.path) if e.kind == "dismissed"])
+    kinds = [e.kind for e in telemetry.read_events(recorder.path)]
+    assert recorder.written == len(kinds) and kinds.count("shown") == 300 and kinds.count("accepted") == 100
+    assert 200 - 7 <= kinds.count("dismissed") <= 200  # the last item of each of the 7 files is still on screen
     recorder.close()
 
 

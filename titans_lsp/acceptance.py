@@ -7,8 +7,7 @@ arrives: the document's earlier items that were not accepted are then ``dismisse
 item is still pending: the user has been typing along it (the new prefix is the old one plus a
 proper prefix of the item's text), so the editor still shows the rest of it and may accept it.
 Closing a document dismisses its items too. Events go to :class:`titans_lsp.telemetry.EventRecorder`, which
-writes them off the request path; every call here measures its own cost (``overhead_ms``).
-Nothing here knows about LSP.
+writes them off the request path. Nothing here knows about LSP.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import statistics
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
@@ -62,13 +60,11 @@ class AcceptanceTracker:
         self._items: OrderedDict[str, _Item] = OrderedDict()  # item id -> item, newest last
         self._open: dict[str, list[str]] = {}  # document URI -> ids of its items still on screen
         self._lock = threading.Lock()
-        self.overhead_ms: deque[float] = deque(maxlen=1000)  # cost of each call on the request path
 
     def shown(self, uri: str, texts: list[str], context: Event, prefix: str | None = None) -> list[str]:
         """Record ``texts`` as shown for ``uri`` at a cursor with ``prefix`` before it; ``context``
         carries the fields every event of these items shares (workspace, mode, latency, ...; its
         ``text`` is kept only when not None). Returns one id per text."""
-        started = time.perf_counter()
         now = time.time()
         ids, events = [], []
         with self._lock:
@@ -84,18 +80,15 @@ class AcceptanceTracker:
             while len(self._items) > RECENT_ITEMS:
                 self._items.popitem(last=False)
         self.recorder.record(events)
-        self._measure(started)
         return ids
 
     def superseded(self, uri: str, prefix: str | None = None) -> int:
         """A newer request for ``uri`` (its cursor has ``prefix`` before it): the earlier items that
         were neither accepted nor are still pending are dismissed. Returns how many."""
-        started = time.perf_counter()
         with self._lock:
             events = self._dismiss(uri, prefix)
         if events:
             self.recorder.record(events)
-        self._measure(started)
         return len(events)
 
     def closed(self, uri: str) -> int:
@@ -105,7 +98,6 @@ class AcceptanceTracker:
     def accepted(self, item_id: str, chars: int | None = None) -> bool:
         """The client ran the item's command: record ``accepted`` (``chars``: how much of it, default
         all). False for an unknown item (another server session, or too old) or one already accepted."""
-        started = time.perf_counter()
         with self._lock:
             item = self._items.get(item_id)
             if item is None or item.accepted:
@@ -119,7 +111,6 @@ class AcceptanceTracker:
             if item_id in open_items:
                 open_items.remove(item_id)
         self.recorder.record(events)
-        self._measure(started)
         return True
 
     def document_of(self, item_id: str) -> str | None:
@@ -142,14 +133,3 @@ class AcceptanceTracker:
         if still:
             self._open[uri] = still
         return events
-
-    def _measure(self, started: float) -> None:
-        self.overhead_ms.append((time.perf_counter() - started) * 1000)
-
-    def overhead(self) -> dict:
-        """The cost of recording on the request path, per call (ms)."""
-        values = sorted(self.overhead_ms)
-        if not values:
-            return {"calls": 0, "p50": None, "p99": None, "max": None}
-        return {"calls": len(values), "p50": round(statistics.median(values), 4),
-                "p99": round(values[min(len(values) - 1, int(0.99 * len(values)))], 4), "max": round(values[-1], 4)}

@@ -90,6 +90,7 @@ class TitansServer(LanguageServer):
         # The local event store (titansLsp.telemetry); nothing is sent anywhere.
         self.events = telemetry.EventRecorder(Path(events_db).expanduser() if events_db else telemetry.default_path(cache_dir))
         self.acceptance = AcceptanceTracker(self.events)
+        self.recording_ms: dict[str, deque] = {}  # hook -> what recording events cost each request there (ms)
         self.assigners: dict[str, Assigner] = {}  # folder URI -> the arms drawn for its titansLsp.experiment
 
     # ---- plumbing ----------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ class TitansServer(LanguageServer):
             },
             "folders": folders,
             "telemetry": {"path": str(self.events.path), "written": self.events.written, "error": self.events.error,
-                          "overheadMs": self.acceptance.overhead()},
+                          "costMs": self.recording_summary()},
         }
 
     # ---- completion ---------------------------------------------------------------------------------------
@@ -348,7 +349,9 @@ class TitansServer(LanguageServer):
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
         # What was shown for this document is dismissed unless accepted or still pending (typed along).
+        recording = time.perf_counter()
         self.acceptance.superseded(uri, made[0].prefix if made is not None else None)
+        self.recording_cost("dismiss", recording)
         if made is None:
             requests.finish(kind, uri, cancel)
             return None, self.folder_for(uri)
@@ -478,6 +481,7 @@ class TitansServer(LanguageServer):
         settings = state.settings
         if not settings.telemetry.enabled or not texts:
             return None
+        started = time.perf_counter()
         last, engine = self.last_completion, self.engine_if_loaded()
         report = last if last is not None and last.uri == uri else None
         backend = engine.backend.backend_for(completion.mode).name if engine is not None else self.backend_config.name
@@ -490,18 +494,37 @@ class TitansServer(LanguageServer):
             completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
         document = self.workspace.text_documents.get(unquote(uri))
         prefix = _split_at(document, position)[0] if document is not None else None
-        return self.acceptance.shown(uri, texts, context, prefix)
+        ids = self.acceptance.shown(uri, texts, context, prefix)
+        self.recording_cost("shown", started)
+        return ids
 
     def acceptance_today(self, state: FolderState) -> dict | None:
         """Today's acceptance in the folder's current mode (status bar), None when telemetry is off."""
         if not state.settings.telemetry.enabled:
             return None
+        started = time.perf_counter()
         self.events.start()
         workspace = str(state.root) if state.root is not None else state.uri
         mode = state.settings.mode.value
         decided, accepted = self.events.today(workspace, mode)
+        self.recording_cost("status", started)
         return {"mode": mode, "decided": decided, "accepted": accepted,
                 "rate": round(accepted / decided, 3) if decided else None}
+
+    def recording_cost(self, hook: str, started: float) -> None:
+        self.recording_ms.setdefault(hook, deque(maxlen=1000)).append((time.perf_counter() - started) * 1000)
+
+    def recording_summary(self) -> dict:
+        """What recording costs on the request path, per hook (a request pays dismiss + shown + status)."""
+        out: dict[str, Any] = {}
+        for hook, values in self.recording_ms.items():
+            ordered = sorted(values)
+            out[hook] = {"calls": len(ordered), "p50": round(statistics.median(ordered), 4),
+                         "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+                         "max": round(ordered[-1], 4)}
+        per_request = [out[h]["p50"] for h in ("dismiss", "shown", "status") if h in out]
+        out["perRequestP50"] = round(sum(per_request), 4) if per_request else None
+        return out
 
     def stop_all(self) -> None:
         self.scheduler.stopping.set()
@@ -691,7 +714,9 @@ def build_server(**options) -> TitansServer:
             parsed = AcceptedArgs.from_command(args)
         except ProtocolError as exc:
             raise JsonRpcInvalidParams(message=str(exc)) from None
+        started = time.perf_counter()
         recorded = ls.acceptance.accepted(parsed.id, parsed.chars)
+        ls.recording_cost("accept", started)
         uri = ls.acceptance.document_of(parsed.id)
         if not recorded:
             log.debug("accept of unknown or already accepted item %s", parsed.id)
