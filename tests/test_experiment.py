@@ -35,18 +35,14 @@ def test_bad_experiments_are_rejected_with_the_reason(value, message):
 
 def test_request_unit_draws_are_seeded_and_balanced():
     exp = parse_experiment({"modes": ["concat", "hybrid"], "seed": 11})
-    first = [Assigner(exp).mode_for("file:///a.py") for _ in range(1)]
     a, b = Assigner(exp), Assigner(exp)
     draws_a = [a.mode_for(f"file:///f{n % 5}.py") for n in range(400)]
     draws_b = [b.mode_for(f"file:///f{n % 5}.py") for n in range(400)]
-    assert draws_a == draws_b and draws_a[0] == first[0]  # the same seed, the same arms
+    assert draws_a == draws_b  # the same seed, the same arms
     counts = Counter(draws_a)
     assert set(counts) == {Mode.CONCAT, Mode.HYBRID} and 150 < counts[Mode.CONCAT] < 250
-    other = [Assigner(parse_experiment({"modes": ["concat", "hybrid"], "seed": 12})).mode_for("x")
-             for _ in range(1)]
-    assert other  # another seed draws its own sequence (checked on the whole sequence below)
     c = Assigner(parse_experiment({"modes": ["concat", "hybrid"], "seed": 12}))
-    assert [c.mode_for(f"file:///f{n % 5}.py") for n in range(400)] != draws_a
+    assert [c.mode_for(f"file:///f{n % 5}.py") for n in range(400)] != draws_a  # another seed, another sequence
 
 
 def test_a_prewarm_peeks_at_the_next_draw_without_spending_it():

@@ -6,7 +6,6 @@ import json
 import random
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 

@@ -20,7 +20,6 @@ rates (20 files x 20 items, 300 runs) covered the true difference in 95 % of the
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
