@@ -1,0 +1,117 @@
+"""Issue 16 through the real `titans-lsp serve --stdio` process (a tiny model, so it starts fast):
+documents the client never opened, framing errors, invalid JSON and the LSP lifecycle codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from raw_lsp import StdioServer, frame
+from tiny_models import save_tiny_model
+
+pytestmark = [pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def server(tiny, tmp_path):
+    started = []
+
+    def start(settings: dict | None = None) -> StdioServer:
+        srv = StdioServer(tiny, tmp_path / "cache", tmp_path / "serve.log", settings)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.close()
+
+
+def workspace(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "app.py").write_text("def main():\n    return 1\n")
+    return root
+
+
+# ---- finding 2: documents never opened ----------------------------------------------------------------------
+def test_completion_for_an_unopened_document_is_refused_and_never_read_from_disk(server, tmp_path):
+    secret = tmp_path / "outside" / "passwd.py"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:CANARY-7f3a:/root:/bin/bash\nprint(")
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    for method in ("textDocument/inlineCompletion", "textDocument/completion"):
+        params = {"textDocument": {"uri": secret.as_uri()}, "position": {"line": 1, "character": 6}}
+        if method == "textDocument/inlineCompletion":
+            params["context"] = {"triggerKind": 1}
+        reply = client.request(method, params)
+        assert reply["error"]["code"] == -32602, reply
+        assert "not open" in reply["error"]["message"]
+        assert "CANARY" not in str(reply)
+    # The same file once the client sends it is completed from the text sent, not the disk's.
+    uri = client.open(secret, "x = 1\nprint(")
+    reply = client.inline(uri, 1, 6)
+    assert "error" not in reply, reply
+    assert "CANARY" not in str(client.status())
+
+
+# ---- finding 3: framing and invalid JSON --------------------------------------------------------------------
+@pytest.mark.parametrize("delta", [-7, +9, +400])
+def test_wrong_content_length_resynchronises_and_logs_why(server, tmp_path, delta):
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    bad = client.send_request("titans-lsp/nothing", {"pad": "x" * 40}, length_delta=delta)
+    after = client.request("workspace/executeCommand", {"command": "titans-lsp.status", "arguments": []}, timeout=30)
+    assert "result" in after and after["result"]["version"], after  # the server still answers
+    assert "framing error" in srv.log_text()
+    if delta > 0:  # the overlong frame's JSON was whole: it is answered too (method not found)
+        assert client.response(bad, timeout=10)["error"]["code"] == -32601
+
+
+def test_invalid_json_gets_32700_and_a_non_message_32600(server, tmp_path):
+    srv = server()
+    client = srv.client
+    client.send_bytes(frame(b'{"jsonrpc": "2.0", "id": 1, "method": '))
+    parse = client.response(None, timeout=30)
+    assert parse["error"]["code"] == -32700
+    client.send_bytes(frame(b'[1, 2, 3]'))
+    assert client.response(None, timeout=30)["error"]["code"] == -32600
+    assert "result" in client.initialize([workspace(tmp_path)])
+
+
+# ---- finding 8: lifecycle -------------------------------------------------------------------------------------
+def test_request_before_initialize_gets_32002_without_a_traceback(server, tmp_path):
+    srv = server()
+    client = srv.client
+    reply = client.request("textDocument/completion", {"textDocument": {"uri": "file:///x.py"},
+                                                       "position": {"line": 0, "character": 0}})
+    assert reply["error"]["code"] == -32002, reply
+    assert not reply["error"].get("data")
+    assert "Traceback" not in str(reply)
+    assert "result" in client.initialize([workspace(tmp_path)])
+    again = client.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+    assert again["error"]["code"] == -32600
+
+
+def test_request_after_shutdown_gets_32600_and_exit_after_shutdown_is_0(server, tmp_path):
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    assert "error" not in client.request("shutdown", None, timeout=60)
+    reply = client.request("workspace/executeCommand", {"command": "titans-lsp.status", "arguments": []})
+    assert reply["error"]["code"] == -32600, reply
+    client.notify("exit")
+    assert srv.wait(30) == 0
+
+
+def test_exit_without_shutdown_exits_1(server, tmp_path):
+    srv = server()
+    assert "result" in srv.client.initialize([workspace(tmp_path)])
+    srv.client.notify("exit")
+    assert srv.wait(30) == 1
