@@ -67,6 +67,12 @@ class TitansProtocol(LanguageServerProtocol):
         method = getattr(message, "method", None)
         is_request = method is not None and getattr(message, "id", None) is not None
         server: TitansServer = self._server  # type: ignore[assignment]
+        if server.auth_token and not server.authenticated and method != types.INITIALIZE:
+            if is_request:
+                self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                    message=f"{method}: the server is not initialized (send initialize with the token first)"
+                ).to_response_error())
+            return None  # not even exit: an unauthenticated client must not stop the server
         if method == types.EXIT or method is None:  # exit, or a response to our own request
             return super().handle_message(message)
         if self._shutdown:

@@ -330,6 +330,9 @@ async def _serve_connection(server, reader: asyncio.StreamReader, writer: asynci
                 return "unauthenticated"
             await asyncio.sleep(0.05)
     try:
-        return await loop_task
+        code = await loop_task
     except (ConnectionError, asyncio.CancelledError):
-        return None
+        code = None
+    if getattr(server, "auth_token", None) and not server.authenticated:
+        return "unauthenticated"  # it went away without authenticating: wait for the next client
+    return code
