@@ -115,3 +115,36 @@ def test_exit_without_shutdown_exits_1(server, tmp_path):
     assert "result" in srv.client.initialize([workspace(tmp_path)])
     srv.client.notify("exit")
     assert srv.wait(30) == 1
+
+
+# ---- finding 6: shutdown while priming ----------------------------------------------------------------------
+def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, tmp_path):
+    import json
+    import time
+
+    root = tmp_path / "big"
+    root.mkdir()
+    body = "".join(f"def function_{i}(value):\n    return value * {i} + len(str(value))\n\n" for i in range(40))
+    for n in range(300):
+        (root / f"module_{n:03d}.py").write_text(body)
+    srv = server({None: {"mode": "memory"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # wait until priming has written some files, not all
+        priming = [n["params"].get("priming") for n in list(client.notifications) if n["method"] == "titans/status"]
+        if any(p and 0 < p["done"] < p["total"] for p in priming):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("priming never started")
+    started = time.monotonic()
+    assert client.request("shutdown", None, timeout=60).get("error") is None
+    client.notify("exit")
+    assert srv.wait(60) == 0  # not -6 (SIGABRT)
+    assert time.monotonic() - started < 30
+    stderr = srv.proc.stderr.read().decode(errors="replace")
+    assert "terminate called" not in stderr
+    primed = list((tmp_path / "cache").glob("workspaces/big-*/primed-*.json"))
+    assert primed and 0 < len(json.loads(primed[0].read_text())) < 300
+    assert "exiting with code 0" in srv.log_text()
