@@ -24,7 +24,7 @@ import numpy as np
 from .bm25 import IncrementalBM25
 from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
 from .imports import DefinitionLookup, ModuleMap, import_context
-from .workspace import DEFAULT_MAX_BYTES, PRIVATE_KEY_MARKER, WorkspaceFilter
+from .workspace import DEFAULT_MAX_BYTES, WorkspaceFilter
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,18 @@ class WorkspaceIndex:
             return False
         with self.lock:
             if rel.rsplit("/", 1)[-1] == ".gitignore":
-                self.rules = WorkspaceFilter(self.root, self.rules.max_bytes)
+                old, self.rules = self.rules, WorkspaceFilter(self.root, self.rules.max_bytes)
+                self.rules.redacted, self.rules.skipped_secrets = old.redacted, old.skipped_secrets  # still true
                 self.sync()
                 return False
             loaded = self.rules.load(self.root / rel)
             new_file = rel not in self.entries
             self._remove(rel)
-            if loaded is None or (text is not None and PRIVATE_KEY_MARKER in text.encode("utf-8", "replace")):
+            cleaned = None if loaded is None else loaded.text if text is None else self.rules.clean(rel, text)
+            if loaded is None or cleaned is None:
                 self._forget_modules()
                 return False
-            self._add(rel, loaded.text if text is None else text, self.root / rel)
+            self._add(rel, cleaned, self.root / rel)
             if new_file:
                 self._forget_modules()
             return True

@@ -148,3 +148,22 @@ def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, 
     primed = list((tmp_path / "cache").glob("workspaces/big-*/primed-*.json"))
     assert primed and 0 < len(json.loads(primed[0].read_text())) < 300
     assert "exiting with code 0" in srv.log_text()
+
+
+# ---- finding 7: status says what was redacted ---------------------------------------------------------------
+def test_status_reports_redacted_secrets(server, tmp_path):
+    import time
+
+    root = workspace(tmp_path)
+    (root / "settings_local.py").write_text('REGION = "eu"\nAWS_ACCESS_KEY_ID = "AKIAZ7QW3ERTY5UIOPLK"\n')
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        folder = client.status()["folders"][0]
+        if folder["filesIndexed"]:
+            break
+        time.sleep(0.2)
+    assert folder["secrets"] == {"redactedFiles": 1, "redactedLines": 1, "skippedFiles": 0}
+    assert "AKIAZ7QW3ERTY5UIOPLK" not in srv.log_text()

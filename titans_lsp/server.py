@@ -370,6 +370,7 @@ class TitansServer(LanguageServer):
                 "primeWrites": state.prime_writes, "lastIndexed": state.last_indexed, "lastPrimed": state.last_primed,
                 "indexing": progress_dict(state.indexing), "priming": progress_dict(state.priming),
                 "memory": state.memory_summary(engine),
+                "secrets": index.rules.secrets_summary() if index is not None else None,
             })
         loaded = engine.loaded if engine is not None else None  # the in-process model (local backend)
         return {
