@@ -167,3 +167,31 @@ def test_status_reports_redacted_secrets(server, tmp_path):
         time.sleep(0.2)
     assert folder["secrets"] == {"redactedFiles": 1, "redactedLines": 1, "skippedFiles": 0}
     assert "AKIAZ7QW3ERTY5UIOPLK" not in srv.log_text()
+
+
+# ---- findings 4 and 8: settings and command arguments of the wrong shape ------------------------------------
+def test_bad_command_arguments_and_settings_get_clear_errors(server, tmp_path):
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"maxNewTokens": "16", "contextBudget": 7.5}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    for command, arguments, expected in [
+        ("titans-lsp.primeWorkspace", [123], "expected an object"),
+        ("titans-lsp.primeWorkspace", [{"folder": 5}], "folder must be"),
+        ("titans-lsp.resetMemory", [{"folder": "file:///not/a/folder"}], "not a workspace folder"),
+        ("titans-lsp.primeWorkspace", [{"folder": root.as_uri(), "force": "yes"}], "force must be"),
+    ]:
+        reply = client.request("workspace/executeCommand", {"command": command, "arguments": arguments})
+        assert reply.get("error", {}).get("code") == -32602 and expected in reply["error"]["message"], reply
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        settings = client.status()["folders"][0]["settings"]
+        if settings["maxNewTokens"] == 16:
+            break
+        time.sleep(0.2)
+    assert settings["maxNewTokens"] == 16 and isinstance(settings["maxNewTokens"], int)  # converted
+    assert settings["contextBudget"] == 512  # 7.5 rejected: the default stays
+    shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
+    assert any("titansLsp.contextBudget" in message for message in shown)
