@@ -150,6 +150,9 @@ class StdioServer:
         self.proc = subprocess.Popen(serve_args(model, cache, log, "--stdio", *extra), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
         self.client = RawClient(self._write, lambda: self.proc.stdout.read1(65536), settings)
+        self.stderr_chunks: list[bytes] = []  # drained, or the server blocks once the pipe is full
+        threading.Thread(target=lambda: self.stderr_chunks.extend(iter(lambda: self.proc.stderr.read1(65536), b"")),
+                         daemon=True).start()
 
     def _write(self, data: bytes) -> None:
         self.proc.stdin.write(data)
@@ -157,6 +160,9 @@ class StdioServer:
 
     def wait(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return b"".join(self.stderr_chunks).decode(errors="replace")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -143,8 +143,8 @@ def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, 
     client.notify("exit")
     assert srv.wait(60) == 0  # not -6 (SIGABRT)
     assert time.monotonic() - started < 30
-    stderr = srv.proc.stderr.read().decode(errors="replace")
-    assert "terminate called" not in stderr
+    time.sleep(0.5)  # the stderr reader catches up
+    assert "terminate called" not in srv.stderr()
     primed = list((tmp_path / "cache").glob("workspaces/big-*/primed-*.json"))
     assert primed and 0 < len(json.loads(primed[0].read_text())) < 300
     assert "exiting with code 0" in srv.log_text()
