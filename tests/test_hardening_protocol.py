@@ -118,8 +118,10 @@ def test_exit_without_shutdown_exits_1(server, tmp_path):
 
 
 # ---- finding 6: shutdown while priming ----------------------------------------------------------------------
-def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, tmp_path):
+@pytest.mark.parametrize("stop", ["shutdown+exit", "SIGTERM"])
+def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, tmp_path, stop):
     import json
+    import signal
     import time
 
     root = tmp_path / "big"
@@ -139,15 +141,19 @@ def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, 
     else:
         pytest.fail("priming never started")
     started = time.monotonic()
-    assert client.request("shutdown", None, timeout=60).get("error") is None
-    client.notify("exit")
-    assert srv.wait(60) == 0  # not -6 (SIGABRT)
+    if stop == "SIGTERM":
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait(60) == 1  # no shutdown: 1, but a clean exit (not -6, SIGABRT, nor -15)
+    else:
+        assert client.request("shutdown", None, timeout=60).get("error") is None
+        client.notify("exit")
+        assert srv.wait(60) == 0  # not -6 (SIGABRT)
     assert time.monotonic() - started < 30
     time.sleep(0.5)  # the stderr reader catches up
     assert "terminate called" not in srv.stderr()
     primed = list((tmp_path / "cache").glob("workspaces/big-*/primed-*.json"))
     assert primed and 0 < len(json.loads(primed[0].read_text())) < 300
-    assert "exiting with code 0" in srv.log_text()
+    assert f"exiting with code {0 if stop != 'SIGTERM' else 1}" in srv.log_text()
 
 
 # ---- finding 7: status says what was redacted ---------------------------------------------------------------

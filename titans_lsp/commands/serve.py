@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.auth_token_file and not args.tcp:
         raise UserError("--auth-token-file only applies to --tcp (stdio has no other clients)")
+    import signal
+
+    # A SIGTERM (an editor or system stopping us without shutdown/exit) ends like a lost client:
+    # background work stops between chunks and priming saves what it wrote.
+    signal.signal(signal.SIGTERM, lambda *_: finish(server, transport.lost_client_code(server.protocol), log))
     if args.tcp:
         host, port = parse_host_port(args.tcp)
         if args.auth_token_file:
