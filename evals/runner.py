@@ -153,11 +153,11 @@ class SnippetSource:
         return self._by_repo[key]
 
 
-def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
-    """Complete one sample in one mode; the prediction row with its scores."""
+def build_request(engine, sample: dict, spec: RunSpec, source: SnippetSource):
+    """(the request, the workspace, priming seconds) one sample runs with in one mode: what
+    :func:`run_one` completes, and what ``evals/definitions.py`` reads the block of."""
     from titans_lsp.engine import CompletionRequest, CompletionSettings, Workspace
 
-    start = time.perf_counter()
     server_retrieval = spec.mode.uses_context and not source.reference
     settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
                                   max_seq=spec.max_seq, fim="on" if spec.fim else "off",
@@ -181,6 +181,15 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
                                 snippets=snippets if spec.mode.uses_context and not server_retrieval else None,
                                 language_id=language.language_ids[0],
                                 packing="reference" if source.reference else "pack")
+    return request, workspace, prime_s
+
+
+def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
+    """Complete one sample in one mode; the prediction row with its scores."""
+    start = time.perf_counter()
+    request, workspace, prime_s = build_request(engine, sample, spec, source)
+    meta = sample["metadata"]
+    language = metric_language(str(meta.get("file") or ""))
     completion = engine.complete(request, workspace)
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"], language)
     return {

@@ -407,11 +407,16 @@ class WorkspaceIndex:
         loaded = self.rules.load(self.root / rel, check_ignored=False) if rel in self.entries else None
         return loaded.text if loaded is not None else None
 
+    def _file_version(self, rel: str) -> tuple[int, int] | None:
+        """What the definitions cache keys a file by: its indexed (mtime, size); None when not indexed."""
+        entry = self.entries.get(rel)
+        return (entry.mtime_ns, entry.size) if entry is not None and entry.size >= 0 else None
+
     def module_map(self) -> ModuleMap:
         if self._modules is None:
             root_package = self.root.name if (self.root / "__init__.py").exists() else ""
             self._modules = ModuleMap(self.entries, root_package, self.rules.load_config)
-            self._lookup = DefinitionLookup(self._modules, self._read_rel)
+            self._lookup = DefinitionLookup(self._modules, self._read_rel, self._file_version)
         return self._modules
 
     def import_snippets(self, prefix: str, current: str | None, k: int = 20) -> list[Snippet]:
