@@ -44,7 +44,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     if not path.exists():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # a torn UTF-8 tail is not fatal
         try:
             row = json.loads(line)
             rows[str(row["task_id"])] = row

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import json
 import logging
 import statistics
@@ -22,7 +23,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import (JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcInvalidRequest,
+                              JsonRpcServerNotInitialized)
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
@@ -43,8 +45,14 @@ log = logging.getLogger(__name__)
 
 
 class TitansProtocol(LanguageServerProtocol):
-    """pygls drops a request whose params do not deserialize without answering it, so the client
-    waits forever; answer it with the JSON-RPC error instead."""
+    """pygls's protocol with the LSP lifecycle as the spec has it, and no half-answered requests:
+
+    - a request whose params do not deserialize is answered with the JSON-RPC error (pygls drops it);
+    - before ``initialize``: requests get -32002 (ServerNotInitialized), notifications are dropped;
+    - ``initialize`` checks the TCP token (``initializationOptions.authToken``) when one is required;
+    - after ``shutdown``: requests get -32600 (InvalidRequest), notifications other than ``exit`` are dropped;
+    - internal errors (-32603) carry no traceback in ``error.data`` (it goes to the log).
+    """
 
     def structure_message(self, data: dict):
         try:
@@ -54,6 +62,51 @@ class TitansProtocol(LanguageServerProtocol):
                 log.warning("malformed %s request: %s", data.get("method"), exc)
                 self._send_response(data["id"], error=exc.to_response_error())
             raise
+
+    def handle_message(self, message) -> None:
+        method = getattr(message, "method", None)
+        is_request = method is not None and getattr(message, "id", None) is not None
+        server: TitansServer = self._server  # type: ignore[assignment]
+        if server.auth_token and not server.authenticated and method != types.INITIALIZE:
+            if is_request:
+                self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                    message=f"{method}: the server is not initialized (send initialize with the token first)"
+                ).to_response_error())
+            return None  # not even exit: an unauthenticated client must not stop the server
+        if method == types.EXIT or method is None:  # exit, or a response to our own request
+            return super().handle_message(message)
+        if self._shutdown:
+            if is_request:
+                log.warning("%s request after shutdown: answered InvalidRequest", method)
+                self._send_response(message.id, error=JsonRpcInvalidRequest(
+                    message=f"{method}: the server is shutting down (shutdown was requested)").to_response_error())
+            return None
+        if method == types.INITIALIZE:
+            if server.initialize_seen:
+                if is_request:
+                    self._send_response(message.id, error=JsonRpcInvalidRequest(
+                        message="initialize was already received").to_response_error())
+                return None
+            if not server.check_token(getattr(message, "params", None)):
+                if is_request:
+                    self._send_response(message.id, error=JsonRpcInvalidRequest(
+                        message="titans-lsp: authentication failed: initializationOptions.authToken is missing or "
+                                "wrong (the server was started with --auth-token-file)").to_response_error())
+                server.auth_failed = True
+                return None
+            server.initialize_seen = True
+        elif not server.initialize_seen:
+            if is_request:
+                log.warning("%s request before initialize: answered ServerNotInitialized", method)
+                self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                    message=f"{method}: the server is not initialized (send initialize first)").to_response_error())
+            return None
+        return super().handle_message(message)
+
+    def _send_response(self, msg_id, result=None, error=None):
+        if error is not None and error.code == JsonRpcInternalError.CODE and error.data is not None:
+            error = types.ResponseError(code=error.code, message=error.message)  # the traceback is in the log
+        return super()._send_response(msg_id, result, error)
 
 
 class TitansServer(LanguageServer):
@@ -83,6 +136,27 @@ class TitansServer(LanguageServer):
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
+        # Lifecycle and TCP authentication (TitansProtocol.handle_message, titans_lsp/transport.py).
+        self.initialize_seen = False
+        self.auth_token: str | None = None  # required in initializationOptions.authToken when set
+        self.authenticated = False
+        self.auth_failed = False
+        self.exit_code: int | None = None
+
+    def check_token(self, params: Any) -> bool:
+        """Whether ``initialize``'s params carry the token this server requires (always, without one)."""
+        if not self.auth_token:
+            self.authenticated = True
+            return True
+        options = to_plain(getattr(params, "initialization_options", None)) if params is not None else None
+        if options is None and isinstance(params, dict):
+            options = params.get("initializationOptions")
+        given = options.get("authToken") if isinstance(options, dict) else None
+        ok = isinstance(given, str) and hmac.compare_digest(given.encode(), self.auth_token.encode())
+        if not ok:
+            log.warning("initialize without the right authToken: refused")
+        self.authenticated = ok
+        return ok
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def call_in_loop(self, fn: Callable, *args) -> None:
@@ -296,6 +370,7 @@ class TitansServer(LanguageServer):
                 "primeWrites": state.prime_writes, "lastIndexed": state.last_indexed, "lastPrimed": state.last_primed,
                 "indexing": progress_dict(state.indexing), "priming": progress_dict(state.priming),
                 "memory": state.memory_summary(engine),
+                "secrets": index.rules.secrets_summary() if index is not None else None,
             })
         loaded = engine.loaded if engine is not None else None  # the in-process model (local backend)
         return {
@@ -330,6 +405,9 @@ class TitansServer(LanguageServer):
                 await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
             except asyncio.TimeoutError:
                 pass
+        if self.open_document(uri) is None:
+            raise JsonRpcInvalidParams(message=f"{uri} is not open: titans-lsp completes only documents the client "
+                                               f"sent with textDocument/didOpen")
         requests, typing = self.scheduler.requests, self.scheduler.typing
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
@@ -376,7 +454,9 @@ class TitansServer(LanguageServer):
                     automatic: bool = True) -> tuple[CompletionRequest, FolderState, int | None] | None:
         """The engine request for a cursor in an open document (None when there is no text before
         it), and the document version it was made from."""
-        document = self.workspace.get_text_document(uri)
+        document = self.open_document(uri)
+        if document is None:  # closed while the request waited
+            return None
         state = self.folder_for(uri)
         source = document.source
         line = max(0, min(position.line, len(document.lines)))
@@ -390,6 +470,11 @@ class TitansServer(LanguageServer):
                                     settings=state.settings, num_items=num_items, cancel=cancel,
                                     doc_key=uri, automatic=automatic, language_id=document.language_id)
         return request, state, document.version
+
+    def open_document(self, uri: str):
+        """The document as the client sent it (didOpen/didChange), or None. Never read from disk:
+        pygls's ``get_text_document`` would read any path a request names."""
+        return self.workspace.text_documents.get(unquote(uri))
 
     def _run_engine(self, request: CompletionRequest, state: FolderState, uri: str, version,
                     prepare: bool = False) -> Completion:
@@ -413,7 +498,7 @@ class TitansServer(LanguageServer):
         for the document supersedes it, an edit or a request for another document cancels it (the
         chunks already prefilled stay in the document's cache)."""
         uri = cursor.uri
-        if uri not in self.workspace.text_documents:
+        if self.open_document(uri) is None:
             return
         requests = self.scheduler.requests
         cancel = requests.start("prepare", uri)
@@ -446,14 +531,17 @@ class TitansServer(LanguageServer):
 
         self.scheduler.inference.submit(run)
 
-    def stop_all(self) -> None:
-        self.scheduler.stopping.set()
-        self.scheduler.requests.cancel_all()
-        if self.watcher is not None:
-            self.watcher.stop()
+    def stop_all(self, timeout: float = 10.0) -> bool:
+        """Stop watching, cancel requests, let background work stop between chunks (priming saves
+        what it wrote) within ``timeout``; returns whether the workers ended in time. Idempotent."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+        stopped = self.scheduler.stop(timeout)
         engine = self.engine_if_loaded()
         if engine is not None:
             engine.close()  # a supervised llama-server goes with us
+        return stopped
 
 
 def _round(value: float | None) -> float | None:
@@ -607,11 +695,9 @@ def build_server(**options) -> TitansServer:
         return ls.status()
 
     @server.feature(types.SHUTDOWN)
-    def shutdown(ls: TitansServer, params: Any = None) -> None:
-        ls.stop_all()
-
-    @server.feature(types.EXIT)
-    def exit_(ls: TitansServer, params: Any = None) -> None:
-        ls.stop_all()
+    async def shutdown(ls: TitansServer, params: Any = None) -> None:
+        # Background work stops and saves before the answer, so `exit` right after loses nothing.
+        stopped = await asyncio.get_running_loop().run_in_executor(None, ls.stop_all, 10.0)
+        log.info("shutdown: background work %s", "stopped" if stopped else "still running after 10 s")
 
     return server

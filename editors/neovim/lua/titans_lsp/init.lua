@@ -17,6 +17,9 @@ M.defaults = {
   settings = { titansLsp = { mode = 'concat' } },
   -- initializationOptions: { model = ..., device = ..., dtype = ... }
   init_options = {},
+  -- With cmd = vim.lsp.rpc.connect(host, port) to `titans-lsp serve --tcp HOST:PORT --auth-token-file FILE`:
+  -- that FILE; its token is sent as init_options.authToken.
+  auth_token_file = nil,
   -- Insert-mode key that accepts the ghost text (falls back to the key itself); false: no mapping.
   accept_key = '<Tab>',
   -- Turn on vim.lsp.inline_completion for the server's buffers.
@@ -180,6 +183,10 @@ end
 
 function M.setup(opts)
   config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  if config.auth_token_file then
+    local lines = vim.fn.readfile(vim.fn.expand(config.auth_token_file))
+    config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+  end
   vim.lsp.config('titans', {
     cmd = config.cmd or default_cmd,
     filetypes = config.filetypes,
