@@ -382,27 +382,26 @@ class WorkspaceIndex:
 
     def retrieve(self, prefix: str, current_file: str | None = None, retriever: str | list[str] = "bm25",
                  k: int = 5, next_chunk: bool = True) -> list[Snippet]:
-        """Top-``k`` snippets from files other than ``current_file`` for the code before the cursor."""
-        if isinstance(retriever, (list, tuple)):
-            names = list(retriever)
-        elif retriever == "hybrid":
-            names = ["bm25", "dense"]
-        else:
-            names = [retriever]
-        unknown = [n for n in names if n not in ("bm25", "dense", "imports")]
-        if unknown:
-            raise ValueError(f"unknown retriever {unknown[0]!r}; choose from {', '.join(RETRIEVERS)}")
+        """Snippets from files other than ``current_file`` for the code before the cursor, in block order.
+
+        ``retriever``: a name of :data:`RETRIEVERS` or a list of them. ``imports`` gives the definitions
+        of the names the file imports, nearest use to the cursor first; the ranked retrievers (``bm25``,
+        ``dense``; ``hybrid`` is both) give their top ``k``, several of them fused by reciprocal rank.
+        With ``imports`` and a ranked retriever together, up to ``k`` definitions come first, then the
+        top ``k`` ranked snippets (the block's packing drops repeats and cuts at the token budget)."""
+        names = expand_retrievers(retriever)
         current = self._rel(current_file) if current_file else None
-        depth = k if len(names) == 1 else max(4 * k, 20)
+        ranked_names = [n for n in names if n != "imports"]
+        depth = k if len(ranked_names) <= 1 else max(4 * k, 20)
         with self.lock:
-            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in names]
-        if len(ranked) == 1:
-            return ranked[0][:k]
-        return rrf(ranked, k)
+            definitions = self.import_snippets(prefix, current, k) if "imports" in names else []
+            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in ranked_names]
+        if not ranked:
+            return definitions
+        fused = ranked[0][:k] if len(ranked) == 1 else rrf(ranked, k)
+        return definitions + fused
 
     def _retrieve_one(self, name: str, prefix: str, current: str | None, k: int, next_chunk: bool) -> list[Snippet]:
-        if name == "imports":
-            return self.import_snippets(prefix, current, k)
         query = last_nonempty_lines(prefix)
         exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
         if not query.strip():
@@ -457,17 +456,38 @@ class WorkspaceIndex:
         loaded = self.rules.load(self.root / rel, check_ignored=False) if rel in self.entries else None
         return loaded.text if loaded is not None else None
 
+    def _file_version(self, rel: str) -> tuple[int, int] | None:
+        """What the definitions cache keys a file by: its indexed (mtime, size); None when not indexed."""
+        entry = self.entries.get(rel)
+        return (entry.mtime_ns, entry.size) if entry is not None and entry.size >= 0 else None
+
     def module_map(self) -> ModuleMap:
         if self._modules is None:
             root_package = self.root.name if (self.root / "__init__.py").exists() else ""
             self._modules = ModuleMap(self.entries, root_package, self.rules.load_config)
-            self._lookup = DefinitionLookup(self._modules, self._read_rel)
+            self._lookup = DefinitionLookup(self._modules, self._read_rel, self._file_version)
         return self._modules
 
     def import_snippets(self, prefix: str, current: str | None, k: int = 20) -> list[Snippet]:
         modules = self.module_map()
         found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
         return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
+
+
+def expand_retrievers(retriever: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The basic retrievers (bm25, dense, imports) behind a name or list (``hybrid`` is bm25 + dense),
+    each once, in the order given. Raises ValueError naming an unknown one."""
+    given = [retriever] if isinstance(retriever, str) else list(retriever)
+    names: list[str] = []
+    for name in given:
+        if name not in RETRIEVERS:
+            raise ValueError(f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}")
+        for basic in (("bm25", "dense") if name == "hybrid" else (name,)):
+            if basic not in names:
+                names.append(basic)
+    if not names:
+        raise ValueError(f"no retriever given; choose from {', '.join(RETRIEVERS)}")
+    return names
 
 
 def rrf(rankings: list[list[Snippet]], k: int, constant: int = RRF_K) -> list[Snippet]:
