@@ -34,7 +34,9 @@ from torch import nn
 
 from titans_lsp.model.mac import init_queries
 
-UPDATE_RULES = ("sgd", "titans")
+UPDATE_RULES = ("sgd", "titans", "ntp")
+OBJECTIVES = ("l2", "huber", "lp")  # Miras' attentional bias: the loss the memory minimises per token
+RETENTIONS = ("none", "decay", "l2_prev")  # Miras' retention gate ("sgd" rule)
 INTEGRATIONS = ("additive", "mac", "mag")
 RETRIEVE_MODES = ("separate", "tied")
 
@@ -45,7 +47,7 @@ class MemoryConfig:
 
     memory_dim: int = 512
     depth: int = 2
-    update_rule: str = "sgd"  # "sgd" | "titans"
+    update_rule: str = "sgd"  # "sgd" | "titans" | "ntp" (next-token test-time training, model/ntp.py)
     lr: float = 0.5  # per-token step size (theta for "titans" at init)
     chunk_size: int = 64  # "titans": tokens per parallel gradient block
     max_update_norm: float = 4.0  # clip on the Frobenius norm of one update (all matrices together)
@@ -60,6 +62,19 @@ class MemoryConfig:
     train_init_weights: bool = False  # trainable_parameters() includes the memory's initial weights
     train_titans_maps: bool = False  # trainable_parameters() includes the theta/eta/alpha maps
     seed: int = 0  # frozen projections and initial weights are drawn from this seed
+    # Miras options of the associative rules ("sgd", "titans"); the defaults are the study's rule.
+    objective: str = "l2"  # "l2": 0.5||e||^2 | "huber": Huber(e, huber_delta) | "lp": (1/p) sum |e|^p
+    objective_p: float = 2.0  # "lp": p (> 1); p = 2 is "l2"
+    huber_delta: float = 1.0  # "huber": where the loss turns linear
+    retention: str = "none"  # "sgd" only: "decay" W <- (1 - s) W - step (Titans' forgetting) |
+    #                          "l2_prev": argmin_W loss(W) + s/2 ||W - W_prev||^2 by retention_steps inner steps
+    retention_strength: float = 0.0  # s above
+    retention_steps: int = 1  # "l2_prev": inner gradient steps per update (1 step is plain "sgd")
+    # "ntp": B_i (hidden x ntp_rank) on the down-projections of ``layers`` (default: the upper quarter)
+    ntp_rank: int = 16
+    ntp_steps: int = 1  # SGD steps on each chunk's next-token loss
+    ntp_lr: float = 1.0
+    ntp_decay: float = 0.0  # retention toward zero per step: B <- (1 - ntp_decay) B - ntp_lr * grad
 
     def __post_init__(self) -> None:
         if self.update_rule not in UPDATE_RULES:
@@ -72,6 +87,20 @@ class MemoryConfig:
             raise ValueError("depth, memory_dim, chunk_size and num_memory_tokens must be positive")
         if not 0.0 <= self.gate_floor < 1.0:
             raise ValueError(f"gate_floor must be in [0, 1), got {self.gate_floor}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective_p <= 1.0 or self.huber_delta <= 0:
+            raise ValueError("objective_p must be > 1 and huber_delta > 0")
+        if self.retention not in RETENTIONS:
+            raise ValueError(f"retention must be one of {RETENTIONS}, got {self.retention!r}")
+        if self.retention != "none" and self.update_rule != "sgd":
+            raise ValueError("retention applies to the sgd rule (titans has its own decay gate, ntp its ntp_decay)")
+        if not 0.0 <= self.retention_strength < 1.0 or self.retention_steps < 1:
+            raise ValueError("retention_strength must be in [0, 1) and retention_steps >= 1")
+        if self.ntp_rank < 1 or self.ntp_steps < 1 or self.ntp_lr <= 0 or not 0.0 <= self.ntp_decay < 1.0:
+            raise ValueError("ntp_rank, ntp_steps and ntp_lr must be positive and ntp_decay in [0, 1)")
+        if self.update_rule == "ntp" and self.integration != "additive":
+            raise ValueError("the ntp rule changes the model's own weights: integration must stay 'additive'")
         if self.layers is not None:
             self.layers = [int(i) for i in self.layers]
 
