@@ -147,11 +147,37 @@ def memory_forward(weights: list[torch.Tensor] | tuple[torch.Tensor, ...], x: to
     return x
 
 
+@dataclass(frozen=True)
+class Objective:
+    """Miras' attentional bias: the per-token loss l(e) of the memory's error e = M(k) - v."""
+
+    name: str = "l2"  # "l2": 0.5||e||^2 | "huber": elementwise Huber | "lp": (1/p) sum |e|^p
+    p: float = 2.0
+    delta: float = 1.0
+
+    @classmethod
+    def of(cls, config: "MemoryConfig") -> "Objective":
+        return cls(config.objective, config.objective_p, config.huber_delta)
+
+    def error_grad(self, err: torch.Tensor) -> torch.Tensor:
+        """dl/de: what flows back into the memory's weights."""
+        if self.name == "huber":
+            return err.clamp(-self.delta, self.delta)
+        if self.name == "lp":
+            return torch.sign(err) * err.abs().pow(self.p - 1)
+        return err
+
+
+L2 = Objective()
+
+
 def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
-                   coeffs: torch.Tensor, create_graph: bool = False) -> list[list[torch.Tensor]]:
-    """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * 0.5 * ||M(k_t) - v_t||^2 w.r.t.
-    the weights, from one shared forward. Works under no_grad and inference_mode (it leaves both
-    locally); plain autograd, because torch.func costs ~5x more per call on these small matrices.
+                   coeffs: torch.Tensor, create_graph: bool = False,
+                   objective: Objective = L2) -> list[list[torch.Tensor]]:
+    """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * l(M(k_t) - v_t) w.r.t. the
+    weights (l: the objective, 0.5||e||^2 by default), from one shared forward. Works under no_grad
+    and inference_mode (it leaves both locally); plain autograd, because torch.func costs ~5x more
+    per call on these small matrices.
 
     ``create_graph=True`` (second-order training) keeps the result differentiable with respect to the
     weights, keys, values and coefficients, so a later loss can backpropagate through the write."""
@@ -159,13 +185,13 @@ def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torc
         with torch.enable_grad():
             ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in weights]
             out = memory_forward(ws, keys)
-            err = out - values
+            err = objective.error_grad(out - values)
             return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, create_graph=True))
                     for row in coeffs]
     with torch.inference_mode(False), torch.enable_grad():
         ws = [w.detach().clone().requires_grad_(True) for w in weights]
         out = memory_forward(ws, keys.clone())
-        err = (out - values.clone()).detach()
+        err = objective.error_grad(out - values.clone()).detach()
         rows = coeffs.clone()
         return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, retain_graph=r < len(rows) - 1))
                 for r, row in enumerate(rows)]
@@ -191,11 +217,24 @@ def _clip(old: list[torch.Tensor], new: list[torch.Tensor], max_norm: float) -> 
 
 
 def sgd_update(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor, lr: float,
-               max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], float]:
-    """One step W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, update norm)."""
+               max_update_norm: float, create_graph: bool = False, objective: Objective = L2,
+               retention: str = "none", strength: float = 0.0, steps: int = 1) -> tuple[list[torch.Tensor], float]:
+    """One update W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, raw update norm).
+
+    Miras' retention gates: ``decay`` W <- (1 - strength) W - step (Titans' forgetting, a global
+    ℓ2 retention); ``l2_prev`` approximates argmin_W sum_t l_t(W) + strength/2 ||W - W_prev||^2 by
+    ``steps`` gradient steps from W_prev (one step is plain sgd: the proximal term's gradient is
+    zero there)."""
     coeffs = torch.full((1, keys.shape[0]), lr, dtype=keys.dtype, device=keys.device)
-    grads = weighted_grads(weights, keys, values, coeffs, create_graph)[0]
-    new = [w - g for w, g in zip(weights, grads)]
+    if retention == "l2_prev":
+        current = weights
+        for _ in range(steps):
+            grads = weighted_grads(current, keys, values, coeffs, create_graph, objective)[0]
+            current = [w - g - lr * strength * (w - w0) for w, g, w0 in zip(current, grads, weights)]
+        return _clip(weights, current, max_update_norm)
+    grads = weighted_grads(weights, keys, values, coeffs, create_graph, objective)[0]
+    keep = 1.0 - strength if retention == "decay" else 1.0
+    new = [w - g if keep == 1.0 else keep * w - g for w, g in zip(weights, grads)]
     return _clip(weights, new, max_update_norm)
 
 
@@ -222,13 +261,14 @@ def titans_coefficients(theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Ten
 
 def titans_update(weights: list[torch.Tensor], momentum: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
                   theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor, chunk_size: int,
-                  max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+                  max_update_norm: float, create_graph: bool = False,
+                  objective: Objective = L2) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
     """Surprise-with-momentum and forgetting over the tokens in order, ``chunk_size`` tokens per parallel block."""
     max_norm = 0.0
     for start in range(0, keys.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         w_decay, s_to_w, b, s_decay, a = titans_coefficients(theta[sl], eta[sl], alpha[sl])
-        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]), create_graph)
+        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]), create_graph, objective)
         new_w = [w_decay * w + s_to_w * s - g for w, s, g in zip(weights, momentum, grad_w)]
         new_s = [s_decay * s - g for s, g in zip(momentum, grad_s)]
         new_w, norm = _clip(weights, new_w, max_update_norm)
@@ -425,11 +465,13 @@ class MemoryLayer(nn.Module):
             i = self.layer_idx
             if self.config.update_rule == "sgd":
                 state.weights[i], norm = sgd_update(state.weights[i], keys, values, self.config.lr,
-                                                    self.config.max_update_norm, create_graph)
+                                                    self.config.max_update_norm, create_graph, Objective.of(self.config),
+                                                    self.config.retention, self.config.retention_strength,
+                                                    self.config.retention_steps)
             else:
                 state.weights[i], state.momentum[i], norm = titans_update(
                     state.weights[i], state.momentum[i], keys, values, theta, eta, alpha,
-                    self.config.chunk_size, self.config.max_update_norm, create_graph)
+                    self.config.chunk_size, self.config.max_update_norm, create_graph, Objective.of(self.config))
         state.last_update_norm[i] = norm
         return norm
 
