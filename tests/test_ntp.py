@@ -190,3 +190,28 @@ def test_engine_modes_read_the_ntp_memory(tiny_llama_dir):
     assert complete("memory", doc_key="a") == memory  # second call reuses the document's KV cache
     complete("hybrid")  # runs (no snippets given: the block is empty)
     assert engine.patch.gate_values() == {i: 1.0 for i in engine.patch.layers}
+
+
+def test_memory_config_flag(tmp_path):
+    from titans_lsp.cli import UserError
+    from titans_lsp.commands import memory_config_from
+
+    assert memory_config_from(None) is None
+    assert memory_config_from('{"update_rule": "ntp", "ntp_rank": 8}') == MemoryConfig(update_rule="ntp", ntp_rank=8)
+    path = tmp_path / "memory.json"
+    path.write_text('{"update_rule": "titans", "objective": "huber"}')
+    assert memory_config_from(str(path)).objective == "huber"
+    for bad in ('{"update_rule": "adam"}', "[1, 2]", "{not json", '{"nope": 1}'):
+        with pytest.raises(UserError, match="--memory-config"):
+            memory_config_from(bad)
+
+
+def test_train_refuses_the_ntp_rule():
+    import argparse
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.commands.train import memory_config
+
+    args = argparse.Namespace(memory_checkpoint=None, memory_config='{"update_rule": "ntp"}', gate_floor=None)
+    with pytest.raises(UserError, match="test time"):
+        memory_config(args)
