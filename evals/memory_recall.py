@@ -12,7 +12,8 @@ file needs its value::
 
 The defining file is never in the prompt (it is beyond the attention window), so the base model can
 only guess. A fact counts as recalled when the completion starts with the exact value followed by
-its delimiter. Variants (``--variants``):
+its delimiter. A graded measure next to it: the mean negative log-likelihood (nats per token) of the
+value and its delimiter, teacher-forced after the same prompt. Variants (``--variants``):
 
 - ``ablation``: the patched model with its gates shut (the base model; memory not read);
 - ``sgd`` / ``titans``: the Titans memory (MemoryConfig defaults with that update rule), read in ``memory`` mode;
@@ -149,14 +150,33 @@ def run_variant(variant: str, workspaces: list[list[FactFile]], model: str, ntp_
                     settings = CompletionSettings(mode=mode, max_new_tokens=max_new_tokens)
                     request = CompletionRequest(prefix=fact.prompt(), path=f"test_{f.module}.py", settings=settings,
                                                 early_stop=False, snippets=block)
-                    raw = engine.complete(request, workspace).raw
+                    completion = engine.complete(request, workspace)
+                    raw = completion.raw
+                    nll = value_nll(engine, completion.prompt_ids, fact, mode, workspace)
                     rows.append({"variant": variant, "workspace": w, "position": fact.position, "name": fact.name,
                                  "kind": fact.kind, "value": fact.value, "completion": raw[:40],
-                                 "recalled": fact.recalled(raw), "tokens_after": after,
+                                 "recalled": fact.recalled(raw), "value_nll": round(nll, 4), "tokens_after": after,
                                  "prime_s": round(prime_s, 3)})
     finally:
         engine.close()
     return rows
+
+
+def value_nll(engine, prompt_ids: list[int], fact: Fact, mode, workspace) -> float:
+    """Mean NLL (nats/token) of the value and its delimiter after the laid-out prompt, through the
+    same model and memory the completion read."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    target = engine.tokenizer(fact.value + ('"' if fact.kind == "str" else "\n"), add_special_tokens=False).input_ids
+    ids = torch.tensor([list(prompt_ids) + target], device=engine.loaded.device)
+    context = (engine.patch.activate(workspace.memory, gates=mode.gates) if mode.uses_memory and engine.patch is not None
+               else contextlib.nullcontext())
+    with torch.no_grad(), context:
+        logits = engine.model(ids, use_cache=False).logits[0, len(prompt_ids) - 1:-1].float()
+    return float(F.cross_entropy(logits, torch.tensor(target, device=logits.device)))
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -180,10 +200,11 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> dict:
     for variant, rows in rows_by_variant.items():
         k = sum(r["recalled"] for r in rows)
         entry = {"n": len(rows), "recalled": k, "rate": k / len(rows) if rows else 0.0, "ci95": wilson(k, len(rows)),
-                 "by_position": {}}
+                 "value_nll": float(np.mean([r["value_nll"] for r in rows])) if rows else 0.0, "by_position": {}}
         for position in sorted({r["position"] for r in rows}):
             sub = [r for r in rows if r["position"] == position]
             entry["by_position"][position] = {"n": len(sub), "rate": sum(r["recalled"] for r in sub) / len(sub),
+                                              "value_nll": float(np.mean([r["value_nll"] for r in sub])),
                                               "mean_tokens_after": float(np.mean([r["tokens_after"] for r in sub]))}
         if base is not None and variant != "ablation":
             a = np.array([float(r["recalled"]) for r in rows])
@@ -195,13 +216,13 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> dict:
 
 
 def table_md(summary: dict) -> str:
-    lines = ["| variant | recalled | rate | 95% CI | vs ablation (only variant / only ablation, McNemar p) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| variant | recalled | rate | 95% CI | value NLL (nats/token) | vs ablation (only variant / only ablation, McNemar p) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for variant, e in summary.items():
         vs = e.get("vs_ablation")
         cmp = f"{vs['only_variant']} / {vs['only_ablation']}, p = {vs['mcnemar_p']:.3g}" if vs else "-"
         lines.append(f"| {variant} | {e['recalled']}/{e['n']} | {100 * e['rate']:.1f} % | "
-                     f"{100 * e['ci95'][0]:.1f}-{100 * e['ci95'][1]:.1f} | {cmp} |")
+                     f"{100 * e['ci95'][0]:.1f}-{100 * e['ci95'][1]:.1f} | {e['value_nll']:.3f} | {cmp} |")
     positions = sorted({p for e in summary.values() for p in e["by_position"]})
     after = {p: max(e["by_position"][p]["mean_tokens_after"] for e in summary.values()) for p in positions}
     lines += ["", "Recall by the defining file's position (later files are primed after it):", "",
@@ -209,7 +230,8 @@ def table_md(summary: dict) -> str:
                                           for p in positions) + " |",
               "| --- |" + " --- |" * len(positions)]
     for variant, e in summary.items():
-        lines.append(f"| {variant} | " + " | ".join(f"{100 * e['by_position'][p]['rate']:.0f} %" for p in positions) + " |")
+        lines.append(f"| {variant} | " + " | ".join(f"{100 * e['by_position'][p]['rate']:.0f} % (NLL {e['by_position'][p]['value_nll']:.2f})"
+                                                    for p in positions) + " |")
     return "\n".join(lines) + "\n"
 
 

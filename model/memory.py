@@ -15,6 +15,14 @@ associative loss l_t = 0.5 * ||M(k_t) - v_t||^2 per token. Two update rules:
   scalar coefficients; we compute those coefficients in closed form and get each weighted gradient
   sum from one shared forward and backward (no per-token gradients materialised).
 
+Miras options (config fields, defaults = the rules above): the attentional-bias ``objective`` replaces
+0.5||e||^2 by an elementwise Huber loss or (1/p) sum |e|^p (:class:`Objective`); the ``retention`` gate
+of the sgd rule adds Titans' weight decay or an l2 pull toward the previous state (:func:`sgd_update`).
+
+A third rule, ``ntp``, is not an associative memory at all: a low-rank delta on the model's own MLP
+down-projections trained on the next-token loss while priming (model/ntp.py); its state is held in
+the same :class:`MemoryState` and it is installed by the same patch.
+
 Every update is clipped to ``max_update_norm`` (global Frobenius norm of the change), so no input can
 blow the memory up. Everything here runs in fp32 whatever the model's dtype.
 """
