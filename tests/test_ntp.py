@@ -215,3 +215,46 @@ def test_train_refuses_the_ntp_rule():
     args = argparse.Namespace(memory_checkpoint=None, memory_config='{"update_rule": "ntp"}', gate_floor=None)
     with pytest.raises(UserError, match="test time"):
         memory_config(args)
+
+
+def test_primer_persists_an_ntp_memory_and_refuses_a_mismatched_state(tmp_path, tiny_llama_dir):
+    """Priming through the one Primer, saved and resumed; a state saved under another update rule
+    starts fresh instead of loading (check_state), and the two configs keep separate files."""
+    import shutil
+
+    from server_client import write_fixture
+    from titans_lsp.engine import CompletionEngine
+    from titans_lsp.folder import FolderState
+    from titans_lsp.priming import Primer
+
+    lm = load_model(str(tiny_llama_dir), device="cpu")
+    root = write_fixture(tmp_path / "repo")
+
+    def folder() -> FolderState:
+        state = FolderState(root.as_uri(), root, str(tmp_path / "cache"))
+        state.load_index()
+        return state
+
+    engine = CompletionEngine(lm, memory_config=ntp_config())
+    state = folder()
+    result = Primer(state, engine).run()
+    assert result.primed > 0 and state.workspace.memory.updates > 0
+    again = folder()
+    again.ensure_memory(engine)
+    assert again.primed == state.primed
+    assert all(torch.equal(a, b) for i in state.workspace.memory.layers
+               for a, b in zip(again.workspace.memory.weights[i], state.workspace.memory.weights[i]))
+    ntp_file, _ = again._memory_paths(engine)
+    engine.patch.uninstall()
+
+    titans = CompletionEngine(lm, memory_config=MemoryConfig(memory_dim=16, layers=[1, 3]))
+    other = folder()
+    titans_file, _ = other._memory_paths(titans)
+    assert titans_file != ntp_file  # one state file per memory config
+    shutil.copy(ntp_file, titans_file)  # a state of the wrong variant where the titans one belongs
+    shutil.copy(ntp_file.with_name(ntp_file.name.replace("memory-", "primed-").replace(".safetensors", ".json")),
+                titans_file.with_name(titans_file.name.replace("memory-", "primed-").replace(".safetensors", ".json")))
+    other.ensure_memory(titans)
+    assert other.primed == {} and other.workspace.memory.updates == 0  # refused, started fresh
+    titans.patch.check_state(other.workspace.memory)
+    titans.patch.uninstall()
