@@ -12,8 +12,8 @@ computes W_i x + B_i (A_i x), where
   layer), starts at zero, so an empty memory computes the base model bit for bit.
 
 Priming a chunk takes ``ntp_steps`` SGD steps on the chunk's mean next-token loss with respect to
-every B_i: B <- (1 - ntp_decay) B - ntp_lr * grad (retention toward zero), the change clipped to
-``max_update_norm`` (global Frobenius norm over the layers). Reading is the delta added in the hook;
+every B_i: B <- (1 - ntp_decay) B - ntp_lr * grad (retention toward zero; ``ntp_normalize`` uses
+grad / ||grad|| per layer), the change clipped to ``max_update_norm`` (global Frobenius norm over the layers). Reading is the delta added in the hook;
 shut gates (the ablation) leave it out, so the ablation is the base model exactly.
 """
 
@@ -69,10 +69,12 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
 
 
 def ntp_step(old: list[torch.Tensor], grads: list[torch.Tensor], lr: float, decay: float,
-             max_norm: float) -> tuple[list[torch.Tensor], float]:
-    """One retained, clipped SGD step on the B matrices of all layers together.
-    Returns (new B's, raw norm of the change)."""
+             max_norm: float, normalize: bool = False) -> tuple[list[torch.Tensor], float]:
+    """One retained, clipped SGD step on the B matrices of all layers together (``normalize``: each
+    layer's gradient scaled to unit norm first). Returns (new B's, raw norm of the change)."""
     from titans_lsp.model.memory import _clip
 
+    if normalize:
+        grads = [g / (g.norm() + 1e-12) for g in grads]
     new = [(1.0 - decay) * b - lr * g for b, g in zip(old, grads)]
     return _clip(old, new, max_norm)

@@ -271,7 +271,7 @@ class TitansPatch:
                     for i, b in zip(self.layers, old):
                         state.weights[i] = [b]
                 new, step_norm = ntp.ntp_step([b.detach() for b in old], [g.detach() for g in grads], cfg.ntp_lr,
-                                              cfg.ntp_decay, cfg.max_update_norm)
+                                              cfg.ntp_decay, cfg.max_update_norm, cfg.ntp_normalize)
                 for i, b in zip(self.layers, new):
                     state.weights[i] = [b]
                     state.last_update_norm[i] = step_norm

@@ -103,6 +103,9 @@ def test_step_is_clipped_and_retained():
     assert raw > 1.0 and float(change) == pytest.approx(1.0, rel=1e-5)
     kept, _ = ntp_step(old, [torch.zeros_like(g) for g in grads], lr=1.0, decay=0.25, max_norm=0.0)
     assert torch.allclose(kept[0], 0.75 * old[0])  # retention toward zero without a gradient
+    unit, _ = ntp_step(old, grads, lr=0.5, decay=0.0, max_norm=0.0, normalize=True)
+    for n, o in zip(unit, old):
+        assert float((n - o).norm()) == pytest.approx(0.5, rel=1e-5)  # lr per layer, whatever the gradient's scale
 
 
 def test_write_with_small_clip_bounds_the_change(tiny):
