@@ -189,8 +189,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def wrong_binding(row: dict, rows: list[dict]) -> bool:
+    """The completion is another fact's value from the same workspace: the value was stored, its
+    binding to the name was not."""
+    others = [r["value"] for r in rows if r["workspace"] == row["workspace"] and r["name"] != row["name"]]
+    return not row["recalled"] and any(row["completion"].startswith(v) for v in others)
+
+
 def summarize(rows_by_variant: dict[str, list[dict]]) -> dict:
-    """Recall with Wilson CIs per variant, per file position, and McNemar against ablation."""
+    """Recall with Wilson CIs per variant, per file position, wrong bindings, and McNemar against ablation."""
     import numpy as np
 
     from titans_lsp.evals.report import mcnemar_p
@@ -199,7 +206,7 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> dict:
     base = rows_by_variant.get("ablation")
     for variant, rows in rows_by_variant.items():
         k = sum(r["recalled"] for r in rows)
-        entry = {"n": len(rows), "recalled": k, "rate": k / len(rows) if rows else 0.0, "ci95": wilson(k, len(rows)),
+        entry = {"n": len(rows), "recalled": k, "wrong_binding": sum(wrong_binding(r, rows) for r in rows), "rate": k / len(rows) if rows else 0.0, "ci95": wilson(k, len(rows)),
                  "value_nll": float(np.mean([r["value_nll"] for r in rows])) if rows else 0.0, "by_position": {}}
         for position in sorted({r["position"] for r in rows}):
             sub = [r for r in rows if r["position"] == position]
@@ -216,13 +223,13 @@ def summarize(rows_by_variant: dict[str, list[dict]]) -> dict:
 
 
 def table_md(summary: dict) -> str:
-    lines = ["| variant | recalled | rate | 95% CI | value NLL (nats/token) | vs ablation (only variant / only ablation, McNemar p) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| variant | recalled | rate | 95% CI | another fact's value | value NLL (nats/token) | vs ablation (only variant / only ablation, McNemar p) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for variant, e in summary.items():
         vs = e.get("vs_ablation")
         cmp = f"{vs['only_variant']} / {vs['only_ablation']}, p = {vs['mcnemar_p']:.3g}" if vs else "-"
         lines.append(f"| {variant} | {e['recalled']}/{e['n']} | {100 * e['rate']:.1f} % | "
-                     f"{100 * e['ci95'][0]:.1f}-{100 * e['ci95'][1]:.1f} | {e['value_nll']:.3f} | {cmp} |")
+                     f"{100 * e['ci95'][0]:.1f}-{100 * e['ci95'][1]:.1f} | {e['wrong_binding']} | {e['value_nll']:.3f} | {cmp} |")
     positions = sorted({p for e in summary.values() for p in e["by_position"]})
     after = {p: max(e["by_position"][p]["mean_tokens_after"] for e in summary.values()) for p in positions}
     lines += ["", "Recall by the defining file's position (later files are primed after it):", "",
@@ -233,6 +240,28 @@ def table_md(summary: dict) -> str:
         lines.append(f"| {variant} | " + " | ".join(f"{100 * e['by_position'][p]['rate']:.0f} % (NLL {e['by_position'][p]['value_nll']:.2f})"
                                                     for p in positions) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_only(paths: list[Path], out: Path) -> int:
+    """Merge rows from earlier runs (same seed and sizes: the facts are the same) into one table;
+    a variant label seen twice keeps its first rows (each run repeats ablation)."""
+    rows_by_variant: dict[str, list[dict]] = {}
+    for path in paths:
+        seen: dict[str, list[dict]] = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            seen.setdefault(row["variant"], []).append(row)
+        for variant, rows in seen.items():
+            rows_by_variant.setdefault(variant, rows)
+    order = sorted(rows_by_variant, key=lambda v: v != "ablation")
+    summary = summarize({v: rows_by_variant[v] for v in order})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({"info": {"merged_from": [str(p) for p in paths]}, "summary": summary},
+                                                 indent=2))
+    table = table_md(summary)
+    (out / "table.md").write_text(table)
+    print(table)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, required=True, help="directory for rows.jsonl, summary.json, table.md")
+    parser.add_argument("--report-only", nargs="*", type=Path, default=None, metavar="ROWS",
+                        help="no runs: summarize these rows.jsonl files (default: --out's) into --out, ablation first")
     args = parser.parse_args(argv)
+    if args.report_only is not None:
+        return report_only(args.report_only or [args.out / "rows.jsonl"], args.out)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:

@@ -58,3 +58,15 @@ def test_bad_input(tmp_path):
         mr.main(["--files", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="unknown variant"):
         mr.variant_setup("bogus", {})
+
+
+def test_wrong_binding_and_report_only(tmp_path):
+    rows = [{"variant": "ntp", "workspace": 0, "position": 0, "name": n, "value": v, "completion": c,
+             "recalled": c.startswith(v + '"'), "value_nll": 1.0, "tokens_after": 0}
+            for n, v, c in (("A_KEY", "aaaa1111", 'bbbb2222"'), ("B_KEY", "bbbb2222", 'bbbb2222"'), ("C_KEY", "cccc3333", "x"))]
+    assert [mr.wrong_binding(r, rows) for r in rows] == [True, False, False]
+    base = [dict(r, variant="ablation", completion="x", recalled=False) for r in rows]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows + base))
+    assert mr.main(["--out", str(tmp_path / "merged"), "--report-only", str(tmp_path / "a.jsonl")]) == 0
+    summary = json.loads((tmp_path / "merged" / "summary.json").read_text())["summary"]
+    assert list(summary) == ["ablation", "ntp"] and summary["ntp"]["wrong_binding"] == 1 and summary["ntp"]["recalled"] == 1
