@@ -66,7 +66,7 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
             capabilities=capabilities, root_uri=root.as_uri(),
             workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)]))
         client.initialized(types.InitializedParams())
-        await _warm_up(client, root)
+        warm_up_error = await _warm_up(client, root)
         answered_modes = await _modes_answered(client)
         if answered_modes == [mode]:
             for trace in traces:
@@ -76,6 +76,8 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
         client.exit(None)
     finally:
         await client.stop()
+    if not answered_modes and warm_up_error:
+        raise RuntimeError(f"{mode}: the warm-up request failed: {warm_up_error}")
     if answered_modes != [mode]:
         raise RuntimeError(f"the server answered the warm-up in mode {answered_modes or 'unknown'}, not {mode!r}: "
                            "it did not apply the bench's settings")
@@ -173,19 +175,22 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
 
 
-async def _warm_up(client, root: Path) -> None:
-    """Load the model (first request) before the trace starts; not measured."""
+async def _warm_up(client, root: Path) -> str | None:
+    """Load the model (first request) before the trace starts; not measured. Returns the request's
+    error, if it failed, so that a broken backend is reported as such rather than as a wrong mode."""
     uri = (root / "__bench_warmup__.py").as_uri()
     text = "def load_config(path):\n    return "
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=0, text=text)))
     record = RequestRecord(sent=time.perf_counter())
     await _request(client, uri, text, record)
+    error = None
     try:
         await asyncio.wait_for(record.future, timeout=600)
-    except Exception:  # noqa: BLE001 - a failed warm-up shows up as failed requests below
-        pass
+    except Exception as exc:  # noqa: BLE001 - reported by the caller when no completion came back
+        error = f"{type(exc).__name__}: {exc}"
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    return error
 
 
 def _position(prefix: str) -> dict:
