@@ -45,8 +45,13 @@ def read_samples(path: str | Path) -> Dataset:
     lines are logged with their number and skipped."""
     samples, problems, seen = [], [], set()
     opener = gzip.open if str(path).endswith(".gz") else open  # committed dev sets are gzipped
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with opener(path, "rb") as f:  # bytes: one line of invalid UTF-8 is skipped, not fatal
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"line {number}: invalid UTF-8 at byte {exc.start}")
+                continue
             if not line.strip():
                 continue
             try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from titans_lsp.evals.definitions import definition_rate
 from titans_lsp.evals.metrics import ES_IMPLEMENTATION
 
 METRICS = ("em", "es", "id_em", "id_f1")
@@ -65,13 +66,35 @@ def summarize(by_label: dict[str, dict[str, dict]], seed: int = 0) -> dict:
             entry[f"{metric}_ci95"] = list(bootstrap_ci(vals, seed))
         secs = [r["seconds"] for r in rows]
         entry["seconds_per_sample"] = float(np.mean(secs)) if secs else 0.0
+        rate = definition_rate(rows) if any(r.get("context") for r in rows) else None
+        if rate is not None:  # the block holds the definition of the symbol to complete
+            entry["definition_in_block"], entry["definition_measured"] = rate
+        retrievers = {r.get("retriever") for r in rows} - {None}
+        if retrievers:
+            entry["retriever"] = sorted(retrievers)[0]
         results[label] = entry
     return results
 
 
+REFERENCE_RETRIEVER = "rg1-bm25"  # rows with another retriever are tested against this one's
+
+
+def retriever_pairs(by_label: dict[str, dict[str, dict]]) -> list[tuple[str, str]]:
+    """(label, its rg1-bm25 reference label) for every row set retrieved by another retriever."""
+    pairs = []
+    for label, rows in by_label.items():
+        retriever = next((r.get("retriever") for r in rows.values() if r.get("retriever")), None)
+        tag = retriever.replace(",", "+") if retriever else None
+        if tag and tag != REFERENCE_RETRIEVER and label.endswith(f"-{tag}"):
+            reference = label[:-len(tag)] + REFERENCE_RETRIEVER
+            if reference in by_label:
+                pairs.append((label, reference))
+    return pairs
+
+
 def paired_tests(by_label: dict[str, dict[str, dict]], seed: int = 0) -> dict:
-    return {f"{a} vs {b}": paired_test(by_label[a], by_label[b], seed) for a, b in PAIRS
-            if a in by_label and b in by_label}
+    pairs = [(a, b) for a, b in PAIRS if a in by_label and b in by_label] + retriever_pairs(by_label)
+    return {f"{a} vs {b}": paired_test(by_label[a], by_label[b], seed) for a, b in pairs}
 
 
 def paired_test(rows_a: dict[str, dict], rows_b: dict[str, dict], seed: int = 0) -> dict:
@@ -121,6 +144,18 @@ def tables_md(results: dict, tests: dict, info: dict) -> str:
           ["memory", "ablation", "hybrid", "concat", "none"])
     block("Vanilla model (no memory patch)", ["vanilla-concat", "vanilla-none"])
     block("Token boundaries: naive pipeline (no token healing)", ["concat-naive", "none-naive"])
+    by_retriever = [lab for lab in results if results[lab].get("retriever")]
+    if by_retriever:
+        lines.extend(["## By retriever", "", "Definition in block: the block holds a line defining the symbol to "
+                      "complete, from the file that defines it.", "",
+                      "| Row | retriever | EM (%) | Edit Sim (%) | definition in block (%) | n | s/sample |",
+                      "|---|---|---|---|---|---|---|"])
+        for lab in by_retriever:
+            e = results[lab]
+            recall = f"{100 * e['definition_in_block']:.1f}" if "definition_in_block" in e else "-"
+            lines.append(f"| {lab} | {e['retriever']} | {_fmt(e, 'em')} | {_fmt(e, 'es')} | {recall} | {e['n']} | "
+                         f"{e['seconds_per_sample']:.2f} |")
+        lines.append("")
     if tests:
         lines.extend(["## Paired tests", "", "| Pair | n | EM diff | only first / only second right | McNemar p | "
                       "ES diff [95% CI] | permutation p | same prediction |", "|---|---|---|---|---|---|---|---|"])

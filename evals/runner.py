@@ -44,7 +44,7 @@ def read_predictions(path: Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     if not path.exists():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # a torn UTF-8 tail is not fatal
         try:
             row = json.loads(line)
             rows[str(row["task_id"])] = row
@@ -53,25 +53,95 @@ def read_predictions(path: Path) -> dict[str, dict]:
     return rows
 
 
-class SnippetSource:
-    """The cross-file chunks of a sample: the file's own list, or our retrieval over ``repos``."""
+REFERENCE_RETRIEVERS = ("rg1-bm25", "rg1-dense")  # CrossCodeEval's rg1 recipe (retrieval/cceval.py), faithfully
 
-    def __init__(self, retriever: str | None = None, repos: Path | None = None):
-        self.retriever = retriever
+
+def parse_retrieve(value: str) -> str:
+    """A ``--retrieve`` value: ``rg1-bm25``/``rg1-dense`` (the reference rows), or a server retriever
+    (``bm25``, ``dense``, ``hybrid``, ``imports``) or comma-separated list of them; returned normalized
+    (``imports, bm25`` -> ``imports,bm25``). Raises ValueError naming the choices."""
+    from titans_lsp.settings import parse_retriever
+
+    value = str(value).strip()
+    if value in REFERENCE_RETRIEVERS:
+        return value
+    try:
+        return ",".join(parse_retriever(value))
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or {' / '.join(REFERENCE_RETRIEVERS)} (CrossCodeEval's rg1 recipe)") from None
+
+
+def retrieve_label(label: str, retriever: str | None) -> str:
+    """A row's label with its retriever: ``concat`` -> ``concat-imports+bm25`` (None: the file's own list)."""
+    return label if retriever is None else f"{label}-{retriever.replace(',', '+')}"
+
+
+class SnippetSource:
+    """Where a sample's cross-file context comes from.
+
+    - ``retriever=None``: the sample's own ``crossfile_context`` list, packed by the reference rule.
+    - ``rg1-bm25`` / ``rg1-dense``: CrossCodeEval's rg1 retrieval over ``repos/<metadata.repository>/``,
+      packed by the reference rule: the faithful reference rows.
+    - a server retriever (``bm25``, ``dense``, ``hybrid``, ``imports`` or a list): a
+      :class:`~titans_lsp.retrieval.index.WorkspaceIndex` over that repository, exactly as the server
+      builds one for a workspace folder; the engine retrieves and packs the block itself
+      (:meth:`workspace` gives it the index), as it does for an editor request.
+    """
+
+    def __init__(self, retriever: str | None = None, repos: Path | None = None, dense_model: str | None = "default"):
+        self.retriever = parse_retrieve(retriever) if retriever is not None else None
         self.repos = repos
+        self.dense_model = dense_model
         self._by_repo: dict[str, dict[str, str]] = {}
+        self._indexes: dict[str, object] = {}
+        if self.retriever is not None and repos is None:
+            raise ValueError("a retriever needs repos (one folder per metadata.repository)")
+
+    @property
+    def reference(self) -> bool:
+        """Whether the block is packed by CrossCodeEval's rule (the file's list, rg1): else the server's."""
+        return self.retriever is None or self.retriever in REFERENCE_RETRIEVERS
 
     def snippets(self, sample: dict):
+        """The snippets the engine packs (reference rows), or those a memory mode primes with."""
         from titans_lsp.retrieval.prompt import Snippet
 
         if self.retriever is None:
             return [Snippet(name, text) for name, text in crossfile_chunks(sample)]
+        meta = sample["metadata"]
+        if not self.reference:
+            from titans_lsp.engine import RETRIEVE_K
+
+            index = self.workspace(sample).index
+            return index.retrieve(sample["prompt"], str(meta["file"]), self.retriever.split(","), k=RETRIEVE_K)
         from titans_lsp.retrieval.cceval import rg1_retrieve
 
-        meta = sample["metadata"]
         files = self._files(str(meta["repository"]), metric_language(str(meta["file"])))
-        items = rg1_retrieve(sample["prompt"], str(meta["file"]), files, ranker=self.retriever)
+        items = rg1_retrieve(sample["prompt"], str(meta["file"]), files, ranker=self.retriever.removeprefix("rg1-"))
         return [Snippet(c["filename"], c["retrieved_chunk"], c["score"]) for c in items]
+
+    def workspace(self, sample: dict):
+        """A Workspace holding the sample repository's index (built once per repository), as the
+        server's folder state holds one."""
+        from titans_lsp.engine import Workspace
+        from titans_lsp.retrieval.index import WorkspaceIndex
+
+        repository = str(sample["metadata"]["repository"])
+        if repository not in self._indexes:
+            root = self._root(repository)
+            index = WorkspaceIndex(root, state_dir=None, dense_model=self.dense_model)
+            index.build()
+            self._indexes[repository] = index
+        index = self._indexes[repository]
+        return Workspace(root=index.root, index=index)
+
+    def _root(self, repository: str) -> Path:
+        root = self.repos / repository
+        if not root.is_dir():
+            from titans_lsp.cli import UserError
+
+            raise UserError(f"--repos: {root} does not exist (metadata.repository {repository!r})")
+        return root
 
     def _files(self, repository: str, language) -> dict[str, str]:
         """The repository's files in the sample's language at ``repos/<metadata.repository>/`` (read once)."""
@@ -79,28 +149,27 @@ class SnippetSource:
         if key not in self._by_repo:
             from titans_lsp.evals.build import language_files
 
-            root = self.repos / repository
-            if not root.is_dir():
-                from titans_lsp.cli import UserError
-
-                raise UserError(f"--repos: {root} does not exist (metadata.repository {repository!r})")
-            self._by_repo[key] = language_files(root, language)
+            self._by_repo[key] = language_files(self._root(repository), language)
         return self._by_repo[key]
 
 
-def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
-    """Complete one sample in one mode; the prediction row with its scores."""
+def build_request(engine, sample: dict, spec: RunSpec, source: SnippetSource):
+    """(the request, the workspace, priming seconds) one sample runs with in one mode: what
+    :func:`run_one` completes, and what ``evals/definitions.py`` reads the block of."""
     from titans_lsp.engine import CompletionRequest, CompletionSettings, Workspace
 
-    start = time.perf_counter()
+    server_retrieval = spec.mode.uses_context and not source.reference
     settings = CompletionSettings(mode=spec.mode, max_new_tokens=MAX_NEW_TOKENS, context_budget=spec.context_budget,
-                                  max_seq=spec.max_seq, fim="on" if spec.fim else "off")
-    snippets = source.snippets(sample) if spec.mode.uses_context or spec.mode.uses_memory else None
-    workspace = Workspace()
+                                  max_seq=spec.max_seq, fim="on" if spec.fim else "off",
+                                  **({"retriever": source.retriever} if server_retrieval else {}))
+    snippets = source.snippets(sample) if spec.mode.uses_memory or (spec.mode.uses_context and not server_retrieval) \
+        else None
+    # Server retrievers: the engine retrieves from the repository's index and packs the block, as for an editor.
+    workspace = source.workspace(sample) if server_retrieval else Workspace()
     prime_s = 0.0
     if spec.mode.uses_memory:
         # The study's protocol: a fresh memory per sample, primed with its cross-file chunks.
-        workspace = Workspace(memory=engine.new_memory_state())
+        workspace = Workspace(root=workspace.root, index=workspace.index, memory=engine.new_memory_state())
         t = time.perf_counter()
         engine.prime(workspace, [s.text for s in snippets or []])
         prime_s = time.perf_counter() - t
@@ -108,8 +177,19 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
     language = metric_language(str(meta.get("file") or ""))  # comment syntax of the block, metric rules
     request = CompletionRequest(prefix=sample["prompt"], suffix=str(sample.get("right_context") or "") if spec.fim else "",
                                 settings=settings, early_stop=False, heal=spec.heal,
-                                snippets=snippets if spec.mode.uses_context else None,
-                                language_id=language.language_ids[0])
+                                path=str(meta.get("file") or "") if server_retrieval else None,
+                                snippets=snippets if spec.mode.uses_context and not server_retrieval else None,
+                                language_id=language.language_ids[0],
+                                packing="reference" if source.reference else "pack")
+    return request, workspace, prime_s
+
+
+def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
+    """Complete one sample in one mode; the prediction row with its scores."""
+    start = time.perf_counter()
+    request, workspace, prime_s = build_request(engine, sample, spec, source)
+    meta = sample["metadata"]
+    language = metric_language(str(meta.get("file") or ""))
     completion = engine.complete(request, workspace)
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"], language)
     return {
@@ -118,7 +198,8 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,
-        "crossfile_symbol": meta.get("crossfile_symbol"), "repository": meta.get("repository"),
+        "crossfile_symbol": meta.get("crossfile_symbol"), "defined_in": meta.get("defined_in"),
+        "repository": meta.get("repository"), "retriever": source.retriever if spec.mode.uses_context else None,
         "prompt_tokens": completion.prompt_tokens, "prime_s": round(prime_s, 4),
         "seconds": round(time.perf_counter() - start, 4),
     }

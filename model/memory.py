@@ -352,6 +352,27 @@ class MemoryState:
         return MemoryState(move(self.weights), move(self.momentum), move(self.initial),
                            self.tokens_written, self.updates, dict(self.last_update_norm))
 
+    def check_like(self, reference: "MemoryState") -> None:
+        """Raise ValueError unless this state fits ``reference`` (a fresh state of the live model):
+        the same layers, tensors per layer, shapes and dtypes, and every value finite. A persisted
+        state is checked so before it is served: NaN weights give garbage completions, a wrong
+        shape fails every memory-mode request."""
+        for name in ("weights", "momentum", "initial"):
+            mine, theirs = getattr(self, name), getattr(reference, name)
+            if sorted(mine) != sorted(theirs):
+                raise ValueError(f"{name}: memory layers {sorted(mine)}, the model has {sorted(theirs)}")
+            for layer, tensors in theirs.items():
+                if len(mine[layer]) != len(tensors):
+                    raise ValueError(f"{name}[{layer}]: {len(mine[layer])} tensors, the model has {len(tensors)}")
+                for j, (got, want) in enumerate(zip(mine[layer], tensors)):
+                    if got.shape != want.shape or got.dtype != want.dtype:
+                        raise ValueError(f"{name}[{layer}][{j}]: {tuple(got.shape)} {got.dtype}, the model has "
+                                         f"{tuple(want.shape)} {want.dtype}")
+                    if not bool(torch.isfinite(got).all()):
+                        raise ValueError(f"{name}[{layer}][{j}] holds NaN or infinite values")
+        if self.tokens_written < 0 or self.updates < 0:
+            raise ValueError("negative counters")
+
     def save(self, path: str | os.PathLike) -> None:
         """Write one safetensors file atomically (temp file + os.replace)."""
         tensors = {}

@@ -263,19 +263,25 @@ class ModuleMap:
 
 
 class DefinitionLookup:
-    """Definitions per module file, parsed on demand and cached by content."""
+    """Definitions per module file, parsed on demand and cached by content (or, with ``version``,
+    by the file's version, so a cached file is not even read again: the index's (mtime, size))."""
 
-    def __init__(self, modules: ModuleMap, read: Callable[[str], str | None]):
-        self.modules, self.read = modules, read
-        self._cache: dict[str, tuple[str, list[Chunk], list[Binding]]] = {}
+    def __init__(self, modules: ModuleMap, read: Callable[[str], str | None],
+                 version: Callable[[str], object] | None = None):
+        self.modules, self.read, self.version = modules, read, version
+        self._cache: dict[str, tuple[object, list[Chunk], list[Binding]]] = {}
 
     def _parsed(self, rel: str) -> tuple[list[Chunk], list[Binding]]:
+        cached = self._cache.get(rel)
+        key = self.version(rel) if self.version is not None else None
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
         text = self.read(rel)
         if text is None:
             return [], []
-        cached = self._cache.get(rel)
-        if cached is None or cached[0] != text:
-            cached = self._cache[rel] = (text, *self._parse(rel, text))
+        key = key if key is not None else text
+        if cached is None or cached[0] != key:
+            cached = self._cache[rel] = (key, *self._parse(rel, text))
         return cached[1], cached[2]
 
     @staticmethod
@@ -341,6 +347,14 @@ def _uses(prefix: str, alias: str, word: str = r"\w") -> list[tuple[int, str | N
     return [(m.start(), m.group(1)) for m in pattern.finditer(prefix)]
 
 
+def _all_uses(prefix: str, word: str = r"\w") -> dict[str, list[tuple[int, str | None]]]:
+    """:func:`_uses` for every plain name at once (one pass over the prefix instead of one per import)."""
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for m in re.finditer(rf"(?<![{word}.])([{word}]+)(?:\.([{word}]+))?", prefix):
+        out.setdefault(m.group(1), []).append((m.start(), m.group(2)))
+    return out
+
+
 def import_context(prefix: str, current_file: str | None, modules, read: Callable[[str], str | None] | None = None,
                    limit: int = 20, lookup: DefinitionLookup | None = None, root_package: str = "") -> list[ImportSnippet]:
     """Definitions of what the prefix imports and uses, nearest use to the cursor first.
@@ -378,6 +392,7 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
             start = prefix.rfind("\n", 0, offset) + 1
             return bool(re.match(r"\s*(from\s|import\s)", prefix[start:offset + 1] + " "))
 
+    plain_uses = _all_uses(prefix, language.word_chars)
     for binding in bindings:
         if binding.alias == STAR:
             continue
@@ -390,8 +405,9 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
             if resolved is None:
                 continue
             target_rel, target_chunk = resolved
-        uses = [(offset, attr) for offset, attr in _uses(prefix, binding.alias, language.word_chars)
-                if not is_import_line(offset)]
+        found_uses = plain_uses.get(binding.alias, []) if re.fullmatch(rf"[{language.word_chars}]+", binding.alias) \
+            else _uses(prefix, binding.alias, language.word_chars)  # a dotted alias (import a.b)
+        uses = [(offset, attr) for offset, attr in found_uses if not is_import_line(offset)]
         if target_chunk is not None:  # a class / function / constant
             add(target_rel, target_chunk, max((o for o, _ in uses), default=-1))
             continue

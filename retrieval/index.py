@@ -9,9 +9,11 @@ follows it in its file.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
-import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,13 @@ import numpy as np
 from .bm25 import IncrementalBM25
 from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
 from .imports import DefinitionLookup, ModuleMap, import_context
-from .workspace import DEFAULT_MAX_BYTES, PRIVATE_KEY_MARKER, WorkspaceFilter
+from .workspace import DEFAULT_MAX_BYTES, WorkspaceFilter
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_SCHEMA = 2  # index.json + index.npz (schema 1 was a pickle, never read: it could run code)
+BM25_ARRAYS = ("df", "doc_len", "alive", "post_lengths", "post_docs", "post_tfs", "live_docs", "term_lengths",
+               "doc_terms")
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 RETRIEVERS = ("bm25", "dense", "hybrid", "imports")  # the names editors and the eval select
 DENSE_RETRIEVERS = ("dense", "hybrid")  # retrievers that need the dense encoder's vectors
@@ -139,16 +143,18 @@ class WorkspaceIndex:
             return False
         with self.lock:
             if rel.rsplit("/", 1)[-1] == ".gitignore":
-                self.rules = WorkspaceFilter(self.root, self.rules.max_bytes)
+                old, self.rules = self.rules, WorkspaceFilter(self.root, self.rules.max_bytes)
+                self.rules.redacted, self.rules.skipped_secrets = old.redacted, old.skipped_secrets  # still true
                 self.sync()
                 return False
             loaded = self.rules.load(self.root / rel)
             new_file = rel not in self.entries
             self._remove(rel)
-            if loaded is None or (text is not None and PRIVATE_KEY_MARKER in text.encode("utf-8", "replace")):
+            cleaned = None if loaded is None else loaded.text if text is None else self.rules.clean(rel, text)
+            if loaded is None or cleaned is None:
                 self._forget_modules()
                 return False
-            self._add(rel, loaded.text if text is None else text, self.root / rel)
+            self._add(rel, cleaned, self.root / rel)
             if new_file:
                 self._forget_modules()
             return True
@@ -193,9 +199,14 @@ class WorkspaceIndex:
 
     # ---- persistence
     def _state_path(self) -> Path:
+        """The index's JSON half; its arrays are in :meth:`_arrays_path`. Neither format can run code
+        when read (no pickle): a planted file is at worst rejected and the index rebuilt."""
         if self.state_dir is None:
             raise ValueError("this index has no state_dir")
-        return self.state_dir / "index.pkl"
+        return self.state_dir / "index.json"
+
+    def _arrays_path(self) -> Path:
+        return self._state_path().with_name("index.npz")
 
     def _dense_path(self) -> Path:
         import hashlib
@@ -204,32 +215,70 @@ class WorkspaceIndex:
         return self.state_dir / f"dense-{tag}.npz"
 
     def save(self) -> None:
-        """Write the index atomically (a crash mid-write leaves the previous file)."""
+        """Write the index atomically: the arrays (index.npz), then the JSON (index.json) holding the
+        arrays file's SHA-256, so a crash between the two leaves a pair that is detected as mismatched."""
         with self.lock:
-            path = self._state_path()
+            path, arrays_path = self._state_path(), self._arrays_path()
             path.parent.mkdir(parents=True, exist_ok=True)
+            bm25 = self.bm25.state()
+            arrays = {key: np.asarray(value) for key, value in bm25.items() if key in BM25_ARRAYS}
+            tmp_arrays = arrays_path.with_name("index.tmp.npz")
+            np.savez(tmp_arrays, **arrays)
+            digest = hashlib.sha256(tmp_arrays.read_bytes()).hexdigest()
             state = {
-                "version": INDEX_VERSION, "root": str(self.root), "bm25": self.bm25.state(),
-                "entries": {rel: (e.mtime_ns, e.size, e.chunks, e.doc_ids) for rel, e in self.entries.items()},
+                "schema": INDEX_SCHEMA, "root": str(self.root), "arrays_sha256": digest,
+                "bm25": {"params": list(bm25["params"]), "vocab": bm25["vocab"], "n_docs": int(bm25["n_docs"]),
+                         "n_alive": int(bm25["n_alive"]), "total_len": int(bm25["total_len"])},
+                "entries": {rel: {"mtime_ns": e.mtime_ns, "size": e.size, "doc_ids": [int(d) for d in e.doc_ids],
+                                  "chunks": [[c.text, c.index, c.start_line, c.end_line, c.kind, c.name] for c in e.chunks]}
+                            for rel, e in self.entries.items()},
             }
             tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp_arrays, arrays_path)
             os.replace(tmp, path)
+            stale = path.with_name("index.pkl")  # the old pickle format is never read again
+            if stale.exists():
+                stale.unlink()
             if self._dense is not None and self._dense.matrix is not None:
                 self._dense.save(self._dense_path())
 
     def _load_state(self) -> None:
-        # The state file is written by this program into the user's own cache folder.
-        with open(self._state_path(), "rb") as f:
-            state = pickle.load(f)
-        if state.get("version") != INDEX_VERSION or state.get("root") != str(self.root):
-            raise ValueError("index version or root differs")
-        bm25 = IncrementalBM25.from_state(state["bm25"])
+        """Read index.json + index.npz, checking every field's type and range (ValueError on any
+        mismatch; the caller then rebuilds)."""
+        state = json.loads(self._state_path().read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or state.get("schema") != INDEX_SCHEMA or state.get("root") != str(self.root):
+            raise ValueError("index schema or root differs")
+        data = self._arrays_path().read_bytes()
+        if hashlib.sha256(data).hexdigest() != state.get("arrays_sha256"):
+            raise ValueError("index.npz does not belong to index.json")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in BM25_ARRAYS}
+        meta = state["bm25"]
+        params, vocab = meta["params"], meta["vocab"]
+        if not (isinstance(params, list) and len(params) == 3 and all(isinstance(p, (int, float)) for p in params)):
+            raise ValueError("bad BM25 params")
+        if not (isinstance(vocab, list) and all(isinstance(t, str) for t in vocab)):
+            raise ValueError("bad BM25 vocabulary")
+        counts = [meta[k] for k in ("n_docs", "n_alive", "total_len")]
+        if not all(_is_count(v) for v in counts):
+            raise ValueError("bad BM25 counts")
+        for key, array in arrays.items():
+            if array.dtype.kind not in "biuf" or array.ndim != 1:
+                raise ValueError(f"index array {key} has dtype {array.dtype} and {array.ndim} dimensions")
+        bm25 = IncrementalBM25.from_state({**arrays, "params": tuple(params), "vocab": vocab, "n_docs": counts[0],
+                                           "n_alive": counts[1], "total_len": counts[2]})
         doc_file: list[str | None] = [None] * bm25.n_docs
         doc_chunk: list[Chunk | None] = [None] * bm25.n_docs
         entries = {}
-        for rel, (mtime_ns, size, chunks, doc_ids) in state["entries"].items():
+        if not isinstance(state["entries"], dict):
+            raise ValueError("bad index entries")
+        for rel, entry in state["entries"].items():
+            mtime_ns, size, doc_ids, raw = entry["mtime_ns"], entry["size"], entry["doc_ids"], entry["chunks"]
+            if not (_is_count(mtime_ns) and _is_count(size) and isinstance(doc_ids, list) and isinstance(raw, list)
+                    and len(doc_ids) == len(raw) and all(_is_count(d) and d < bm25.n_docs for d in doc_ids)):
+                raise ValueError(f"bad index entry for {rel!r}")
+            chunks = [_chunk(c) for c in raw]
             entries[rel] = FileEntry(mtime_ns, size, chunks, doc_ids)
             for doc, chunk in zip(doc_ids, chunks):
                 doc_file[doc], doc_chunk[doc] = rel, chunk
@@ -333,27 +382,26 @@ class WorkspaceIndex:
 
     def retrieve(self, prefix: str, current_file: str | None = None, retriever: str | list[str] = "bm25",
                  k: int = 5, next_chunk: bool = True) -> list[Snippet]:
-        """Top-``k`` snippets from files other than ``current_file`` for the code before the cursor."""
-        if isinstance(retriever, (list, tuple)):
-            names = list(retriever)
-        elif retriever == "hybrid":
-            names = ["bm25", "dense"]
-        else:
-            names = [retriever]
-        unknown = [n for n in names if n not in ("bm25", "dense", "imports")]
-        if unknown:
-            raise ValueError(f"unknown retriever {unknown[0]!r}; choose from {', '.join(RETRIEVERS)}")
+        """Snippets from files other than ``current_file`` for the code before the cursor, in block order.
+
+        ``retriever``: a name of :data:`RETRIEVERS` or a list of them. ``imports`` gives the definitions
+        of the names the file imports, nearest use to the cursor first; the ranked retrievers (``bm25``,
+        ``dense``; ``hybrid`` is both) give their top ``k``, several of them fused by reciprocal rank.
+        With ``imports`` and a ranked retriever together, up to ``k`` definitions come first, then the
+        top ``k`` ranked snippets (the block's packing drops repeats and cuts at the token budget)."""
+        names = expand_retrievers(retriever)
         current = self._rel(current_file) if current_file else None
-        depth = k if len(names) == 1 else max(4 * k, 20)
+        ranked_names = [n for n in names if n != "imports"]
+        depth = k if len(ranked_names) <= 1 else max(4 * k, 20)
         with self.lock:
-            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in names]
-        if len(ranked) == 1:
-            return ranked[0][:k]
-        return rrf(ranked, k)
+            definitions = self.import_snippets(prefix, current, k) if "imports" in names else []
+            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in ranked_names]
+        if not ranked:
+            return definitions
+        fused = ranked[0][:k] if len(ranked) == 1 else rrf(ranked, k)
+        return definitions + fused
 
     def _retrieve_one(self, name: str, prefix: str, current: str | None, k: int, next_chunk: bool) -> list[Snippet]:
-        if name == "imports":
-            return self.import_snippets(prefix, current, k)
         query = last_nonempty_lines(prefix)
         exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
         if not query.strip():
@@ -408,17 +456,38 @@ class WorkspaceIndex:
         loaded = self.rules.load(self.root / rel, check_ignored=False) if rel in self.entries else None
         return loaded.text if loaded is not None else None
 
+    def _file_version(self, rel: str) -> tuple[int, int] | None:
+        """What the definitions cache keys a file by: its indexed (mtime, size); None when not indexed."""
+        entry = self.entries.get(rel)
+        return (entry.mtime_ns, entry.size) if entry is not None and entry.size >= 0 else None
+
     def module_map(self) -> ModuleMap:
         if self._modules is None:
             root_package = self.root.name if (self.root / "__init__.py").exists() else ""
             self._modules = ModuleMap(self.entries, root_package, self.rules.load_config)
-            self._lookup = DefinitionLookup(self._modules, self._read_rel)
+            self._lookup = DefinitionLookup(self._modules, self._read_rel, self._file_version)
         return self._modules
 
     def import_snippets(self, prefix: str, current: str | None, k: int = 20) -> list[Snippet]:
         modules = self.module_map()
         found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
         return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
+
+
+def expand_retrievers(retriever: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The basic retrievers (bm25, dense, imports) behind a name or list (``hybrid`` is bm25 + dense),
+    each once, in the order given. Raises ValueError naming an unknown one."""
+    given = [retriever] if isinstance(retriever, str) else list(retriever)
+    names: list[str] = []
+    for name in given:
+        if name not in RETRIEVERS:
+            raise ValueError(f"unknown retriever {name!r}; choose from {', '.join(RETRIEVERS)}")
+        for basic in (("bm25", "dense") if name == "hybrid" else (name,)):
+            if basic not in names:
+                names.append(basic)
+    if not names:
+        raise ValueError(f"no retriever given; choose from {', '.join(RETRIEVERS)}")
+    return names
 
 
 def rrf(rankings: list[list[Snippet]], k: int, constant: int = RRF_K) -> list[Snippet]:
@@ -433,3 +502,14 @@ def rrf(rankings: list[list[Snippet]], k: int, constant: int = RRF_K) -> list[Sn
     order = sorted(fused, key=lambda key: (-fused[key], key))
     return [Snippet(key[0], key[1], fused[key], "rrf", first[key].start_line) for key in order[:k]]
 
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _chunk(raw) -> Chunk:
+    """A chunk from its JSON row [text, index, start_line, end_line, kind, name] (ValueError otherwise)."""
+    if not (isinstance(raw, list) and len(raw) == 6 and isinstance(raw[0], str) and all(_is_count(v) for v in raw[1:4])
+            and isinstance(raw[4], str) and isinstance(raw[5], str)):
+        raise ValueError(f"bad chunk {str(raw)[:80]}")
+    return Chunk(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5])

@@ -40,24 +40,67 @@ def chunk_text(filename: str, text: str, comment: str = "#") -> str:
     return CHUNK_HEADER.format(c=comment, filename=filename) + lines + "\n\n"
 
 
-def crossfile_block(snippets: Iterable, tokenizer, budget_tokens: int = 512, comment: str = "#") -> str:
-    """Fragments added in rank order while the block fits ``budget_tokens`` (stopping at the first that
-    does not, like the reference); empty when none fits. Each piece is counted separately as in the
-    reference, then the joined block is re-counted, so the budget holds even where tokens merge
-    across piece boundaries."""
+PACKINGS = ("pack", "reference")  # how crossfile_block fills the budget (see there)
+
+
+def crossfile_block(snippets: Iterable, tokenizer, budget_tokens: int = 512, comment: str = "#",
+                    packing: str = "pack") -> str:
+    """The cross-file block: fragments in the order given (retrieval puts definitions of the names
+    used near the cursor first, then ranked snippets) while the block fits ``budget_tokens``.
+
+    ``packing="pack"`` (the server's, and the eval's server-retriever rows): a fragment already in the
+    block (the same file, its lines contained in a packed fragment) is skipped, and the first fragment
+    that does not fit is cut at a line boundary to the room left, never dropped, then the block ends.
+    ``packing="reference"``: CrossCodeEval's rule, kept for the reference rows: stop at the first
+    fragment that does not fit (so an oversized first fragment leaves no block).
+
+    Each piece is counted separately as in the reference, then the joined block is re-counted, so the
+    budget holds even where tokens merge across piece boundaries."""
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown packing {packing!r}; choose from {', '.join(PACKINGS)}")
     header = BLOCK_HEADER.format(c=comment)
     used = count_tokens(tokenizer, header)
-    parts: list[str] = []
+    kept: list[tuple[str, str, str]] = []  # (filename, text, piece as written)
     for snippet in snippets:
-        piece = chunk_text(*_fields(snippet), comment=comment)
+        filename, text = _fields(snippet)
+        if packing == "pack":
+            norm = _normalized(text)
+            if not norm or any(name == filename and norm in _normalized(other) for name, other, _ in kept):
+                continue
+        piece = chunk_text(filename, text, comment=comment)
         cost = count_tokens(tokenizer, piece)
         if used + cost > budget_tokens:
+            if packing == "pack" and (cut := _cut_to_fit(filename, text, comment, tokenizer, budget_tokens - used)):
+                kept.append((filename, text, cut))
             break
-        parts.append(piece)
+        kept.append((filename, text, piece))
         used += cost
-    while parts and count_tokens(tokenizer, header + "".join(parts)) > budget_tokens:
-        parts.pop()
-    return header + "".join(parts) if parts else ""
+    while kept and (over := count_tokens(tokenizer, header + "".join(p for _, _, p in kept)) - budget_tokens) > 0:
+        filename, text, last = kept.pop()  # tokens merged across piece boundaries: shorten the last piece
+        if packing == "pack":
+            cut = _cut_to_fit(filename, text, comment, tokenizer, count_tokens(tokenizer, last) - over)
+            if cut and cut != last:
+                kept.append((filename, text, cut))
+    return header + "".join(p for _, _, p in kept) if kept else ""
+
+
+def _normalized(text: str) -> str:
+    """A fragment's non-empty lines, right-stripped: what the block shows of it (for de-duplication)."""
+    return "\n".join(line.rstrip() for line in text.split("\n") if line.strip())
+
+
+def _cut_to_fit(filename: str, text: str, comment: str, tokenizer, room: int) -> str:
+    """The longest head of ``text`` (whole non-empty lines) whose piece costs at most ``room`` tokens;
+    "" when not even its header and first line fit."""
+    lines = [line for line in text.split("\n") if line]
+    low, high = 0, len(lines)  # invariant: a head of `low` lines fits (0 lines: checked below)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if count_tokens(tokenizer, chunk_text(filename, "\n".join(lines[:mid]), comment)) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return chunk_text(filename, "\n".join(lines[:low]), comment) if low else ""
 
 
 def leading_special_ids(tokenizer) -> list[int]:

@@ -1,12 +1,16 @@
 """Workspace files worth indexing: .gitignore-aware walk that never reads secrets or leaves the root.
 
 The rules live in one place (``WorkspaceFilter``) so the full walk, the incremental update of one
-file and the eval see the same set of files.
+file, priming and the eval see the same set of files and the same text. Secrets are kept out twice:
+by name (``SECRET_PATTERNS``: never read) and by content (a private key skips the file; a line
+that holds a credential, found by :mod:`titans_lsp.retrieval.secrets`, is redacted), and the
+filter counts what it redacted and skipped for the status command.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +18,9 @@ from typing import Iterable, Iterator
 
 import pathspec
 
+from .secrets import redact
+
+log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 1_000_000
 
 # Code and text a completion model benefits from. Data formats (json, csv) are left out on purpose:
@@ -33,9 +40,9 @@ SKIPPED_DIRS = frozenset({
 # Files that commonly hold secrets: never indexed, whatever the ignore files say (matched on the
 # lower-cased base name).
 SECRET_PATTERNS = (
-    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*", "id_dsa*",
-    "id_ecdsa*", "id_ed25519*", "*credentials*", ".netrc", ".pgpass", ".npmrc", ".pypirc", ".htpasswd",
-    "secrets.toml", "secrets.yaml", "secrets.yml", "secrets.json",
+    ".env", ".env.*", "*.env", "*.env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa*",
+    "id_dsa*", "id_ecdsa*", "id_ed25519*", "*credentials*", ".netrc", ".pgpass", ".npmrc", ".pypirc", ".htpasswd",
+    "secrets.*",
 )
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
@@ -70,6 +77,29 @@ class WorkspaceFilter:
         self.max_bytes = max_bytes
         self.extensions = frozenset(extensions) if extensions is not None else INDEXED_EXTENSIONS
         self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}  # dir rel ("" = root) -> its .gitignore
+        self.redacted: dict[str, int] = {}  # rel -> lines redacted as possible secrets (last read)
+        self.skipped_secrets: set[str] = set()  # rels skipped for holding a private key
+
+    def secrets_summary(self) -> dict[str, int]:
+        """For status: how many files had lines redacted (and how many lines), and files skipped."""
+        return {"redactedFiles": len(self.redacted), "redactedLines": sum(self.redacted.values()),
+                "skippedFiles": len(self.skipped_secrets)}
+
+    def clean(self, rel: str, text: str) -> str | None:
+        """``text`` of ``rel`` as it may be indexed or primed: None when it holds a private key,
+        else with every line that looks like a secret redacted."""
+        self.redacted.pop(rel, None)
+        if PRIVATE_KEY_MARKER.decode() in text:
+            if rel not in self.skipped_secrets:
+                log.info("%s holds a private key: not indexed", rel)
+            self.skipped_secrets.add(rel)
+            return None
+        self.skipped_secrets.discard(rel)
+        result = redact(text)
+        if result.lines:
+            self.redacted[rel] = result.lines
+            log.info("%s: %d line(s) redacted as possible secrets (%s)", rel, result.lines, ", ".join(result.kinds))
+        return result.text
 
     def _spec_for(self, dir_rel: str) -> pathspec.GitIgnoreSpec | None:
         if dir_rel not in self._specs:
@@ -137,9 +167,10 @@ class WorkspaceFilter:
             data = real.read_bytes()
         except (OSError, ValueError, RuntimeError):
             return None
-        if len(data) > self.max_bytes or b"\x00" in data[:8192] or PRIVATE_KEY_MARKER in data:
+        if len(data) > self.max_bytes or b"\x00" in data[:8192]:
             return None
-        return WorkspaceFile(path=self.root / rel, rel=rel, text=decode_source(data))
+        text = self.clean(rel, decode_source(data))
+        return None if text is None else WorkspaceFile(path=self.root / rel, rel=rel, text=text)
 
     def load_config(self, rel: str) -> str | None:
         """The text of a config file import resolution reads (``CONFIG_PATTERNS``), by relative path;

@@ -172,3 +172,46 @@ def save_artifact(src: Path, name: str) -> Path:
     dest = ARTIFACTS / name
     shutil.copyfile(src, dest)
     return dest
+
+
+def private_cache(tmp_path: Path) -> Path:
+    """A titans-lsp cache of the test's own (`serve --cache-dir`), sharing the converted models, so the
+    server's event store (<cache>/telemetry/events.sqlite3) holds this test's events only."""
+    from titans_lsp.paths import cache_sharing_models
+
+    return cache_sharing_models(tmp_path / "titans-cache")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+def assert_events_match(cache: Path, accepted: list[str], dismissed: list[str], timeout: float = 30.0) -> dict:
+    """The server's event store holds what the user did: exactly one accepted item per text in
+    ``accepted`` (the ghost texts taken, matched on their first line) and nothing else accepted; an
+    item of each text in ``dismissed`` dismissed and not accepted; no item both. The store is written
+    off the request path, so this waits up to ``timeout`` for the events to arrive."""
+    import time
+
+    from titans_lsp import telemetry
+    from titans_lsp.stats import items_of
+
+    path = telemetry.default_path(str(cache))
+    deadline = time.monotonic() + timeout
+    while True:
+        items = items_of(telemetry.read_events(path)) if path.exists() else []
+        taken = [i for i in items if i.accepted]
+        dropped = [i for i in items if i.dismissed and not i.accepted]
+        complete = len(taken) >= len(accepted) and all(
+            any(_first_line(i.shown.text or "") == _first_line(text) for i in dropped) for text in dismissed)
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    summary = {"items": len(items), "accepted": [i.shown.text for i in taken],
+               "dismissed": len(dropped), "pending": len([i for i in items if not i.decided])}
+    assert sorted(_first_line(i.shown.text or "") for i in taken) == sorted(_first_line(t) for t in accepted), summary
+    for text in dismissed:
+        assert any(_first_line(i.shown.text or "") == _first_line(text) for i in dropped), (text, summary)
+    assert not [i for i in items if i.accepted and i.dismissed], ("an accepted item was also dismissed", summary)
+    assert all(i.shown.text is not None for i in items), "storeText was on: every event keeps its text"
+    return summary

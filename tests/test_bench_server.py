@@ -40,3 +40,32 @@ def test_server_replay_reports_token_figures_per_request(tmp_path, tiny_llama_di
     summary = summarize(records)
     assert summary["decoded_per_request"] > 0 and summary["reused_per_request"] > 0
     assert summary["overhead_p50_ms"] >= 0 and len(summary["first_in_file_ms"]) == int(first.latency_ms is not None)
+
+
+@pytest.mark.timeout(240)
+def test_server_replay_fills_the_event_store_and_accepts_what_the_truth_starts_with(tmp_path, tiny_llama_dir):
+    from titans_lsp import telemetry
+    from titans_lsp.stats import items_of
+
+    root = write_fixture(tmp_path / "repo")
+    text, tail = FIXTURE_FILES["app.py"], "    print(area_of_circle("
+    typed = range(len(tail) - 4, len(tail) + 1)
+    keys = [Keystroke(at=1.0 * i, prefix=text + tail[:n], suffix=tail[n:] + "1.0))\n") for i, n in enumerate(typed)]
+    serve = ["--model", str(tiny_llama_dir), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    db, figures = tmp_path / "events.sqlite3", {}
+    records, _ = asyncio.run(replay_server([FileTrace("app.py", keys)], root, "none", serve, debounce=0.1,
+                                           prewarm=False, events_db=str(db), figures=figures))
+    answered = [r for r in records if r.latency_ms is not None]
+    items = items_of(telemetry.read_events(db))
+    assert figures["shown"] >= 1
+    # Every suggestion the replayed user saw is in the store (and the warm-up request's, if it had
+    # one); each was accepted (exactly those the user took) or dismissed (by the next request or on close).
+    assert len(items) - figures["shown"] in (0, 1)
+    assert sum(i.accepted for i in items) == figures["accepted"]
+    assert all(i.decided for i in items) and not any(i.accepted and i.dismissed for i in items)
+    cost = figures["telemetry"]["costMs"]  # what recording cost the server per request, measured in this run
+    assert cost["dismiss"]["calls"] >= len(answered) and cost["shown"]["calls"] >= 1
+    assert cost["perRequestP50"] < 1.0, cost
+    # Without an events file the bench's server records nothing (the user's store stays the user's).
+    asyncio.run(replay_server([FileTrace("app.py", keys[:2])], root, "none", serve, debounce=0.1, prewarm=False))
+    assert not telemetry.default_path(str(tmp_path / "cache")).exists()

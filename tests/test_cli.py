@@ -14,12 +14,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "titans_lsp", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_help_lists_all_six_subcommands():
+def test_help_lists_all_subcommands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for name in ("serve", "eval", "train", "prime", "bench", "doctor"):
+    for name in ("serve", "eval", "train", "prime", "bench", "doctor", "stats"):
         assert name in result.stdout
-    assert set(COMMANDS) == {"serve", "eval", "train", "prime", "bench", "doctor"}
+    assert set(COMMANDS) == {"serve", "eval", "train", "prime", "bench", "doctor", "stats"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

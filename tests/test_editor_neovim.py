@@ -1,7 +1,8 @@
 """End-to-end: headless Neovim with the Lua plugin in editors/neovim, driven as a user would type.
 
 Neovim runs headless with --listen; the test sends keys with `nvim --server SOCK --remote-send` and
-reads state with --remote-expr. The server is `titans-lsp serve --stdio` from this checkout.
+reads state with --remote-expr. The server is `titans-lsp serve --stdio` from this checkout, with a
+cache of its own (sharing the converted model) so its event store holds this test's events only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from editor_tools import (REPO, TS_REPORT_LINE, editor_env, find_modes, make_workspace, require, server_command,
-                          stop_process)
+from editor_tools import (REPO, TS_REPORT_LINE, assert_events_match, editor_env, find_modes, make_workspace,
+                          private_cache, require, server_command, stop_process)
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(300)]
 
@@ -23,7 +24,8 @@ vim.opt.rtp:prepend({plugin_dir})
 vim.opt.swapfile = false
 require('titans_lsp').setup({{
   cmd = {cmd},
-  settings = {{ titansLsp = {{ mode = 'concat', maxNewTokens = 16, multiline = 'never' }} }},
+  settings = {{ titansLsp = {{ mode = 'concat', maxNewTokens = 16, multiline = 'never',
+    telemetry = {{ enabled = true, storeText = true }} }} }},
 }})
 
 -- Probes the test reads through --remote-expr.
@@ -97,7 +99,8 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
     nvim_bin = require("NVIM")
     workspace = make_workspace(tmp_path / "shapes")
     server_log = tmp_path / "server.log"
-    cmd = server_command(server_log)
+    cache = private_cache(tmp_path)
+    cmd = server_command(server_log) + ["--cache-dir", str(cache)]
     init = tmp_path / "init.lua"
     init.write_text(INIT_LUA.format(
         plugin_dir=lua_str(str(REPO / "editors" / "neovim")),
@@ -131,6 +134,14 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         assert after["line"].startswith(before["line"]), (before, after)
         assert first.strip() and first.strip() in after["line"], (ghost, after)
         assert "\t" not in after["line"], "Tab was inserted instead of accepting the suggestion"
+
+        # A second suggestion the user does not take: a new line, ghost text, then a key that does not
+        # follow it. The next request for the document dismisses it.
+        nv.send("<Esc>oradius = ")
+        dismissed = nv.wait_for("a second ghost text", lambda: nv.lua("T.ghost()"), 120)
+        time.sleep(1.0)  # let the answer to the last key settle
+        dismissed = nv.lua("T.ghost()") or dismissed
+        nv.send("@" if not dismissed.startswith("@") else "!")
 
         # :TitansMode memory reaches the server: its status command reports the new mode.
         assert "memory" not in find_modes(json.loads(nv.lua("T.status()"))), "memory before switching"
@@ -170,6 +181,13 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         assert ts_ghost.split("\n")[0].strip() in ts_after["line"], (ts_ghost, ts_after)
         last = json.loads(nv.lua("T.status()"))["lastCompletion"]
         assert last["uri"].endswith("/report.ts") and last["language"] == "typescript", last
+        nv.send("<Esc>")
+
+        # The event store holds exactly what the user did: the two suggestions taken with Tab
+        # accepted (the plugin's accept ran the item's titans-lsp.accepted command), the one typed
+        # over dismissed, and every other suggestion shown while typing dismissed or still pending.
+        outcome = assert_events_match(cache, accepted=[ghost, ts_ghost], dismissed=[dismissed])
+        print(f"neovim events: {outcome}")
         print(f"neovim: client ready in {t_ready:.1f}s; ghost {ghost!r}; accepted line {after['line']!r}; "
               f"pre-warm {prepared}; TypeScript ghost {ts_ghost!r}, line {ts_after['line']!r}")
     finally:

@@ -2,8 +2,10 @@
 
 code-server serves the fixture workspace on 127.0.0.1; tests/e2e/vscode_inline.cjs (playwright-core)
 opens main.py, types, waits for the ghost text of the server's inline suggestion, accepts it with
-Tab, moves the cursor and reads where the server pre-warmed (titans/cursor), switches titansLsp.mode with the status bar quick pick, reads the server's status command, and
-finally kills the server to see the extension restart it.
+Tab, types another line and dismisses its suggestion, moves the cursor and reads where the server
+pre-warmed (titans/cursor), switches titansLsp.mode with the status bar quick pick, reads the
+server's status command, and finally kills the server to see the extension restart it. The
+server runs with a cache of its own, so its event store holds exactly this session's events.
 Screenshots go to test-artifacts/.
 """
 
@@ -19,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from editor_tools import (
-    ARTIFACTS, REPO, TS_REPORT_LINE, editor_env, find_modes, make_workspace, require, server_executable, server_log_args,
-    stop_process,
+    ARTIFACTS, REPO, TS_REPORT_LINE, assert_events_match, editor_env, find_modes, make_workspace, private_cache, require,
+    server_executable, server_log_args, stop_process,
 )
 
 pytestmark = [pytest.mark.editor, pytest.mark.timeout(420)]
@@ -29,6 +31,7 @@ VSIX = REPO / "editors" / "vscode" / "titans-lsp.vsix"
 SCRIPT = REPO / "tests" / "e2e" / "vscode_inline.cjs"
 TYPED = "perimeter = "
 TS_TYPED = "const perimeter = "
+DISMISS_TYPED = "radius = "
 NEW_MODE = "memory"
 
 
@@ -60,8 +63,10 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     workspace = make_workspace(tmp_path / "shapes")
     (workspace / ".vscode").mkdir()
     (workspace / ".vscode" / "settings.json").write_text(json.dumps(
-        {"titansLsp.mode": "concat", "titansLsp.maxNewTokens": 16, "titansLsp.multiline": "never"}, indent=2))
+        {"titansLsp.mode": "concat", "titansLsp.maxNewTokens": 16, "titansLsp.multiline": "never",
+         "titansLsp.telemetry.storeText": True}, indent=2))
     server_log = tmp_path / "server.log"
+    cache = private_cache(tmp_path)
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
     (user_data / "User" / "settings.json").write_text(json.dumps({
@@ -79,7 +84,7 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     (user_data / "Machine").mkdir()
     (user_data / "Machine" / "settings.json").write_text(json.dumps({
         "titansLsp.serverCommand": server_executable(),
-        "titansLsp.serverArgs": server_log_args(server_log),
+        "titansLsp.serverArgs": [*server_log_args(server_log), "--cache-dir", str(cache)],
     }, indent=2))
     env = editor_env(tmp_path)
 
@@ -106,7 +111,7 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
             env=dict(env, NODE_PATH=node_path, URL=f"http://127.0.0.1:{port}", FOLDER=str(workspace),
                      SCREENSHOT_DIR=str(shots), RESULT=str(result_file), CHROMIUM=chromium,
                      TYPED=TYPED, NEW_MODE=NEW_MODE, SERVER_MARK=str(server_log), TS_TYPED=TS_TYPED,
-                     TS_LINE=str(TS_REPORT_LINE)),
+                     TS_LINE=str(TS_REPORT_LINE), DISMISS_TYPED=DISMISS_TYPED),
             capture_output=True, text=True, timeout=360,
         )
         print(run.stdout[-4000:], run.stderr[-4000:])
@@ -153,6 +158,13 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     assert settings["titansLsp.mode"] == NEW_MODE, settings
     assert NEW_MODE not in find_modes(result["statusBeforeModeChange"]), result["statusBeforeModeChange"]
     assert NEW_MODE in find_modes(result["statusAfterModeChange"]), result["statusAfterModeChange"]
+
+    # The event store holds what the user did: the two suggestions taken with Tab accepted (VS Code ran
+    # each item's titans-lsp.accepted command), the one typed over dismissed, every other suggestion
+    # shown while typing dismissed or still pending; the status bar showed today's acceptance.
+    outcome = assert_events_match(cache, accepted=[ghost, ts_ghost], dismissed=[result["dismissedGhost"]])
+    print(f"vscode events: {outcome}")
+    assert "% accepted" in result["statusBarAfterAccept"], result["statusBarAfterAccept"]
 
     # After the server was killed the user was told, and a new server process took over.
     assert "restarting in" in result["crashNotification"], result["crashNotification"]

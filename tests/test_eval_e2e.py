@@ -84,14 +84,25 @@ def test_tiny_end_to_end_eval_is_resumable(tmp_path, tiny_llama_dir, capsys):
     before = (out / "predictions-none.jsonl").read_text()
     assert main(argv) == 0
     assert (out / "predictions-none.jsonl").read_text() == before
-    # our own rg1 retrieval over the repositories instead of the file's list
+    # retrieval over the repositories instead of the file's list: the rg1 reference rows and a server
+    # retriever, one set of rows each, labelled by retriever, the latter tested against the former
     retrieved = tmp_path / "retrieved"
     argv_r = argv[:argv.index("--out")] + ["--out", str(retrieved), "--no-progress", "--modes", "concat", "--naive", "",
-                                           "--threads", "1", "--retrieve", "bm25", "--repos", str(repo.parent)]
+                                           "--threads", "1", "--retrieve", "rg1-bm25", "imports,bm25",
+                                           "--repos", str(repo.parent)]
     assert main(argv_r) == 0
-    rows = [json.loads(line) for line in (retrieved / "predictions-concat.jsonl").read_text().splitlines()]
-    assert any("# the below code fragment is found in server.py" in r["context"] or
-               "# the below code fragment is found in config.py" in r["context"] for r in rows)
+    for label, retriever in (("concat-rg1-bm25", "rg1-bm25"), ("concat-imports+bm25", "imports,bm25")):
+        rows = [json.loads(line) for line in (retrieved / f"predictions-{label}.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and {r["retriever"] for r in rows} == {retriever}
+        assert any("# the below code fragment is found in server.py" in r["context"] or
+                   "# the below code fragment is found in config.py" in r["context"] for r in rows)
+    assert not (retrieved / "predictions-concat.jsonl").exists()
+    results = json.loads((retrieved / "results.json").read_text())
+    assert "concat-imports+bm25 vs concat-rg1-bm25" in results["paired_tests"]
+    assert 0.0 <= results["concat-imports+bm25"]["definition_in_block"] <= 1.0
+    assert "## By retriever" in (retrieved / "tables.md").read_text()
+    assert main(argv_r[:-3] + ["--retrieve", "tfidf", "--repos", str(repo.parent)]) != 0
+    assert "--retrieve: ['tfidf'] is not one of" in capsys.readouterr().err
 
 
 def write_ts_repo(root: Path) -> Path:

@@ -138,7 +138,7 @@ def test_save_load_and_sync(real_repo, tmp_path, caplog):
     checks = queries(root, 10, seed=6)
     assert [ranking(reloaded, r, p) for r, p in checks] == [ranking(fresh, r, p) for r, p in checks]
     # a damaged file is rebuilt, with a log line
-    (state / "index.pkl").write_bytes(b"\x80\x05garbage")
+    (state / "index.json").write_text("{\"schema\": 2, garbage")
     with caplog.at_level(logging.WARNING):
         repaired = WorkspaceIndex.load_or_build(root, state, dense_model=None)
     assert "rebuilding" in caplog.text

@@ -31,7 +31,7 @@ def test_prime_command_index_only(tmp_path):
                           str(tmp_path / "cache")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"indexed {len(FIXTURE_FILES)} files" in out.stdout
-    assert list((tmp_path / "cache" / "workspaces").glob("repo-*/index.pkl"))
+    assert list((tmp_path / "cache" / "workspaces").glob("repo-*/index.json"))
 
 
 def test_priming_pauses_while_the_user_types():

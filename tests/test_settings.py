@@ -34,7 +34,8 @@ def test_editor_values_are_converted_to_their_type():
     assert settings.context_budget == 100 and type(settings.context_budget) is int
     assert settings.retriever == ("imports", "bm25")
     assert settings.to_editor() == {"mode": "memory", "retriever": ["imports", "bm25"], "maxNewTokens": 16,
-                                    "contextBudget": 100, "multiline": "auto", "fim": "auto"}
+                                    "contextBudget": 100, "multiline": "auto", "fim": "auto",
+                                    "telemetry": {"enabled": True, "storeText": False}, "experiment": None}
 
 
 @pytest.mark.parametrize("values, key", [
@@ -44,6 +45,9 @@ def test_editor_values_are_converted_to_their_type():
     ({"maxNewTokens": "16x"}, "maxNewTokens"), ({"maxNewTokens": [16]}, "maxNewTokens"),
     ({"contextBudget": "100 tokens"}, "contextBudget"), ({"contextBudget": 5000}, "contextBudget"),
     ({"multiline": "sometimes"}, "multiline"), ({"multiline": None, "maxNewTokens": -1}, "maxNewTokens"),
+    ({"telemetry": False}, "telemetry"), ({"telemetry": {"enabled": "no"}}, "telemetry"),
+    ({"telemetry": {"storeText": 1}}, "telemetry"), ({"telemetry": {"upload": True}}, "telemetry"),
+    ({"experiment": {"modes": ["concat"]}}, "experiment"),
 ])
 def test_invalid_values_are_rejected_naming_the_key(values, key):
     with pytest.raises(SettingsError) as info:
@@ -67,9 +71,14 @@ def test_every_setting_is_a_field_and_vscode_declares_it():
     properties = json.loads(PACKAGE_JSON.read_text())["contributes"]["configuration"]["properties"]
     for setting in EDITOR_SETTINGS:
         assert setting.field in field_names
+        default = setting.to_editor(getattr(CompletionSettings(), setting.field))
+        if isinstance(default, dict):  # an object setting: VS Code declares each key (titansLsp.telemetry.enabled)
+            for key, value in default.items():
+                nested = properties.get(f"{SECTION}.{setting.key}.{key}")
+                assert nested is not None and nested["default"] == value, f"package.json lacks {SECTION}.{setting.key}.{key}"
+            continue
         declared = properties.get(f"{SECTION}.{setting.key}")
         assert declared is not None, f"editors/vscode/package.json lacks {SECTION}.{setting.key}"
-        default = setting.to_editor(getattr(CompletionSettings(), setting.field))
         assert declared["default"] in (default, default[0] if isinstance(default, list) and len(default) == 1 else default)
     assert properties[f"{SECTION}.mode"]["enum"] == list(MODE_NAMES)
 

@@ -58,16 +58,20 @@ def run_bench(args: argparse.Namespace) -> dict:
         _progress(f"{mode}: replaying {results['keystrokes']} keystrokes")
         if args.server:
             try:
+                acceptance: dict = {}
                 records, server_rss = asyncio.run(replay_server(traces, root, mode.value, _serve_args(args),
                                                                 args.debounce_ms / 1000.0, args.speed,
-                                                                prewarm=not args.no_prewarm, think=args.think_ms / 1000.0))
+                                                                prewarm=not args.no_prewarm, think=args.think_ms / 1000.0,
+                                                                events_db=getattr(args, "events_db", None), figures=acceptance))
             except RuntimeError as exc:
                 raise UserError(str(exc)) from exc
             _fill_prompts(engine, records, settings_for(mode), index)
         else:
             records = _replay_mode(engine, traces, settings_for(mode), workspace, args)
-            server_rss = None
+            server_rss, acceptance = None, {}
         summary = bench.summarize(records)
+        if acceptance:
+            summary["acceptance"] = acceptance  # events_db: suggestions shown / accepted, the cost of recording them
         summary["request_records"] = bench.asdict_records(records)
         if server_rss is not None:
             summary["server_peak_rss_mb"] = server_rss

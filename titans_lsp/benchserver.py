@@ -8,6 +8,11 @@ request. Latency is measured client-side from request to response. Per-request t
 from the server's ``titans/status`` notification (``lastCompletion``, which names the document
 and version it answered, so figures are matched to their request whichever of the response and
 the notification arrives first); peak RSS from the server process's ``VmHWM``.
+
+With ``events_db`` the server records its acceptance events there (titansLsp.telemetry; off
+otherwise, so a bench never writes into the user's store) and the client plays the user who accepts
+a suggestion exactly when the ground truth (the file's real text after the cursor) starts with it:
+it runs the item's ``titans-lsp.accepted`` command, as an editor does on Tab.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from titans_lsp.bench import FileTrace, RequestRecord, start_of
-from titans_lsp.protocol import CURSOR_NOTIFICATION, STATUS_NOTIFICATION, CompletionReport, CursorParams
+from titans_lsp.protocol import CMD_STATUS, CURSOR_NOTIFICATION, STATUS_NOTIFICATION, CompletionReport, CursorParams
 
 
 class BenchClient(LanguageClient):
@@ -30,6 +35,8 @@ class BenchClient(LanguageClient):
         super().__init__("titans-lsp-bench", "0")
         self.settings = settings
         self.token_figures: dict[tuple[str, int], CompletionReport] = {}  # (uri, version) -> the server's lastCompletion
+        self.shown = 0  # items answered (events_db: suggestions the replayed user saw)
+        self.accepts = 0  # items the replayed user accepted (ground truth starts with them)
 
         @self.feature(types.WORKSPACE_CONFIGURATION)
         def configuration(params: types.ConfigurationParams):
@@ -50,12 +57,17 @@ class BenchClient(LanguageClient):
 
 
 async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_args: list[str], debounce: float,
-                        speed: float = 1.0, prewarm: bool = True,
-                        think: float = 0.0) -> tuple[list[RequestRecord], float | None]:
+                        speed: float = 1.0, prewarm: bool = True, think: float = 0.0, events_db: str | None = None,
+                        figures: dict | None = None) -> tuple[list[RequestRecord], float | None]:
     """Replay ``traces`` against a fresh server in ``mode``; returns (records, server peak RSS MiB).
     ``prewarm``: send ``titans/cursor`` at the typing position when a file opens; ``think``:
-    seconds between opening the file and the first key."""
-    client = BenchClient({"mode": mode})
+    seconds between opening the file and the first key. ``events_db``: record acceptance events
+    there, accepting what the ground truth starts with; ``figures`` then gets the counts and the
+    server's own cost of recording them (its status's ``telemetry``)."""
+    client = BenchClient({"mode": mode, "telemetry": {"enabled": events_db is not None}})
+    client.accept_truth = events_db is not None
+    if events_db is not None:
+        serve_args = [*serve_args, "--events-db", events_db]
     await client.start_io(sys.executable, "-m", "titans_lsp", "serve", *serve_args)
     records: list[RequestRecord] = []
     try:
@@ -72,6 +84,9 @@ async def replay_server(traces: list[FileTrace], root: Path, mode: str, serve_ar
             for trace in traces:
                 await _replay_file(client, root, trace, debounce, speed, records, prewarm, think)
         rss = _peak_rss_mb(client._server.pid) if client._server is not None else None
+        if figures is not None and events_db is not None:
+            status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command=CMD_STATUS))
+            figures.update(shown=client.shown, accepted=client.accepts, telemetry=_plain(status).get("telemetry"))
         await client.shutdown_async(None)
         client.exit(None)
     finally:
@@ -113,8 +128,10 @@ async def fill_token_figures(client: BenchClient, requests: list[tuple[tuple[str
     return missing
 
 
-async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRecord) -> str:
-    """Send one Automatic inline completion; returns its message id (for $/cancelRequest)."""
+async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRecord, truth: str | None = None) -> str:
+    """Send one Automatic inline completion; returns its message id (for $/cancelRequest). With
+    ``truth`` (the real text after the cursor) and ``client.accept_truth``, an answered item that the
+    truth starts with is accepted: its command runs, as an editor's Tab does."""
     position = _position(prefix)
     params = types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
@@ -128,6 +145,8 @@ async def _request(client: BenchClient, uri: str, prefix: str, record: RequestRe
         record.finished = time.perf_counter()
         if fut.cancelled() or fut.exception() is not None:
             record.cancelled = True
+        elif truth is not None and getattr(client, "accept_truth", False):
+            _accept_if_true(client, fut.result(), truth)
 
     future.add_done_callback(done)
     record.future = asyncio.wrap_future(future)
@@ -164,7 +183,7 @@ async def _replay_file(client, root: Path, trace: FileTrace, debounce: float, sp
             first_request = False
             records.append(record)
             sent.append(((uri, i + 1), record))
-            open_request = (await _request(client, uri, key.prefix, record), record)
+            open_request = (await _request(client, uri, key.prefix, record, key.suffix), record)
     pending = [r.future for r in records if getattr(r, "future", None) is not None and not r.future.done()]
     if pending:
         await asyncio.wait(pending)
@@ -191,6 +210,26 @@ async def _warm_up(client, root: Path) -> str | None:
         error = f"{type(exc).__name__}: {exc}"
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     return error
+
+
+def _accept_if_true(client: BenchClient, result, truth: str) -> None:
+    """The replayed user: take the first suggestion the ground truth starts with (run its command)."""
+    items = getattr(result, "items", None) or []
+    client.shown += len(items)
+    for item in items:
+        text = item.insert_text if isinstance(item.insert_text, str) else None
+        if text and truth.startswith(text) and item.command is not None:
+            client.accepts += 1
+            client.protocol.send_request(types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(
+                command=item.command.command, arguments=item.command.arguments))
+            return
+
+
+def _plain(value):
+    from titans_lsp.protocol import to_plain
+
+    value = to_plain(value)
+    return value if isinstance(value, dict) else {}
 
 
 def _position(prefix: str) -> dict:

@@ -14,7 +14,7 @@ import sys
 
 from titans_lsp import __version__
 
-COMMANDS = ("serve", "eval", "train", "prime", "bench", "doctor")
+COMMANDS = ("serve", "eval", "train", "prime", "bench", "doctor", "stats")
 
 
 class UserError(RuntimeError):

@@ -35,6 +35,8 @@ from titans_lsp.settings import CompletionSettings
 
 log = logging.getLogger(__name__)
 
+RETRIEVE_K = 5  # ranked snippets per request (CrossCodeEval's top 5); the block's budget cuts the rest
+
 
 __all__ = ["BackendError", "Cancelled", "Completion", "CompletionEngine", "CompletionRequest", "CompletionSettings",
            "Mode", "ModeUnsupported", "Workspace"]
@@ -99,6 +101,7 @@ class CompletionRequest:
     cancel: threading.Event | None = None
     doc_key: str | None = None  # document identity for KV-cache reuse across keystrokes
     automatic: bool = False  # an Automatic trigger (while typing): answer early, at the end of the line
+    packing: str = "pack"  # retrieval/prompt.py crossfile_block: "pack", or "reference" (CrossCodeEval's rows)
 
     @property
     def language(self) -> Language:
@@ -275,12 +278,12 @@ class CompletionEngine:
             index = workspace.index if workspace is not None else None
             if index is None:
                 return ""
-            retriever = list(settings.retriever) if len(settings.retriever) > 1 else settings.retriever[0]
-            snippets = index.retrieve(request.prefix, request.path, retriever=retriever, k=5)
+            snippets = index.retrieve(request.prefix, request.path, retriever=list(settings.retriever), k=RETRIEVE_K)
         if fim is not None and fim.repo_level:
             repo = workspace.root.name if workspace is not None and workspace.root is not None else ""
             return fimlib.repo_block(fim, snippets, self.tokenizer, settings.context_budget, repo)
-        return crossfile_block(snippets, self.tokenizer, settings.context_budget, comment=request.language.comment)
+        return crossfile_block(snippets, self.tokenizer, settings.context_budget, comment=request.language.comment,
+                               packing=request.packing)
 
     def complete(self, request: CompletionRequest, workspace: Workspace | None = None) -> Completion:
         """Complete at the cursor. Raises :class:`Cancelled` if ``request.cancel`` is set mid-way."""

@@ -139,7 +139,14 @@ def suffix_ids(tokenizer, suffix: str, room: int) -> list[int]:
     """The suffix's first tokens within ``room``, cut at a line end when it does not fit whole."""
     if not suffix or room <= 0:
         return []
-    ids = tokenizer(suffix, add_special_tokens=False).input_ids
+    span = room * 8  # tokenize only the suffix's start (a 10 MB file costs what a small one does)
+    while span < len(suffix):
+        ids = tokenizer(suffix[:span], add_special_tokens=False).input_ids
+        if len(ids) > room + 1:  # enough tokens: the window's cut end cannot reach the kept ones
+            break
+        span *= 4
+    else:
+        ids = tokenizer(suffix, add_special_tokens=False).input_ids
     if len(ids) <= room:
         return ids
     text = tokenizer.decode(ids[:room])

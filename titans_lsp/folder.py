@@ -4,8 +4,10 @@ Shared by the language server and ``titans-lsp prime``, so priming ahead of time
 editor write the same files in the same per-workspace state directory
 (``titans_lsp.paths.workspace_cache_dir``) and a restart resumes from them:
 
-  index.pkl, dense-*.npz      the retrieval index (owned by titans_lsp.retrieval.index)
-  memory-<tag>.safetensors    the memory state for one model + memory checkpoint (<tag>)
+  index.json, index.npz       the retrieval index, JSON + numpy arrays (never pickle; owned by
+  dense-*.npz                 titans_lsp.retrieval.index), checked field by field when loaded
+  memory-<tag>.safetensors    the memory state for one model + memory checkpoint (<tag>); loaded only
+                              when its shapes, dtypes and values fit the live model
   primed-<tag>.json           {relative path: mtime_ns} of the files written into that memory
 
 The priming loop that fills the memory is :mod:`titans_lsp.priming`. Nothing here knows about LSP;
@@ -151,13 +153,17 @@ class FolderState:
 
                     loaded = MemoryState.load(memory_path, device=engine.loaded.device)
                     patch.check_state(loaded)  # saved under another memory config: start fresh
-                    self.primed = {str(k): int(v) for k, v in json.loads(primed_path.read_text()).items()}
+                    loaded.check_like(patch.new_state())  # shapes, dtypes, finite: never serve a bad state
+                    primed = json.loads(primed_path.read_text())
+                    if not isinstance(primed, dict):
+                        raise ValueError(f"{primed_path.name} is not an object")
+                    self.primed = {str(k): int(v) for k, v in primed.items()}
                     with engine.model_lock:
                         self.workspace.set_memory(loaded)
                     log.info("%s: resumed memory with %d primed files from %s", self.name, len(self.primed), memory_path)
                     return
                 except Exception as exc:  # noqa: BLE001 - a damaged state means: start over
-                    log.warning("%s: memory state %s is unreadable (%s: %s); starting fresh",
+                    log.warning("%s: memory state %s rejected (%s: %s); starting fresh",
                                 self.name, memory_path, type(exc).__name__, exc)
         with engine.model_lock:
             self.workspace.set_memory(patch.new_state())

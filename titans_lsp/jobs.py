@@ -40,7 +40,7 @@ def open_folder(server: "TitansServer", state: FolderState) -> None:
     server.send_status(state, force=True)
     if needs_dense(state):
         encode_dense(server, state)
-    if state.settings.mode.primes:
+    if state.settings.primes:
         if server.memory_available(state):
             prime(server, state, False)
     else:
@@ -101,7 +101,7 @@ def files_changed(server: "TitansServer", state: FolderState, paths: set[Path]) 
     state.save_index()
     if reindexed:
         log.info("%s: re-indexed %s", state.name, ", ".join(reindexed))
-    if state.settings.mode.primes and reindexed:
+    if state.settings.primes and reindexed:
         prime(server, state, False, files=reindexed)
     if needs_dense(state):
         state.index.build_dense()

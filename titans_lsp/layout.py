@@ -49,23 +49,37 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids if text else []
 
 
+CHARS_PER_TOKEN = 8  # a first guess of the most characters a token covers; the window grows when it is short
+
+
 def stable_prefix_ids(tokenizer, prefix: str, room: int, layout: DocumentLayout, slack: float = 0.25) -> list[int]:
     """Token ids of the prefix from ``layout.start`` on, fitting ``room`` tokens. ``layout.start``
-    is moved (to a later line start, leaving ``slack * room`` tokens free) only when needed."""
+    is moved (to a later line start, leaving ``slack * room`` tokens free) only when needed.
+
+    Only a window of text near the cursor is ever tokenized (about ``room * CHARS_PER_TOKEN``
+    characters, widened while it holds too few tokens), so the cost does not grow with the
+    document: a 10 MB file is laid out as fast as a small one."""
     room = max(1, room)
     start = layout.start
-    if 0 <= start <= len(prefix) and (start == 0 or prefix[start - 1] == "\n"):
+    if 0 <= start <= len(prefix) and (start == 0 or prefix[start - 1] == "\n") \
+            and len(prefix) - start <= room * CHARS_PER_TOKEN * 4:
         ids = _ids(tokenizer, prefix[start:])
         if len(ids) <= room:
             return ids
     # Move the start: keep about (1 - slack) * room tokens, beginning at a line start.
-    encoding = tokenizer(prefix, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoding["offset_mapping"]
     keep = max(1, int(room * (1.0 - slack)))
+    span = keep * CHARS_PER_TOKEN
+    while True:
+        base = _line_start_at_or_after(prefix, max(0, len(prefix) - span))
+        encoding = tokenizer(prefix[base:], add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoding["offset_mapping"]
+        if len(offsets) > keep or base == 0:
+            break
+        span *= 4  # too few tokens in the window (long tokens or a short text): look further back
     if len(offsets) <= keep:
-        start = 0
+        start = base
     else:
-        cut = offsets[len(offsets) - keep][0]
+        cut = base + offsets[len(offsets) - keep][0]
         newline = prefix.find("\n", cut)
         start = newline + 1 if 0 <= newline < len(prefix) - 1 else cut
     ids = _ids(tokenizer, prefix[start:])
@@ -73,3 +87,13 @@ def stable_prefix_ids(tokenizer, prefix: str, room: int, layout: DocumentLayout,
         ids = ids[-room:]
     layout.start = start
     return ids
+
+
+def _line_start_at_or_after(text: str, offset: int) -> int:
+    """The first line start at or after ``offset`` (``offset`` itself when no newline follows)."""
+    if offset <= 0:
+        return 0
+    if text[offset - 1] == "\n":
+        return offset
+    newline = text.find("\n", offset)
+    return newline + 1 if 0 <= newline < len(text) - 1 else offset

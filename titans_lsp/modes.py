@@ -51,6 +51,11 @@ class Mode(str, enum.Enum):
         return self.spec.uses_memory
 
     @property
+    def reads_snippets(self) -> bool:
+        """Whether cross-file snippets reach the model: in the block, or primed into the memory (the eval)."""
+        return self.spec.uses_context or self.spec.uses_memory
+
+    @property
     def primes(self) -> bool:
         return self.spec.primes
 

@@ -120,16 +120,18 @@ class Primer:
     def _prime_file(self, rel: str, should_stop: Callable[[], bool] | None) -> int | None:
         """Write one file into the working copy; returns its token count, or None when it was not
         (fully) written: unreadable, deleted, or given up on to let the user type / stop."""
-        from titans_lsp.retrieval.workspace import decode_source
-
         folder, engine = self.folder, self.engine
         path = folder.root / rel
         try:
             mtime = path.stat().st_mtime_ns
-            text = decode_source(path.read_bytes())
         except OSError as exc:
             log.warning("%s: cannot read %s for priming (%s); skipped", folder.name, rel, exc)
             return None
+        loaded = folder.index.rules.load(path)  # the index's rules: no secrets, redacted lines, no escapes
+        if loaded is None:
+            log.info("%s: %s is excluded by the workspace rules; not primed", folder.name, rel)
+            return None
+        text = loaded.text
         ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
         offset = 0
         while offset < len(ids):

@@ -9,6 +9,8 @@ dataclasses with snake_case fields that go over the wire in camelCase:
   commands          ``titans-lsp.primeWorkspace``    :class:`FolderArgs` (``{"folder": uri, "force": bool}``)
                     ``titans-lsp.resetMemory``       :class:`FolderArgs` (``{"folder": uri}``)
                     ``titans-lsp.status``            no arguments; returns the server's status object
+                    ``titans-lsp.accepted``          :class:`AcceptedArgs` (``{"id": item id}``): the
+                                                    ``InlineCompletionItem.command`` the client runs on accept
 
 The server, ``titans-lsp bench --server`` and the tests all import these, so the wire format is
 written once. Parsing is strict: a malformed message raises :class:`ProtocolError` with a message
@@ -27,7 +29,8 @@ STATUS_NOTIFICATION = "titans/status"
 CMD_PRIME = "titans-lsp.primeWorkspace"
 CMD_RESET = "titans-lsp.resetMemory"
 CMD_STATUS = "titans-lsp.status"
-COMMANDS = (CMD_PRIME, CMD_RESET, CMD_STATUS)
+CMD_ACCEPTED = "titans-lsp.accepted"
+COMMANDS = (CMD_PRIME, CMD_RESET, CMD_STATUS, CMD_ACCEPTED)
 NO_FOLDER = "titans-lsp:no-folder"  # the state of documents outside every workspace folder
 
 
@@ -138,6 +141,34 @@ class FolderArgs:
         return cls(folder, force)
 
 
+@dataclass(frozen=True)
+class AcceptedArgs:
+    """Arguments of ``titans-lsp.accepted``: one object ``{"id": item id}`` as the server put it in the
+    item's command; ``"chars"`` (optional) is how many characters of the item were kept."""
+
+    id: str
+    chars: int | None = None
+
+    @classmethod
+    def from_command(cls, args: Any) -> "AcceptedArgs":
+        args = to_plain(args)
+        if not isinstance(args, (list, tuple)) or len(args) != 1 or not isinstance(args[0], dict):
+            raise ProtocolError(f'{CMD_ACCEPTED}: expected one object {{"id": item id}}, got {args!r}')
+        arg = args[0]
+        unknown = set(arg) - {"id", "chars"}
+        if unknown:
+            raise ProtocolError(f"{CMD_ACCEPTED}: unknown argument(s) {', '.join(sorted(unknown))}")
+        item, chars = arg.get("id"), arg.get("chars")
+        if not isinstance(item, str) or not 0 < len(item) <= 64:
+            raise ProtocolError(f"{CMD_ACCEPTED}: id must be the item id string the server sent, got {item!r}")
+        if chars is not None and not _is_index(chars):
+            raise ProtocolError(f"{CMD_ACCEPTED}: chars must be a non-negative integer, got {chars!r}")
+        return cls(item, chars)
+
+    def to_arguments(self) -> list[dict]:
+        return [{"id": self.id}] if self.chars is None else [{"id": self.id, "chars": self.chars}]
+
+
 # ---- server -> client ---------------------------------------------------------------------------
 @dataclass
 class CompletionReport:
@@ -223,10 +254,11 @@ class StatusParams:
     last_completion: CompletionReport | None = None
     last_prepare: PrepareReport | None = None
     backend: BackendStatus | None = None
+    acceptance_today: dict | None = None  # {mode, decided, accepted, rate}: today's items in this folder's mode
 
     def to_wire(self) -> dict:
         wire = to_wire(self)
-        for key in ("lastCompletion", "lastPrepare", "backend"):  # absent rather than null: older clients test for the key
+        for key in ("lastCompletion", "lastPrepare", "backend", "acceptanceToday"):  # absent rather than null: older clients test for the key
             if wire[key] is None:
                 del wire[key]
         return wire

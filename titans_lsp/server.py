@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import json
 import logging
 import statistics
@@ -18,23 +19,27 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import (JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcInvalidRequest,
+                              JsonRpcServerNotInitialized)
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
-from titans_lsp import __version__, jobs
+from titans_lsp import __version__, jobs, telemetry
+from titans_lsp.acceptance import AcceptanceTracker
 from titans_lsp.backends import BackendConfig, BackendError, ModeUnsupported
 from titans_lsp.engine import Cancelled, Completion, CompletionEngine, CompletionRequest
+from titans_lsp.experiment import Assigner
 from titans_lsp.folder import FolderState
 from titans_lsp.modes import Mode
-from titans_lsp.protocol import (CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER, STATUS_NOTIFICATION,
-                                 BackendStatus, CompletionReport, CursorParams, FolderArgs, PrepareReport, ProtocolError, StatusParams,
-                                 progress_dict, to_plain, to_wire)
+from titans_lsp.protocol import (CMD_ACCEPTED, CMD_PRIME, CMD_RESET, CMD_STATUS, CURSOR_NOTIFICATION, NO_FOLDER,
+                                 STATUS_NOTIFICATION, AcceptedArgs, BackendStatus, CompletionReport, CursorParams, FolderArgs,
+                                 PrepareReport, ProtocolError, StatusParams, progress_dict, to_plain, to_wire)
 from titans_lsp.reporting import ClientLogHandler
 from titans_lsp.scheduling import Scheduler
 from titans_lsp.settings import SECTION
@@ -43,8 +48,14 @@ log = logging.getLogger(__name__)
 
 
 class TitansProtocol(LanguageServerProtocol):
-    """pygls drops a request whose params do not deserialize without answering it, so the client
-    waits forever; answer it with the JSON-RPC error instead."""
+    """pygls's protocol with the LSP lifecycle as the spec has it, and no half-answered requests:
+
+    - a request whose params do not deserialize is answered with the JSON-RPC error (pygls drops it);
+    - before ``initialize``: requests get -32002 (ServerNotInitialized), notifications are dropped;
+    - ``initialize`` checks the TCP token (``initializationOptions.authToken``) when one is required;
+    - after ``shutdown``: requests get -32600 (InvalidRequest), notifications other than ``exit`` are dropped;
+    - internal errors (-32603) carry no traceback in ``error.data`` (it goes to the log).
+    """
 
     def structure_message(self, data: dict):
         try:
@@ -55,12 +66,57 @@ class TitansProtocol(LanguageServerProtocol):
                 self._send_response(data["id"], error=exc.to_response_error())
             raise
 
+    def handle_message(self, message) -> None:
+        method = getattr(message, "method", None)
+        is_request = method is not None and getattr(message, "id", None) is not None
+        server: TitansServer = self._server  # type: ignore[assignment]
+        if server.auth_token and not server.authenticated and method != types.INITIALIZE:
+            if is_request:
+                self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                    message=f"{method}: the server is not initialized (send initialize with the token first)"
+                ).to_response_error())
+            return None  # not even exit: an unauthenticated client must not stop the server
+        if method == types.EXIT or method is None:  # exit, or a response to our own request
+            return super().handle_message(message)
+        if self._shutdown:
+            if is_request:
+                log.warning("%s request after shutdown: answered InvalidRequest", method)
+                self._send_response(message.id, error=JsonRpcInvalidRequest(
+                    message=f"{method}: the server is shutting down (shutdown was requested)").to_response_error())
+            return None
+        if method == types.INITIALIZE:
+            if server.initialize_seen:
+                if is_request:
+                    self._send_response(message.id, error=JsonRpcInvalidRequest(
+                        message="initialize was already received").to_response_error())
+                return None
+            if not server.check_token(getattr(message, "params", None)):
+                if is_request:
+                    self._send_response(message.id, error=JsonRpcInvalidRequest(
+                        message="titans-lsp: authentication failed: initializationOptions.authToken is missing or "
+                                "wrong (the server was started with --auth-token-file)").to_response_error())
+                server.auth_failed = True
+                return None
+            server.initialize_seen = True
+        elif not server.initialize_seen:
+            if is_request:
+                log.warning("%s request before initialize: answered ServerNotInitialized", method)
+                self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                    message=f"{method}: the server is not initialized (send initialize first)").to_response_error())
+            return None
+        return super().handle_message(message)
+
+    def _send_response(self, msg_id, result=None, error=None):
+        if error is not None and error.code == JsonRpcInternalError.CODE and error.data is not None:
+            error = types.ResponseError(code=error.code, message=error.message)  # the traceback is in the log
+        return super()._send_response(msg_id, result, error)
+
 
 class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
                  cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
                  backend: BackendConfig | None = None, memory_budget_mb: tuple[float | None, float | None] = (None, None),
-                 memory_config: object | None = None):
+                 memory_config: object | None = None, events_db: str | None = None):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
@@ -85,6 +141,32 @@ class TitansServer(LanguageServer):
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
+        # The local event store (titansLsp.telemetry); nothing is sent anywhere.
+        self.events = telemetry.EventRecorder(Path(events_db).expanduser() if events_db else telemetry.default_path(cache_dir))
+        self.acceptance = AcceptanceTracker(self.events)
+        self.recording_ms: dict[str, deque] = {}  # hook -> what recording events cost each request there (ms)
+        self.assigners: dict[str, Assigner] = {}  # folder URI -> the arms drawn for its titansLsp.experiment
+        # Lifecycle and TCP authentication (TitansProtocol.handle_message, titans_lsp/transport.py).
+        self.initialize_seen = False
+        self.auth_token: str | None = None  # required in initializationOptions.authToken when set
+        self.authenticated = False
+        self.auth_failed = False
+        self.exit_code: int | None = None
+
+    def check_token(self, params: Any) -> bool:
+        """Whether ``initialize``'s params carry the token this server requires (always, without one)."""
+        if not self.auth_token:
+            self.authenticated = True
+            return True
+        options = to_plain(getattr(params, "initialization_options", None)) if params is not None else None
+        if options is None and isinstance(params, dict):
+            options = params.get("initializationOptions")
+        given = options.get("authToken") if isinstance(options, dict) else None
+        ok = isinstance(given, str) and hmac.compare_digest(given.encode(), self.auth_token.encode())
+        if not ok:
+            log.warning("initialize without the right authToken: refused")
+        self.authenticated = ok
+        return ok
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def call_in_loop(self, fn: Callable, *args) -> None:
@@ -159,9 +241,10 @@ class TitansServer(LanguageServer):
 
     def memory_available(self, state: FolderState) -> bool:
         """Whether the folder's memory mode can run here; if not, the user is told what to change."""
-        if not state.settings.mode.uses_memory or not self.backend_config.remote:
+        if not state.settings.uses_memory or not self.backend_config.remote:
             return True
-        message = str(ModeUnsupported(state.settings.mode.value, self.backend_config.name))
+        mode = state.settings.mode if state.settings.mode.uses_memory else "an experiment arm"
+        message = str(ModeUnsupported(str(mode), self.backend_config.name))
         log.warning("%s: %s", state.name, message)
         self.show_message(message, types.MessageType.Error)
         return False
@@ -246,9 +329,12 @@ class TitansServer(LanguageServer):
         new = state.settings
         if changed:
             log.info("%s: settings %s", state.name, json.dumps(new.to_editor()))
-        if new.mode != old.mode:
+        if new.experiment != old.experiment:
+            self.assigners.pop(state.uri, None)
+            log.info("%s: experiment %s", state.name, new.experiment.name if new.experiment else "off")
+        if new.mode != old.mode or new.experiment != old.experiment:
             log.info("%s: mode %s -> %s", state.name, old.mode, new.mode)
-            if new.mode.primes and state.root is not None and self.memory_available(state):
+            if new.primes and state.root is not None and self.memory_available(state):
                 self.scheduler.in_background(jobs.prime, self, state, False)
             self.send_status(state, force=True)
         if new.retriever != old.retriever and jobs.needs_dense(state):
@@ -267,7 +353,7 @@ class TitansServer(LanguageServer):
             priming=progress_dict(state.priming), last_latency_ms=self.last_latency_ms,
             last_completion=last if last is not None and last.folder == state.uri else None,
             last_prepare=prepare if prepare is not None and prepare.folder == state.uri else None,
-            backend=self.backend_status(state.settings.mode))
+            backend=self.backend_status(state.settings.mode), acceptance_today=self.acceptance_today(state))
         self.call_in_loop(self.protocol.notify, STATUS_NOTIFICATION, params.to_wire())
 
     def backend_status(self, mode: Mode) -> BackendStatus:
@@ -297,7 +383,8 @@ class TitansServer(LanguageServer):
                 "filesPrimed": len(state.primed), "indexUpdates": state.index_updates,
                 "primeWrites": state.prime_writes, "lastIndexed": state.last_indexed, "lastPrimed": state.last_primed,
                 "indexing": progress_dict(state.indexing), "priming": progress_dict(state.priming),
-                "memory": state.memory_summary(engine),
+                "memory": state.memory_summary(engine), "acceptanceToday": self.acceptance_today(state),
+                "secrets": index.rules.secrets_summary() if index is not None else None,
             })
         loaded = engine.loaded if engine is not None else None  # the in-process model (local backend)
         return {
@@ -318,6 +405,8 @@ class TitansServer(LanguageServer):
                            for mode, v in self.latencies.items() if v},
             },
             "folders": folders,
+            "telemetry": {"path": str(self.events.path), "written": self.events.written, "error": self.events.error,
+                          "costMs": self.recording_summary()},
         }
 
     # ---- completion ---------------------------------------------------------------------------------------
@@ -332,9 +421,16 @@ class TitansServer(LanguageServer):
                 await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
             except asyncio.TimeoutError:
                 pass
+        if self.open_document(uri) is None:
+            raise JsonRpcInvalidParams(message=f"{uri} is not open: titans-lsp completes only documents the client "
+                                               f"sent with textDocument/didOpen")
         requests, typing = self.scheduler.requests, self.scheduler.typing
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
+        # What was shown for this document is dismissed unless accepted or still pending (typed along).
+        recording = time.perf_counter()
+        self.acceptance.superseded(uri, made[0].prefix if made is not None else None)
+        self.recording_cost("dismiss", recording)
         if made is None:
             requests.finish(kind, uri, cancel)
             return None, self.folder_for(uri)
@@ -375,23 +471,26 @@ class TitansServer(LanguageServer):
         return completion, state
 
     def _request_at(self, uri: str, position: types.Position, cancel, num_items: int = 1,
-                    automatic: bool = True) -> tuple[CompletionRequest, FolderState, int | None] | None:
+                    automatic: bool = True, prepare: bool = False) -> tuple[CompletionRequest, FolderState, int | None] | None:
         """The engine request for a cursor in an open document (None when there is no text before
         it), and the document version it was made from."""
-        document = self.workspace.get_text_document(uri)
+        document = self.open_document(uri)
+        if document is None:  # closed while the request waited
+            return None
         state = self.folder_for(uri)
-        source = document.source
-        line = max(0, min(position.line, len(document.lines)))
-        offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
-        offset = max(0, min(offset, len(source)))
-        prefix, suffix = source[:offset], source[offset:]
+        prefix, suffix = _split_at(document, position)
         if not prefix.strip():
             return None
         rel = state.rel(to_fs_path(uri) or "") if state.root is not None else None
         request = CompletionRequest(prefix=prefix, suffix=suffix, path=rel or Path(to_fs_path(uri) or uri).name,
-                                    settings=state.settings, num_items=num_items, cancel=cancel,
+                                    settings=self.settings_for(state, uri, consume=not prepare), num_items=num_items, cancel=cancel,
                                     doc_key=uri, automatic=automatic, language_id=document.language_id)
         return request, state, document.version
+
+    def open_document(self, uri: str):
+        """The document as the client sent it (didOpen/didChange), or None. Never read from disk:
+        pygls's ``get_text_document`` would read any path a request names."""
+        return self.workspace.text_documents.get(unquote(uri))
 
     def _run_engine(self, request: CompletionRequest, state: FolderState, uri: str, version,
                     prepare: bool = False) -> Completion:
@@ -415,12 +514,12 @@ class TitansServer(LanguageServer):
         for the document supersedes it, an edit or a request for another document cancels it (the
         chunks already prefilled stay in the document's cache)."""
         uri = cursor.uri
-        if uri not in self.workspace.text_documents:
+        if self.open_document(uri) is None:
             return
         requests = self.scheduler.requests
         cancel = requests.start("prepare", uri)
         position = types.Position(line=cursor.line, character=cursor.character)
-        made = self._request_at(uri, position, cancel)
+        made = self._request_at(uri, position, cancel, prepare=True)
         if made is None:
             requests.finish("prepare", uri, cancel)
             return
@@ -448,14 +547,92 @@ class TitansServer(LanguageServer):
 
         self.scheduler.inference.submit(run)
 
-    def stop_all(self) -> None:
-        self.scheduler.stopping.set()
-        self.scheduler.requests.cancel_all()
-        if self.watcher is not None:
-            self.watcher.stop()
+    # ---- acceptance (titans_lsp/acceptance.py, titans_lsp/telemetry.py) ------------------------------------------
+    def settings_for(self, state: FolderState, uri: str, consume: bool = True):
+        """The folder's settings for a request in ``uri``: with ``titansLsp.experiment``, the mode is the
+        arm drawn for this request (or file); ``consume=False`` (a pre-warm) peeks at the next draw."""
+        settings = state.settings
+        if settings.experiment is None:
+            return settings
+        assigner = self.assigners.get(state.uri)
+        if assigner is None or assigner.experiment != settings.experiment:
+            assigner = self.assigners[state.uri] = Assigner(settings.experiment)
+            log.info("%s: experiment %s, seed %d", state.name, settings.experiment.name, assigner.seed)
+        return replace(settings, mode=assigner.mode_for(uri, consume=consume))
+
+    def record_shown(self, uri: str, position: types.Position, state: FolderState, completion: Completion,
+                     texts: list[str], trigger: str) -> list[str] | None:
+        """Record the items returned for a cursor in ``uri`` as shown; their ids (None when telemetry is
+        off here). An answered request's document is the one it was made from (an edit cancels it)."""
+        settings = state.settings
+        if not settings.telemetry.enabled or not texts:
+            return None
+        started = time.perf_counter()
+        last, engine = self.last_completion, self.engine_if_loaded()
+        report = last if last is not None and last.uri == uri else None
+        backend = engine.backend.backend_for(completion.mode).name if engine is not None else self.backend_config.name
+        context = telemetry.Event(
+            time=0.0, item="", kind="shown", workspace=str(state.root) if state.root is not None else state.uri,
+            language=report.language if report else None, mode=completion.mode.value,
+            experiment=settings.experiment.name if settings.experiment else None, backend=backend,
+            model=engine.model_name if engine is not None else self.model_options["model"],
+            latency_ms=report.latency_ms if report else None, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
+        document = self.workspace.text_documents.get(unquote(uri))
+        prefix = _split_at(document, position)[0] if document is not None else None
+        ids = self.acceptance.shown(uri, texts, context, prefix)
+        self.recording_cost("shown", started)
+        return ids
+
+    def acceptance_today(self, state: FolderState) -> dict | None:
+        """Today's acceptance in the folder's current mode (status bar), None when telemetry is off."""
+        if not state.settings.telemetry.enabled:
+            return None
+        started = time.perf_counter()
+        self.events.start()
+        workspace = str(state.root) if state.root is not None else state.uri
+        mode = state.settings.mode.value
+        decided, accepted = self.events.today(workspace, mode)
+        self.recording_cost("status", started)
+        return {"mode": mode, "decided": decided, "accepted": accepted,
+                "rate": round(accepted / decided, 3) if decided else None}
+
+    def recording_cost(self, hook: str, started: float) -> None:
+        self.recording_ms.setdefault(hook, deque(maxlen=1000)).append((time.perf_counter() - started) * 1000)
+
+    def recording_summary(self) -> dict:
+        """What recording costs on the request path, per hook (a request pays dismiss + shown + status)."""
+        out: dict[str, Any] = {}
+        for hook, values in self.recording_ms.items():
+            ordered = sorted(values)
+            out[hook] = {"calls": len(ordered), "p50": round(statistics.median(ordered), 4),
+                         "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+                         "max": round(ordered[-1], 4)}
+        per_request = [out[h]["p50"] for h in ("dismiss", "shown", "status") if h in out]
+        out["perRequestP50"] = round(sum(per_request), 4) if per_request else None
+        return out
+
+    def stop_all(self, timeout: float = 10.0) -> bool:
+        """Stop watching, cancel requests, let background work stop between chunks (priming saves
+        what it wrote) within ``timeout``; returns whether the workers ended in time. Idempotent."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+        stopped = self.scheduler.stop(timeout)
         engine = self.engine_if_loaded()
         if engine is not None:
             engine.close()  # a supervised llama-server goes with us
+        self.events.close()  # what is queued is written
+        return stopped
+
+
+def _split_at(document, position: types.Position) -> tuple[str, str]:
+    """The document's text before and after ``position`` (clamped to the document)."""
+    source = document.source
+    line = max(0, min(position.line, len(document.lines)))
+    offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
+    offset = max(0, min(offset, len(source)))
+    return source[:offset], source[offset:]
 
 
 def _round(value: float | None) -> float | None:
@@ -532,6 +709,7 @@ def build_server(**options) -> TitansServer:
     def did_close(ls: TitansServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.scheduler.requests.cancel_document(uri)
+        ls.acceptance.closed(uri)
         ls.folder_for(uri).workspace.caches.pop(uri, None)
 
     @server.feature(CURSOR_NOTIFICATION)
@@ -545,26 +723,36 @@ def build_server(**options) -> TitansServer:
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         # Automatic triggers (while typing) answer early: one item, ending at the end of the line.
-        completion, _ = await ls.complete(params.text_document.uri, params.position, 3 if invoked else 1,
-                                          automatic=not invoked)
+        uri = params.text_document.uri
+        completion, state = await ls.complete(uri, params.position, 3 if invoked else 1, automatic=not invoked)
         if completion is None:
             return None
         here = types.Range(start=params.position, end=params.position)
-        items = [types.InlineCompletionItem(insert_text=text, range=here) for text in completion.items if text]
+        texts = [text for text in completion.items if text]
+        ids = ls.record_shown(uri, params.position, state, completion, texts, "invoked" if invoked else "automatic")
+        # The client runs an item's command after the user accepts it: that is the `accepted` event.
+        commands = [types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
+                                  arguments=AcceptedArgs(item).to_arguments()) for item in ids] if ids else [None] * len(texts)
+        items = [types.InlineCompletionItem(insert_text=text, range=here, command=command)
+                 for text, command in zip(texts, commands)]
         return types.InlineCompletionList(items=items)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: TitansServer, params: types.CompletionParams) -> types.CompletionList | None:
-        result, _ = await ls.complete(params.text_document.uri, params.position, 1, kind="completion")
+        uri = params.text_document.uri
+        result, state = await ls.complete(uri, params.position, 1, kind="completion")
         if result is None or not result.text:
             return types.CompletionList(is_incomplete=True, items=[])
         text = result.text
+        ids = ls.record_shown(uri, params.position, state, result, [text], "completion")
+        accepted = types.Command(title="titans-lsp: accepted", command=CMD_ACCEPTED,
+                                 arguments=AcceptedArgs(ids[0]).to_arguments()) if ids else None
         label = text.strip().splitlines()[0] if text.strip() else text
         here = types.Range(start=params.position, end=params.position)
         item = types.CompletionItem(
             label=label[:80], kind=types.CompletionItemKind.Text, detail=f"titans-lsp ({result.mode})",
             text_edit=types.TextEdit(range=here, new_text=text), filter_text=text, sort_text="0",
-            insert_text_format=types.InsertTextFormat.PlainText, preselect=True)
+            insert_text_format=types.InsertTextFormat.PlainText, preselect=True, command=accepted)
         return types.CompletionList(is_incomplete=True, items=[item])
 
     def target_folders(ls: TitansServer, args: FolderArgs) -> list[FolderState]:
@@ -608,12 +796,27 @@ def build_server(**options) -> TitansServer:
     def status(ls: TitansServer, *args: Any) -> dict:
         return ls.status()
 
-    @server.feature(types.SHUTDOWN)
-    def shutdown(ls: TitansServer, params: Any = None) -> None:
-        ls.stop_all()
+    @server.command(CMD_ACCEPTED)
+    def accepted(ls: TitansServer, *args: Any) -> dict:
+        """The client ran an item's command: the user accepted it (bad arguments are answered -32602)."""
+        try:
+            parsed = AcceptedArgs.from_command(args)
+        except ProtocolError as exc:
+            raise JsonRpcInvalidParams(message=str(exc)) from None
+        started = time.perf_counter()
+        recorded = ls.acceptance.accepted(parsed.id, parsed.chars)
+        ls.recording_cost("accept", started)
+        uri = ls.acceptance.document_of(parsed.id)
+        if not recorded:
+            log.debug("accept of unknown or already accepted item %s", parsed.id)
+        elif uri is not None:
+            ls.send_status(ls.folder_for(uri), force=True)  # the status bar's acceptance rate moves
+        return {"recorded": recorded}
 
-    @server.feature(types.EXIT)
-    def exit_(ls: TitansServer, params: Any = None) -> None:
-        ls.stop_all()
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: TitansServer, params: Any = None) -> None:
+        # Background work stops and saves before the answer, so `exit` right after loses nothing.
+        stopped = await asyncio.get_running_loop().run_in_executor(None, ls.stop_all, 10.0)
+        log.info("shutdown: background work %s", "stopped" if stopped else "still running after 10 s")
 
     return server

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from titans_lsp.experiment import Experiment, parse_experiment
 from titans_lsp.fim import FIM_CHOICES
 from titans_lsp.modes import Mode
 from titans_lsp.retrieval.index import RETRIEVERS
@@ -67,7 +68,8 @@ def parse_mode(value: Any) -> Mode:
 
 
 def parse_retriever(value: Any) -> tuple[str, ...]:
-    """One retriever name, a comma-separated string or a list of names (fused by rank)."""
+    """One retriever name, a comma-separated string or a list of names (``imports`` definitions first,
+    the ranked retrievers fused by rank: retrieval/index.py ``WorkspaceIndex.retrieve``)."""
     if isinstance(value, str):
         names = [part.strip() for part in value.split(",") if part.strip()]
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -78,6 +80,37 @@ def parse_retriever(value: Any) -> tuple[str, ...]:
     if bad or not names:
         raise ValueError(f"{bad or value!r} is not one of {', '.join(RETRIEVERS)} (or a list of them)")
     return tuple(dict.fromkeys(names))  # in order, without repeats
+
+
+def parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """``titansLsp.telemetry``: the local event store (titans_lsp/telemetry.py); nothing is sent anywhere."""
+
+    enabled: bool = True
+    store_text: bool = False  # keep the completion text of each event (off: no code in the store)
+
+    def to_editor(self) -> dict[str, bool]:
+        return {"enabled": self.enabled, "storeText": self.store_text}
+
+
+def parse_telemetry(value: Any) -> TelemetrySettings:
+    """``{"enabled": bool, "storeText": bool}`` (either may be absent: its default)."""
+    if isinstance(value, TelemetrySettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f'expected an object {{"enabled": bool, "storeText": bool}}, got {value!r}')
+    unknown = set(value) - {"enabled", "storeText"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (expected enabled, storeText)")
+    enabled, store_text = value.get("enabled"), value.get("storeText")
+    return TelemetrySettings(enabled=True if enabled is None else parse_bool(enabled),
+                             store_text=False if store_text is None else parse_bool(store_text))
 
 
 @dataclass(frozen=True)
@@ -91,6 +124,8 @@ class CompletionSettings:
     max_seq: int = 2048  # window for block + prefix + generation (CrossCodeEval: 2048); not an editor setting
     multiline: str = "auto"
     fim: str = "auto"  # fill-in-the-middle: auto (when the model has FIM tokens) | on | off
+    telemetry: TelemetrySettings = TelemetrySettings()
+    experiment: Experiment | None = None  # the A/B: each request's mode drawn among experiment.modes
 
     def __post_init__(self) -> None:
         errors = []
@@ -101,6 +136,16 @@ class CompletionSettings:
                 errors.append(f"{SECTION}.{setting.key}: {exc}")
         if errors:
             raise SettingsError(errors)
+
+    @property
+    def primes(self) -> bool:
+        """The workspace's memory must be primed: the mode reads it, or an experiment arm does."""
+        return self.mode.primes or (self.experiment is not None and self.experiment.primes)
+
+    @property
+    def uses_memory(self) -> bool:
+        """Some completion runs through the memory-patched model (the mode or an experiment arm)."""
+        return self.mode.uses_memory or (self.experiment is not None and self.experiment.uses_memory)
 
     @classmethod
     def from_editor(cls, values: Mapping[str, Any], base: "CompletionSettings | None" = None) -> "CompletionSettings":
@@ -159,7 +204,7 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
     Setting("mode", "mode", lambda v, s: parse_mode(v),
             "none | concat | memory | ablation | hybrid", to_editor=str),
     Setting("retriever", "retriever", lambda v, s: parse_retriever(v),
-            "bm25 | dense | hybrid | imports, or a list (fused by rank)", to_editor=list),
+            "bm25 | dense | hybrid | imports, or a list (imports first, the others fused by rank)", to_editor=list),
     Setting("maxNewTokens", "max_new_tokens", lambda v, s: parse_int(v, 1, MAX_NEW_TOKENS),
             f"tokens generated at most (1-{MAX_NEW_TOKENS})"),
     Setting("contextBudget", "context_budget", lambda v, s: parse_int(v, 0, s.max_seq // 2),
@@ -168,4 +213,10 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
             "auto (a block after ':') | never | always"),
     Setting("fim", "fim", lambda v, s: parse_choice(v, FIM_CHOICES),
             "fill-in-the-middle (the text after the cursor): auto (when the model has FIM tokens) | on | off"),
+    Setting("telemetry", "telemetry", lambda v, s: parse_telemetry(v),
+            "{enabled, storeText}: record shown/accepted/dismissed completions in a local SQLite file",
+            to_editor=lambda t: t.to_editor()),
+    Setting("experiment", "experiment", lambda v, s: parse_experiment(v),
+            '{"modes": [...], "unit": "request"|"file", "seed": n}: draw each request\'s mode among modes',
+            to_editor=lambda e: None if e is None else e.to_editor()),
 )

@@ -1,13 +1,16 @@
 // Drives a real VS Code (code-server) in headless Chromium as a user would:
 // open main.py, type, wait for the ghost text of an inline suggestion, accept it with Tab, then
 // switch titansLsp.mode with the status bar item's quick pick and read the server's status.
-// Then it moves the cursor and reads the server's last pre-warm (titans/cursor) from its status,
+// Then it types a second line and does not take its suggestion (Escape, then a key that does not
+// follow it: the server records it dismissed), moves the cursor and reads the server's last
+// pre-warm (titans/cursor) from its status,
 // and completes a new line in report.ts (TypeScript) the same way.
 // Run by tests/test_editor_vscode.py (playwright-core comes from NODE_PATH, set by the test).
 // Last, it kills the server process and watches the extension restart it.
 // Input (environment): URL, FOLDER, SCREENSHOT_DIR, RESULT, CHROMIUM, TYPED, NEW_MODE,
 // SERVER_MARK (a string only the server's command line contains: how the script finds its pid),
-// TS_TYPED, TS_LINE (what to type in report.ts, below which line).
+// TS_TYPED, TS_LINE (what to type in report.ts, below which line), DISMISS_TYPED (the line whose
+// suggestion is dismissed).
 // Output: a JSON file at RESULT with what was seen; screenshots in SCREENSHOT_DIR.
 "use strict";
 const fs = require("fs");
@@ -30,6 +33,7 @@ const NEW_MODE = env("NEW_MODE");
 const SERVER_MARK = env("SERVER_MARK");
 const TS_TYPED = env("TS_TYPED");
 const TS_LINE = Number(env("TS_LINE")); // 1-based line of report.ts after which a new line is typed
+const DISMISS_TYPED = env("DISMISS_TYPED");
 const result = { steps: [], timings: {} };
 const t0 = Date.now();
 const step = (name) => {
@@ -204,8 +208,34 @@ async function main() {
     await waitFor("the ghost text to be accepted", async () => !(await ghostText(page)), 10000);
     result.linesAfterAccept = await editorLines(page);
     step("accepted with Tab");
-    result.statusBarAfterAccept = await statusBarText(page);
     await page.keyboard.press("Escape");
+    // The accept ran the item's command (titans-lsp.accepted); the status bar shows today's rate.
+    result.statusBarAfterAccept = await waitFor(
+      "the status bar to show today's acceptance",
+      async () => {
+        const text = await statusBarText(page);
+        return /accepted/.test(text) ? text : null;
+      },
+      30000,
+    ).catch(() => statusBarText(page));
+
+    // A suggestion the user does not take: a new line, its ghost text, Escape, then a key that does
+    // not follow the suggestion. The next request for the document dismisses it.
+    await page.keyboard.press("End");
+    await page.keyboard.press("Enter");
+    await page.keyboard.type(DISMISS_TYPED, { delay: 40 });
+    let dismissed = await waitFor("a second ghost text", () => ghostText(page), 90000).catch(() => "");
+    if (!dismissed) {
+      await page.keyboard.press("Alt+Backslash");
+      dismissed = await waitFor("a second ghost text after Alt+\\", () => ghostText(page), 90000);
+    }
+    await new Promise((r) => setTimeout(r, 1000)); // the answer to the last key settles
+    result.dismissedGhost = (await ghostText(page)) || dismissed;
+    await page.keyboard.press("Escape");
+    await page.keyboard.type(result.dismissedGhost.startsWith("@") ? "!" : "@");
+    await new Promise((r) => setTimeout(r, 1500)); // the request that dismisses it goes out
+    await page.keyboard.press("Escape");
+    step("second suggestion dismissed");
 
     // Move the cursor two lines up without typing and let it rest: the extension sends
     // titans/cursor and the server pre-warms the prompt there (its status reports lastPrepare).

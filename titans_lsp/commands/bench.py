@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
     parser.add_argument("--server", action="store_true",
                         help="replay through `titans-lsp serve` over stdio (the real server) instead of the engine in-process")
+    parser.add_argument("--events-db", default=None, metavar="PATH",
+                        help="--server: record acceptance events in PATH (read it with `titans-lsp stats --db PATH`); "
+                             "the replayed user accepts a suggestion when the file's real text after the cursor starts "
+                             "with it (without this flag the bench's server records nothing)")
     parser.add_argument("--backends", default=None,
                         help="compare backends in one run, e.g. local,llamacpp: the trace through the server on each, "
                              "then per-token decode and a cold request on the same prompts (JSON: backends.<name>.<mode>)")
@@ -53,8 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             write_json(Path(args.out), results)
         return 0
+    from titans_lsp.cli import UserError
+
+    if args.events_db and not args.server:
+        raise UserError("--events-db needs --server (the events are the server's)")
     results = run_bench(args)
     print(format_table(results))
+    for mode, figures in results["modes"].items():
+        if figures.get("acceptance"):
+            print(f"acceptance {mode}: {figures['acceptance']}")
     for key in ("warm_cold", "priming", "notes"):
         if results.get(key):
             print(f"{key}: {results[key]}")

@@ -39,8 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-only", action="store_true", help="write the reports from the predictions already in --out")
     parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N samples")
     parser.add_argument("--seed", type=int, default=0, help="seed for --limit, bootstrap and `build` (default 0)")
-    parser.add_argument("--retrieve", nargs="?", const="bm25", default=None, choices=["bm25", "dense"],
-                        help="concat context from our own rg1 retrieval over --repos instead of the file's list")
+    parser.add_argument("--retrieve", nargs="*", default=None, metavar="R",
+                        help="cross-file context retrieved over --repos instead of the file's list, one set of rows "
+                             "per R (labelled <mode>-R): a server retriever (bm25, dense, hybrid, imports) or a "
+                             "comma-separated list (imports,bm25: definitions first, then ranked snippets), built by "
+                             "the server's WorkspaceIndex and packed as the server packs; or rg1-bm25 / rg1-dense, "
+                             "CrossCodeEval's rg1 recipe and packing (the reference rows). Without R: the server's "
+                             "default retriever")
     parser.add_argument("--repos", default=None, help="directory with one folder per metadata.repository")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fim", action="store_true",
@@ -85,8 +90,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(ModeUnsupported(memory.value, args.backend)))
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
-    if args.retrieve and not args.repos:
-        raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
+    if args.retrieve is not None:
+        from titans_lsp.evals.runner import parse_retrieve
+        from titans_lsp.settings import CompletionSettings
+
+        try:
+            args.retrieve = list(dict.fromkeys(parse_retrieve(r) for r in args.retrieve)) or \
+                [",".join(CompletionSettings().retriever)]
+        except ValueError as exc:
+            raise UserError(f"--retrieve: {exc}") from None
+        if not args.repos:
+            raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
     return run_eval(args, modes)
 
 
@@ -167,7 +181,7 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.report import write_reports
     from titans_lsp.distributed import device_for
-    from titans_lsp.evals.runner import RunSpec, SnippetSource, run_mode_sharded
+    from titans_lsp.evals.runner import RunSpec, SnippetSource, retrieve_label, run_mode_sharded
     from titans_lsp.modes import Mode
 
     engine = None if args.report_only else CompletionEngine.load(
@@ -187,10 +201,16 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
     specs += [RunSpec(m.value, m) for m in modes if m.uses_memory]
     specs = [RunSpec(s.label + ("-fim" if args.fim else ""), s.mode, s.heal, args.max_seq, args.context_budget, args.fim)
              for s in specs]
-    source = SnippetSource(args.retrieve, Path(args.repos) if args.repos else None)
+    # One set of rows per --retrieve value for the modes that read snippets (labelled <mode>-<retriever>).
+    repos = Path(args.repos) if args.repos else None
+    runs = [(spec, SnippetSource()) for spec in specs if not spec.mode.reads_snippets or args.retrieve is None]
+    for retriever in args.retrieve or []:
+        source = SnippetSource(retriever, repos)
+        runs += [(RunSpec(retrieve_label(s.label, source.retriever), s.mode, s.heal, s.max_seq, s.context_budget, s.fim),
+                  source) for s in specs if s.mode.reads_snippets]
     by_label: dict[str, dict] = {}
     started = time.time()
-    for spec in specs:
+    for spec, source in runs:
         if spec.label.startswith("vanilla-") and engine is not None and engine.patch is not None:
             raise UserError("internal: the model was patched before the vanilla rows")
         by_label[spec.label] = run_mode_sharded(engine, samples, spec, out, source, dist, progress=not args.no_progress,
@@ -211,7 +231,7 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
                           else args.memory_config),
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
                         if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
-        "retrieval": args.retrieve or "the file's crossfile_context list", "skipped_lines": dataset.problems,
+        "retrieval": ", ".join(args.retrieve) if args.retrieve else "the file's crossfile_context list", "skipped_lines": dataset.problems,
         "device": str(engine.loaded.device) if engine is not None and engine.loaded is not None else args.device, "platform": platform.platform(), "wall_s": round(time.time() - started, 1),
         "processes": dist.world,
     }

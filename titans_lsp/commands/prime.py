@@ -25,6 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from titans_lsp.cli import UserError
+
+    try:
+        return _run(args)
+    except OSError as exc:  # a read-only or full cache: one line that says where, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        raise UserError(f"cannot write the workspace state ({exc.strerror or exc}{where}) "
+                        f"(choose a writable --cache-dir)") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 

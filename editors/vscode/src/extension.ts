@@ -12,7 +12,7 @@ import {
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
 import { CursorReporter } from "./cursor";
-import { RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
+import { authToken, RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
 import { StatusBar, TitansStatus } from "./status";
 
 const MODES: { mode: string; detail: string }[] = [
@@ -81,6 +81,8 @@ function makeClient(): LanguageClient {
       backendModel: config.get<string>("backendModel") || undefined,
       backendApiKeyEnv: config.get<string>("backendApiKeyEnv") || undefined,
       backendThreads: config.get<number>("backendThreads") || undefined,
+      // Only to a server we connect to (titansLsp.serverAddress) that was started with --auth-token-file.
+      authToken: serverAddress() ? authToken() : undefined,
     },
     outputChannel: log,
     errorHandler,

@@ -83,9 +83,16 @@ export function serverAddress(): { host: string; port: number } | undefined {
   return { host: match[1].replace(/^\[|\]$/g, "") || "127.0.0.1", port: Number(match[2]) };
 }
 
+/** The token in `titansLsp.authTokenFile` for a server started with `--auth-token-file`; undefined when unset. */
+export function authToken(): string | undefined {
+  const file = vscode.workspace.getConfiguration("titansLsp").get<string>("authTokenFile", "").trim();
+  return file ? fs.readFileSync(file, "utf8").trim() : undefined;
+}
+
 /** Settings whose change needs a new server process (the rest reach the running server). */
 export const RESTART_SETTINGS = [
   "titansLsp.serverAddress",
+  "titansLsp.authTokenFile",
   "titansLsp.serverCommand",
   "titansLsp.pythonPath",
   "titansLsp.serverArgs",

@@ -18,6 +18,8 @@ export interface TitansStatus {
     serving?: string | null; // the backend answering this folder's mode (auto: llamacpp or local)
     reason?: string | null; // auto: why it chose so
   };
+  /** Today's accepted / decided suggestions in this folder's mode (absent when titansLsp.telemetry is off). */
+  acceptanceToday?: { mode: string; decided: number; accepted: number; rate: number | null };
 }
 
 export type ServerState = "starting" | "running" | "restarting" | "stopped" | "failed";
@@ -91,6 +93,10 @@ export class StatusBar implements vscode.Disposable {
     if (status?.lastLatencyMs !== null && status?.lastLatencyMs !== undefined) {
       parts.push(`${Math.round(status.lastLatencyMs)} ms`);
     }
+    const today = status?.acceptanceToday;
+    if (today && today.rate !== null && today.decided > 0) {
+      parts.push(`${Math.round(100 * today.rate)}% accepted`);
+    }
     this.item.backgroundColor = undefined;
     const serving = status?.backend?.serving ?? status?.backend?.name;
     if (serving && serving !== "local") {
@@ -122,6 +128,9 @@ export class StatusBar implements vscode.Disposable {
       if (status.backend.lastError) {
         tooltip.appendMarkdown(`Backend error: ${status.backend.lastError}\n\n`);
       }
+    }
+    if (today && today.decided > 0) {
+      tooltip.appendMarkdown(`Accepted today in \`${today.mode}\`: ${today.accepted} of ${today.decided} suggestions\n\n`);
     }
     if (status?.indexing) {
       tooltip.appendMarkdown(`Indexed ${status.indexing.done}/${status.indexing.total} files\n\n`);

@@ -17,6 +17,9 @@ M.defaults = {
   settings = { titansLsp = { mode = 'concat' } },
   -- initializationOptions: { model = ..., device = ..., dtype = ... }
   init_options = {},
+  -- With cmd = vim.lsp.rpc.connect(host, port) to `titans-lsp serve --tcp HOST:PORT --auth-token-file FILE`:
+  -- that FILE; its token is sent as init_options.authToken.
+  auth_token_file = nil,
   -- Insert-mode key that accepts the ghost text (falls back to the key itself); false: no mapping.
   accept_key = '<Tab>',
   -- Turn on vim.lsp.inline_completion for the server's buffers.
@@ -125,7 +128,7 @@ function M.mode()
   return (config.settings.titansLsp or {}).mode or 'concat'
 end
 
---- A short text for 'statusline': mode, progress, last latency.
+--- A short text for 'statusline': mode, progress, last latency, today's acceptance in the mode.
 function M.statusline()
   local client = clients(0)[1]
   if not client then
@@ -142,6 +145,10 @@ function M.statusline()
   end
   if s and type(s.lastLatencyMs) == 'number' then
     table.insert(parts, ('%d ms'):format(s.lastLatencyMs))
+  end
+  local today = s and s.acceptanceToday
+  if type(today) == 'table' and type(today.rate) == 'number' and today.decided > 0 then
+    table.insert(parts, ('%d%% accepted'):format(math.floor(100 * today.rate + 0.5)))
   end
   return table.concat(parts, ' · ')
 end
@@ -169,6 +176,8 @@ local function create_commands()
   end, { desc = 'Reset the titans-lsp memory' })
 end
 
+--- The accept key: vim.lsp.inline_completion.get() inserts the ghost text and then runs the item's
+--- command, `titans-lsp.accepted`, which tells the server the suggestion was accepted (titansLsp.telemetry).
 local function map_accept_key(key)
   vim.keymap.set('i', key, function()
     if vim.lsp.inline_completion.get() then
@@ -180,6 +189,10 @@ end
 
 function M.setup(opts)
   config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  if config.auth_token_file then
+    local lines = vim.fn.readfile(vim.fn.expand(config.auth_token_file))
+    config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+  end
   vim.lsp.config('titans', {
     cmd = config.cmd or default_cmd,
     filetypes = config.filetypes,

@@ -1,0 +1,26 @@
+#!/bin/sh
+# How this folder was made (run from the repository root). Each retriever ran in its own output folder,
+# in nested --limit subsets with --seed 0 (imports: 20 then 60; rg1-bm25: 60 on top of 30 reused rows; bm25: 60), one process
+# per step under /work/bin/cpu-slot (a machine of 2 cores shared with other work); then the rows were
+# copied here and the report written from them. RETRIEVER is rg1-bm25, imports, imports,bm25 or bm25;
+# NAME is RETRIEVER with + for ,.
+REPOS=$(.venv/bin/python -c "from titans_lsp.paths import cache_root; from titans_lsp.retrieval.packages import repos_dir; print(repos_dir(cache_root(None)))")
+# the packages the dev set was built from (downloaded once into the cache; --repos below)
+# .venv/bin/python -c "from titans_lsp.paths import cache_root; from titans_lsp.retrieval.packages import fetch_pypi; [fetch_pypi(s, cache_root(None)) for s in ('mcp==2.3.0', 'smolagents==1.26.0', 'markitdown==0.1.9')]"
+# for LIMIT in 20 60; do   # (110 and 166 were planned; the shared machine gave no time for them)
+#   /work/bin/cpu-slot .venv/bin/titans-lsp eval --data evals/datasets/python-dev.jsonl.gz --modes concat --threads 1 \
+#     --no-progress --seed 0 --limit $LIMIT --retrieve RETRIEVER --repos $REPOS --out runs/NAME
+# done
+# cp runs/*/predictions-concat-*.jsonl evals/results/2026-12-02-retrievers/
+O=evals/results/2026-12-02-retrievers
+.venv/bin/titans-lsp eval --report-only --data evals/datasets/python-dev.jsonl.gz --modes concat --seed 0 \
+  --limit 60 --retrieve rg1-bm25 imports bm25 --repos "$REPOS" --out $O
+# definition in block for every retriever (no generation), on all 166 samples
+/work/bin/cpu-slot env OMP_NUM_THREADS=1 .venv/bin/python -m titans_lsp.evals.definitions \
+  --data evals/datasets/python-dev.jsonl.gz --repos "$REPOS" \
+  --retrieve rg1-bm25 bm25 dense hybrid imports imports,bm25 imports,hybrid --out $O/recall.json
+# block latency on a 3,000-file workspace, the retrievers in the same run
+/work/bin/cpu-slot .venv/bin/python -m titans_lsp.evals.bench_block --files 3000 --queries 100 \
+  --retrieve bm25 imports imports,bm25 --out $O/latency.json
+# none / file-list concat rows laid out as before this branch (no model generation)
+.venv/bin/python $O/unchanged.py

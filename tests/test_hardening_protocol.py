@@ -1,0 +1,203 @@
+"""Issue 16 through the real `titans-lsp serve --stdio` process (a tiny model, so it starts fast):
+documents the client never opened, framing errors, invalid JSON and the LSP lifecycle codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from raw_lsp import StdioServer, frame
+from tiny_models import save_tiny_model
+
+pytestmark = [pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def server(tiny, tmp_path):
+    started = []
+
+    def start(settings: dict | None = None) -> StdioServer:
+        srv = StdioServer(tiny, tmp_path / "cache", tmp_path / "serve.log", settings)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.close()
+
+
+def workspace(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "app.py").write_text("def main():\n    return 1\n")
+    return root
+
+
+# ---- finding 2: documents never opened ----------------------------------------------------------------------
+def test_completion_for_an_unopened_document_is_refused_and_never_read_from_disk(server, tmp_path):
+    secret = tmp_path / "outside" / "passwd.py"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:CANARY-7f3a:/root:/bin/bash\nprint(")
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    for method in ("textDocument/inlineCompletion", "textDocument/completion"):
+        params = {"textDocument": {"uri": secret.as_uri()}, "position": {"line": 1, "character": 6}}
+        if method == "textDocument/inlineCompletion":
+            params["context"] = {"triggerKind": 1}
+        reply = client.request(method, params)
+        assert reply["error"]["code"] == -32602, reply
+        assert "not open" in reply["error"]["message"]
+        assert "CANARY" not in str(reply)
+    # The same file once the client sends it is completed from the text sent, not the disk's.
+    uri = client.open(secret, "x = 1\nprint(")
+    reply = client.inline(uri, 1, 6)
+    assert "error" not in reply, reply
+    assert "CANARY" not in str(client.status())
+
+
+# ---- finding 3: framing and invalid JSON --------------------------------------------------------------------
+@pytest.mark.parametrize("delta", [-7, +9, +400])
+def test_wrong_content_length_resynchronises_and_logs_why(server, tmp_path, delta):
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    bad = client.send_request("titans-lsp/nothing", {"pad": "x" * 40}, length_delta=delta)
+    after = client.request("workspace/executeCommand", {"command": "titans-lsp.status", "arguments": []}, timeout=30)
+    assert "result" in after and after["result"]["version"], after  # the server still answers
+    assert "framing error" in srv.log_text()
+    if delta > 0:  # the overlong frame's JSON was whole: it is answered too (method not found)
+        assert client.response(bad, timeout=10)["error"]["code"] == -32601
+
+
+def test_invalid_json_gets_32700_and_a_non_message_32600(server, tmp_path):
+    srv = server()
+    client = srv.client
+    client.send_bytes(frame(b'{"jsonrpc": "2.0", "id": 1, "method": '))
+    parse = client.response(None, timeout=30)
+    assert parse["error"]["code"] == -32700
+    client.send_bytes(frame(b'[1, 2, 3]'))
+    assert client.response(None, timeout=30)["error"]["code"] == -32600
+    assert "result" in client.initialize([workspace(tmp_path)])
+
+
+# ---- finding 8: lifecycle -------------------------------------------------------------------------------------
+def test_request_before_initialize_gets_32002_without_a_traceback(server, tmp_path):
+    srv = server()
+    client = srv.client
+    reply = client.request("textDocument/completion", {"textDocument": {"uri": "file:///x.py"},
+                                                       "position": {"line": 0, "character": 0}})
+    assert reply["error"]["code"] == -32002, reply
+    assert not reply["error"].get("data")
+    assert "Traceback" not in str(reply)
+    assert "result" in client.initialize([workspace(tmp_path)])
+    again = client.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+    assert again["error"]["code"] == -32600
+
+
+def test_request_after_shutdown_gets_32600_and_exit_after_shutdown_is_0(server, tmp_path):
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([workspace(tmp_path)])
+    assert "error" not in client.request("shutdown", None, timeout=60)
+    reply = client.request("workspace/executeCommand", {"command": "titans-lsp.status", "arguments": []})
+    assert reply["error"]["code"] == -32600, reply
+    client.notify("exit")
+    assert srv.wait(30) == 0
+
+
+def test_exit_without_shutdown_exits_1(server, tmp_path):
+    srv = server()
+    assert "result" in srv.client.initialize([workspace(tmp_path)])
+    srv.client.notify("exit")
+    assert srv.wait(30) == 1
+
+
+# ---- finding 6: shutdown while priming ----------------------------------------------------------------------
+@pytest.mark.parametrize("stop", ["shutdown+exit", "SIGTERM"])
+def test_shutdown_and_exit_while_priming_stop_cleanly_and_save_progress(server, tmp_path, stop):
+    import json
+    import signal
+    import time
+
+    root = tmp_path / "big"
+    root.mkdir()
+    body = "".join(f"def function_{i}(value):\n    return value * {i} + len(str(value))\n\n" for i in range(40))
+    for n in range(300):
+        (root / f"module_{n:03d}.py").write_text(body)
+    srv = server({None: {"mode": "memory"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # wait until priming has written some files, not all
+        priming = [n["params"].get("priming") for n in list(client.notifications) if n["method"] == "titans/status"]
+        if any(p and 0 < p["done"] < p["total"] for p in priming):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("priming never started")
+    started = time.monotonic()
+    if stop == "SIGTERM":
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.wait(60) == 1  # no shutdown: 1, but a clean exit (not -6, SIGABRT, nor -15)
+    else:
+        assert client.request("shutdown", None, timeout=60).get("error") is None
+        client.notify("exit")
+        assert srv.wait(60) == 0  # not -6 (SIGABRT)
+    assert time.monotonic() - started < 30
+    time.sleep(0.5)  # the stderr reader catches up
+    assert "terminate called" not in srv.stderr()
+    primed = list((tmp_path / "cache").glob("workspaces/big-*/primed-*.json"))
+    assert primed and 0 < len(json.loads(primed[0].read_text())) < 300
+    assert f"exiting with code {0 if stop != 'SIGTERM' else 1}" in srv.log_text()
+
+
+# ---- finding 7: status says what was redacted ---------------------------------------------------------------
+def test_status_reports_redacted_secrets(server, tmp_path):
+    import time
+
+    root = workspace(tmp_path)
+    (root / "settings_local.py").write_text('REGION = "eu"\nAWS_ACCESS_KEY_ID = "AKIAZ7QW3ERTY5UIOPLK"\n')
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        folder = client.status()["folders"][0]
+        if folder["filesIndexed"]:
+            break
+        time.sleep(0.2)
+    assert folder["secrets"] == {"redactedFiles": 1, "redactedLines": 1, "skippedFiles": 0}
+    assert "AKIAZ7QW3ERTY5UIOPLK" not in srv.log_text()
+
+
+# ---- findings 4 and 8: settings and command arguments of the wrong shape ------------------------------------
+def test_bad_command_arguments_and_settings_get_clear_errors(server, tmp_path):
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"maxNewTokens": "16", "contextBudget": 7.5}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    for command, arguments, expected in [
+        ("titans-lsp.primeWorkspace", [123], "expected an object"),
+        ("titans-lsp.primeWorkspace", [{"folder": 5}], "folder must be"),
+        ("titans-lsp.resetMemory", [{"folder": "file:///not/a/folder"}], "not a workspace folder"),
+        ("titans-lsp.primeWorkspace", [{"folder": root.as_uri(), "force": "yes"}], "force must be"),
+    ]:
+        reply = client.request("workspace/executeCommand", {"command": command, "arguments": arguments})
+        assert reply.get("error", {}).get("code") == -32602 and expected in reply["error"]["message"], reply
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        settings = client.status()["folders"][0]["settings"]
+        if settings["maxNewTokens"] == 16:
+            break
+        time.sleep(0.2)
+    assert settings["maxNewTokens"] == 16 and isinstance(settings["maxNewTokens"], int)  # converted
+    assert settings["contextBudget"] == 512  # 7.5 rejected: the default stays
+    shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
+    assert any("titansLsp.contextBudget" in message for message in shown)

@@ -1,0 +1,123 @@
+"""Issue 16, finding 7: secrets inside ordinary file names are found by content and redacted before
+indexing, priming and retrieval; more secret names are never read; status reports the counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from titans_lsp.retrieval.index import WorkspaceIndex
+from titans_lsp.retrieval.secrets import CANDIDATE, REDACTED, line_secrets, redact
+from titans_lsp.retrieval.workspace import WorkspaceFilter, is_secret_name
+
+AWS_KEY = "AKIAZ7QW3ERTY5UIOPLK"  # the canary: an AWS access key id's format
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8Zr3Lk9P"
+
+# One example per detect-secrets plugin used (and the unquoted rule): each must pass the cheap gate
+# and be found.
+EXAMPLES = [
+    f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"',
+    f"aws_secret_access_key={AWS_SECRET}",
+    'artifactory = "AKCp5budTFpbypBqQbGJPz3pGCi28pPivfWczqjfYb9drAmd9LbRZbj6UpKFxJXA8ksWGc9fM"',
+    'conn = "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=lJzRc1YdHaAA2KCNJJ1tkYwF/+mKK6Ygw0NGe170Xu592euJv2wYUtBlV8z+qnlcNQSnIYVTkLWntUO1F8j8rQ=="',
+    'url = "https://admin:s3cr3tP4ssw0rd@db.example.com/app"',
+    'discord = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"',
+    'gh = "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"',
+    'gl = "glpat-a1b2c3d4e5f6g7h8i9j0"',
+    'jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"',
+    'password = "correct-horse-battery-staple"',
+    'mailchimp = "343ea45721923ed956e2b38c31db76aa-us30"',
+    "//registry.npmjs.org/:_authToken=743b294a-cd03-11ec-9d64-0242ac120002",
+    'openai = "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"',
+    "-----BEGIN OPENSSH PRIVATE KEY-----",
+    'pypi = "pypi-AgEIcHlwaS5vcmcCJGExMDIxZjRhLTFhZDMtNDc4YS1iOWNmLWQwCf32Zk9Lm3Np7Qr5St8Uv0Wx2Yz4Ab6Cd8Ef0Gh2Ij4Kl"',
+    'sendgrid = "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"',
+    'slack = "xoxb-34532454-e039d02840a0b9379c"',
+    'square = "sq0csp-0p9h7g6f4s3s3s3-4a3ardgwa6ADRDJDDKUFYDYDYDY"',
+    'stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"',
+    'telegram = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq"',
+    'twilio = "SKxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"',
+]
+ORDINARY = [
+    "def check_password(password):", 'token = os.environ["API_TOKEN"]', "x = compute(a, b)",
+    'sha = "3f786850e387550fdab836ed7e6dc881de23001b"', "max_tokens = DEFAULT_MAX_TOKENS",
+    "token = read_token(args.auth_token_file)", 'if token == "":', "secret = None",
+]
+
+
+@pytest.mark.parametrize("line", EXAMPLES)
+def test_each_detector_example_passes_the_gate_and_is_found(line):
+    assert CANDIDATE.search(line), "the cheap gate would skip this line"
+    assert line_secrets(line), f"not detected: {line}"
+
+
+@pytest.mark.parametrize("line", ORDINARY)
+def test_ordinary_code_is_not_redacted(line):
+    assert not line_secrets(line)
+
+
+def test_redaction_keeps_lines_and_indentation():
+    text = f'import os\n\nclass Config:\n    KEY = "{AWS_KEY}"\n    name = "app"\n'
+    result = redact(text)
+    assert result.lines == 1 and AWS_KEY not in result.text
+    assert result.text.split("\n")[3] == "    " + REDACTED
+    assert len(result.text.split("\n")) == len(text.split("\n"))
+
+
+@pytest.mark.parametrize("name", ["secrets.txt", "secrets.py", "prod.env.txt", "staging.env.yaml", "aws_credentials.py",
+                                  "my-credentials.toml", ".env.local"])
+def test_more_secret_names_are_never_read(name):
+    assert is_secret_name(name)
+
+
+def workspace(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "settings_local.py").write_text(f'DEBUG = True\nAWS_ACCESS_KEY_ID = "{AWS_KEY}"\n'
+                                            f"aws_secret = \"{AWS_SECRET}\"\nREGION = 'eu-west-1'\n")
+    (root / "secrets.txt").write_text(f"key {AWS_KEY}\n")
+    (root / "prod.env.txt").write_text(f"AWS_ACCESS_KEY_ID={AWS_KEY}\n")
+    (root / "deploy.py").write_text("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n")
+    (root / "app.py").write_text("import boto3\n\nclient = boto3.client('s3', region_name=REGION)\n")
+    return root
+
+
+def test_indexed_text_never_holds_the_secret_and_status_counts_it(tmp_path):
+    root = workspace(tmp_path)
+    index = WorkspaceIndex.load_or_build(root, tmp_path / "state", dense_model=None)
+    assert sorted(index.files()) == ["app.py", "settings_local.py"]
+    chunks = [c.text for entry in index.entries.values() for c in entry.chunks]
+    assert chunks and not any(AWS_KEY in text or AWS_SECRET in text for text in chunks)
+    assert any("REGION = 'eu-west-1'" in text for text in chunks)  # the rest of the file is still indexed
+    hits = index.retrieve("AWS_ACCESS_KEY_ID = boto3 client REGION", "app.py", "bm25")
+    assert hits and not any(AWS_KEY in h.text for h in hits)
+    assert index.rules.secrets_summary() == {"redactedFiles": 1, "redactedLines": 2, "skippedFiles": 1}
+    # An unsaved editor buffer re-indexed from its text is cleaned the same way.
+    index.update_file(root / "app.py", text=f"KEY = '{AWS_KEY}'\n")
+    assert not any(AWS_KEY in c.text for c in index.entries["app.py"].chunks)
+    assert WorkspaceFilter(root).load(root / "settings_local.py").text.count(REDACTED) == 2
+
+
+def test_priming_reads_the_redacted_text(tmp_path, tiny_llama_dir):
+    from titans_lsp.engine import CompletionEngine
+    from titans_lsp.folder import FolderState
+    from titans_lsp.model.loading import load_model
+    from titans_lsp.model.memory import MemoryConfig
+    from titans_lsp.priming import Primer
+
+    root = workspace(tmp_path)
+    engine = CompletionEngine(load_model(str(tiny_llama_dir), device="cpu"),
+                              memory_config=MemoryConfig(memory_dim=32, chunk_size=8, layers=[1]))
+    folder = FolderState(root.as_uri(), root, str(tmp_path / "cache"))
+    folder.load_index(dense_model=None)
+    written: list[str] = []
+    prime = engine.prime
+
+    def spy(workspace, texts, **kwargs):
+        written.extend(engine.tokenizer.decode(ids) if not isinstance(ids, str) else ids for ids in texts)
+        return prime(workspace, texts, **kwargs)
+
+    engine.prime = spy
+    result = Primer(folder, engine).run()
+    assert result.primed == 2 and written
+    assert not any(AWS_KEY in text or AWS_SECRET in text for text in written)
+    assert any("REGION" in text for text in written)

@@ -1,0 +1,133 @@
+"""Issue 16, finding 5: persisted state is never trusted blindly. A memory state with NaN weights or
+the wrong shapes is rejected with a log line and the folder starts fresh; the index is JSON + numpy
+arrays (no pickle), checked when loaded, and a planted pickle is never read."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from titans_lsp.engine import CompletionEngine
+from titans_lsp.folder import FolderState
+from titans_lsp.model.loading import load_model
+from titans_lsp.model.memory import MemoryConfig, MemoryState
+from titans_lsp.priming import Primer
+from titans_lsp.retrieval.index import WorkspaceIndex
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir):
+    return CompletionEngine(load_model(str(tiny_llama_dir), device="cpu"),
+                            memory_config=MemoryConfig(memory_dim=32, chunk_size=8, layers=[1, 3]))
+
+
+def primed_folder(tmp_path, engine) -> FolderState:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("def load_config(path):\n    with open(path) as f:\n        return f.read()\n" * 3)
+    folder = FolderState(root.as_uri(), root, str(tmp_path / "cache"))
+    folder.load_index(dense_model=None)
+    Primer(folder, engine).run()
+    assert folder.primed and folder.workspace.memory.tokens_written > 0
+    return folder
+
+
+def reopen(folder: FolderState, engine) -> FolderState:
+    again = FolderState(folder.uri, folder.root, folder.cache_dir)
+    again.ensure_memory(engine)
+    return again
+
+
+def rewrite(path, change) -> None:
+    state = MemoryState.load(path)
+    change(state)
+    state.save(path)
+
+
+def test_a_good_memory_state_resumes(tmp_path, engine):
+    folder = primed_folder(tmp_path, engine)
+    again = reopen(folder, engine)
+    assert again.primed == folder.primed and again.workspace.memory.tokens_written > 0
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "shape", "dtype", "layers"])
+def test_a_bad_memory_state_is_rejected_with_a_log_line_and_starts_fresh(tmp_path, engine, caplog, damage):
+    folder = primed_folder(tmp_path, engine)
+    memory_path, _ = folder._memory_paths(engine)
+
+    def change(state: MemoryState) -> None:
+        layer = state.layers[0]
+        w = state.weights[layer][0]
+        if damage == "nan":
+            w.view(-1)[0] = float("nan")
+        elif damage == "inf":
+            state.momentum[layer][0].view(-1)[-1] = float("inf")
+        elif damage == "shape":
+            state.weights[layer][0] = torch.zeros(w.shape[0] + 1, *w.shape[1:])
+        elif damage == "dtype":
+            state.weights[layer][0] = w.to(torch.float16)
+        else:
+            for table in (state.weights, state.momentum, state.initial):
+                table[99] = table.pop(layer)
+
+    rewrite(memory_path, change)
+    with caplog.at_level(logging.WARNING, logger="titans_lsp.folder"):
+        again = reopen(folder, engine)
+    assert "rejected" in caplog.text and "starting fresh" in caplog.text
+    assert again.primed == {} and again.workspace.memory.tokens_written == 0
+    fresh = engine.patch.new_state()
+    again.workspace.memory.check_like(fresh)  # what is served fits the model
+
+
+def test_index_is_json_and_npz_and_a_planted_pickle_is_never_read(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("def area(r):\n    return 3.14 * r * r\n")
+    state = tmp_path / "state"
+    index = WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    assert {p.name for p in state.iterdir()} >= {"index.json", "index.npz"}
+    assert not (state / "index.pkl").exists()
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (state / "index.pkl").write_bytes(pickle.dumps(Payload()))
+    again = WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    assert not marker.exists(), "the planted pickle was executed"
+    assert again.files() == index.files() == ["a.py"]
+
+    # An arrays file holding objects (which only pickle could read) is rejected, then rebuilt.
+    np.savez(state / "index.npz", df=np.array([{"x": 1}], dtype=object))
+    rebuilt = WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    assert rebuilt.files() == ["a.py"] and not marker.exists()
+
+
+@pytest.mark.parametrize("field,value", [
+    ("schema", 1), ("arrays_sha256", "0" * 64), ("doc_ids", [-1]), ("doc_ids", [10 ** 9]), ("chunks", [[1, 2]]),
+])
+def test_a_tampered_index_json_is_rebuilt_with_a_log_line(tmp_path, caplog, field, value):
+    import json
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("def area(r):\n    return 3.14 * r * r\n")
+    state = tmp_path / "state"
+    WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    data = json.loads((state / "index.json").read_text())
+    if field in ("doc_ids", "chunks"):
+        data["entries"]["a.py"][field] = value
+    else:
+        data[field] = value
+    (state / "index.json").write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        again = WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    if field != "schema":
+        assert "rebuilding" in caplog.text
+    assert again.files() == ["a.py"] and again.retrieve("def area", "b.py", "bm25")
