@@ -3,7 +3,8 @@
     python -m titans_lsp.evals.bench_priming --model default --tokens 2048 --chunk-tokens 512
 
 "forward" is the unpatched model's full forward (logits included) over each chunk; "prime" is
-``patch.prime`` over the same chunks (forward up to the last memory layer + memory updates).
+``patch.prime`` over the same chunks (forward up to the last memory layer + memory updates; for the
+``ntp`` rule, ``ntp_steps`` full forwards with a backward to the delta each).
 Repeats alternate the two so machine load hits both alike; medians are reported.
 """
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", nargs="+", default=["sgd", "titans"])
     parser.add_argument("--integrations", nargs="+", default=["additive"], help="additive, mag, mac")
     parser.add_argument("--memory-dim", type=int, default=512)
+    parser.add_argument("--config", default="{}", help="JSON of more MemoryConfig fields, e.g. '{\"ntp_steps\": 2}'")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                "chunk_tokens": args.chunk_tokens, "threads": torch.get_num_threads(), "rules": {}}
     for rule, integration in [(r, i) for i in args.integrations for r in args.rules]:
         name = rule if integration == "additive" else f"{rule}+{integration}"
-        patch = install_memory(model, MemoryConfig(memory_dim=args.memory_dim, update_rule=rule, integration=integration))
+        extra = json.loads(args.config)
+        name += f" {json.dumps(extra)}" if extra and rule == "ntp" else ""
+        patch = install_memory(model, MemoryConfig(**{"memory_dim": args.memory_dim, "update_rule": rule,
+                                                      "integration": integration, **extra}))
         state = patch.new_state()
         patch.prime(state, [ids[:args.chunk_tokens]])  # warm-up (first autograd call, allocations)
         run_forward()

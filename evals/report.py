@@ -13,7 +13,7 @@ from titans_lsp.evals.metrics import ES_IMPLEMENTATION
 METRICS = ("em", "es", "id_em", "id_f1")
 SCALE = {"em": 100.0, "es": 1.0, "id_em": 100.0, "id_f1": 100.0}  # per-sample value -> percent
 BOOTSTRAP = 2000
-PAIRS = (("memory", "ablation"), ("concat", "none"), ("vanilla-concat", "vanilla-none"), ("none", "none-naive"),
+PAIRS = (("memory", "ablation"), ("concat", "none"), ("hybrid", "concat"), ("vanilla-concat", "vanilla-none"), ("none", "none-naive"),
          ("concat", "concat-naive"))
 
 

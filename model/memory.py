@@ -15,6 +15,14 @@ associative loss l_t = 0.5 * ||M(k_t) - v_t||^2 per token. Two update rules:
   scalar coefficients; we compute those coefficients in closed form and get each weighted gradient
   sum from one shared forward and backward (no per-token gradients materialised).
 
+Miras options (config fields, defaults = the rules above): the attentional-bias ``objective`` replaces
+0.5||e||^2 by an elementwise Huber loss or (1/p) sum |e|^p (:class:`Objective`); the ``retention`` gate
+of the sgd rule adds Titans' weight decay or an l2 pull toward the previous state (:func:`sgd_update`).
+
+A third rule, ``ntp``, is not an associative memory at all: a low-rank delta on the model's own MLP
+down-projections trained on the next-token loss while priming (model/ntp.py); its state is held in
+the same :class:`MemoryState` and it is installed by the same patch.
+
 Every update is clipped to ``max_update_norm`` (global Frobenius norm of the change), so no input can
 blow the memory up. Everything here runs in fp32 whatever the model's dtype.
 """
@@ -34,7 +42,9 @@ from torch import nn
 
 from titans_lsp.model.mac import init_queries
 
-UPDATE_RULES = ("sgd", "titans")
+UPDATE_RULES = ("sgd", "titans", "ntp")
+OBJECTIVES = ("l2", "huber", "lp")  # Miras' attentional bias: the loss the memory minimises per token
+RETENTIONS = ("none", "decay", "l2_prev")  # Miras' retention gate ("sgd" rule)
 INTEGRATIONS = ("additive", "mac", "mag")
 RETRIEVE_MODES = ("separate", "tied")
 
@@ -45,7 +55,7 @@ class MemoryConfig:
 
     memory_dim: int = 512
     depth: int = 2
-    update_rule: str = "sgd"  # "sgd" | "titans"
+    update_rule: str = "sgd"  # "sgd" | "titans" | "ntp" (next-token test-time training, model/ntp.py)
     lr: float = 0.5  # per-token step size (theta for "titans" at init)
     chunk_size: int = 64  # "titans": tokens per parallel gradient block
     max_update_norm: float = 4.0  # clip on the Frobenius norm of one update (all matrices together)
@@ -60,6 +70,20 @@ class MemoryConfig:
     train_init_weights: bool = False  # trainable_parameters() includes the memory's initial weights
     train_titans_maps: bool = False  # trainable_parameters() includes the theta/eta/alpha maps
     seed: int = 0  # frozen projections and initial weights are drawn from this seed
+    # Miras options of the associative rules ("sgd", "titans"); the defaults are the study's rule.
+    objective: str = "l2"  # "l2": 0.5||e||^2 | "huber": Huber(e, huber_delta) | "lp": (1/p) sum |e|^p
+    objective_p: float = 2.0  # "lp": p (> 1); p = 2 is "l2"
+    huber_delta: float = 1.0  # "huber": where the loss turns linear
+    retention: str = "none"  # "sgd" only: "decay" W <- (1 - s) W - step (Titans' forgetting) |
+    #                          "l2_prev": argmin_W loss(W) + s/2 ||W - W_prev||^2 by retention_steps inner steps
+    retention_strength: float = 0.0  # s above
+    retention_steps: int = 1  # "l2_prev": inner gradient steps per update (1 step is plain "sgd")
+    # "ntp": B_i (hidden x ntp_rank) on the down-projections of ``layers`` (default: the upper quarter)
+    ntp_rank: int = 16
+    ntp_steps: int = 1  # SGD steps on each chunk's next-token loss
+    ntp_lr: float = 10.0  # tuned on the recall test's seed 1 (value NLL; lr 100 diverges)
+    ntp_decay: float = 0.0  # retention toward zero per step: B <- (1 - ntp_decay) B - ntp_lr * grad
+    ntp_normalize: bool = False  # step along grad / ||grad|| per layer (step size ntp_lr whatever the loss scale)
 
     def __post_init__(self) -> None:
         if self.update_rule not in UPDATE_RULES:
@@ -72,6 +96,20 @@ class MemoryConfig:
             raise ValueError("depth, memory_dim, chunk_size and num_memory_tokens must be positive")
         if not 0.0 <= self.gate_floor < 1.0:
             raise ValueError(f"gate_floor must be in [0, 1), got {self.gate_floor}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective_p <= 1.0 or self.huber_delta <= 0:
+            raise ValueError("objective_p must be > 1 and huber_delta > 0")
+        if self.retention not in RETENTIONS:
+            raise ValueError(f"retention must be one of {RETENTIONS}, got {self.retention!r}")
+        if self.retention != "none" and self.update_rule != "sgd":
+            raise ValueError("retention applies to the sgd rule (titans has its own decay gate, ntp its ntp_decay)")
+        if not 0.0 <= self.retention_strength < 1.0 or self.retention_steps < 1:
+            raise ValueError("retention_strength must be in [0, 1) and retention_steps >= 1")
+        if self.ntp_rank < 1 or self.ntp_steps < 1 or self.ntp_lr <= 0 or not 0.0 <= self.ntp_decay < 1.0:
+            raise ValueError("ntp_rank, ntp_steps and ntp_lr must be positive and ntp_decay in [0, 1)")
+        if self.update_rule == "ntp" and self.integration != "additive":
+            raise ValueError("the ntp rule changes the model's own weights: integration must stay 'additive'")
         if self.layers is not None:
             self.layers = [int(i) for i in self.layers]
 
@@ -118,11 +156,37 @@ def memory_forward(weights: list[torch.Tensor] | tuple[torch.Tensor, ...], x: to
     return x
 
 
+@dataclass(frozen=True)
+class Objective:
+    """Miras' attentional bias: the per-token loss l(e) of the memory's error e = M(k) - v."""
+
+    name: str = "l2"  # "l2": 0.5||e||^2 | "huber": elementwise Huber | "lp": (1/p) sum |e|^p
+    p: float = 2.0
+    delta: float = 1.0
+
+    @classmethod
+    def of(cls, config: "MemoryConfig") -> "Objective":
+        return cls(config.objective, config.objective_p, config.huber_delta)
+
+    def error_grad(self, err: torch.Tensor) -> torch.Tensor:
+        """dl/de: what flows back into the memory's weights."""
+        if self.name == "huber":
+            return err.clamp(-self.delta, self.delta)
+        if self.name == "lp":
+            return torch.sign(err) * err.abs().pow(self.p - 1)
+        return err
+
+
+L2 = Objective()
+
+
 def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
-                   coeffs: torch.Tensor, create_graph: bool = False) -> list[list[torch.Tensor]]:
-    """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * 0.5 * ||M(k_t) - v_t||^2 w.r.t.
-    the weights, from one shared forward. Works under no_grad and inference_mode (it leaves both
-    locally); plain autograd, because torch.func costs ~5x more per call on these small matrices.
+                   coeffs: torch.Tensor, create_graph: bool = False,
+                   objective: Objective = L2) -> list[list[torch.Tensor]]:
+    """For each row c of ``coeffs`` (R, T): the gradient of sum_t c_t * l(M(k_t) - v_t) w.r.t. the
+    weights (l: the objective, 0.5||e||^2 by default), from one shared forward. Works under no_grad
+    and inference_mode (it leaves both locally); plain autograd, because torch.func costs ~5x more
+    per call on these small matrices.
 
     ``create_graph=True`` (second-order training) keeps the result differentiable with respect to the
     weights, keys, values and coefficients, so a later loss can backpropagate through the write."""
@@ -130,13 +194,13 @@ def weighted_grads(weights: list[torch.Tensor], keys: torch.Tensor, values: torc
         with torch.enable_grad():
             ws = [w if w.requires_grad else w.detach().requires_grad_(True) for w in weights]
             out = memory_forward(ws, keys)
-            err = out - values
+            err = objective.error_grad(out - values)
             return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, create_graph=True))
                     for row in coeffs]
     with torch.inference_mode(False), torch.enable_grad():
         ws = [w.detach().clone().requires_grad_(True) for w in weights]
         out = memory_forward(ws, keys.clone())
-        err = (out - values.clone()).detach()
+        err = objective.error_grad(out - values.clone()).detach()
         rows = coeffs.clone()
         return [list(torch.autograd.grad(out, ws, grad_outputs=row[:, None] * err, retain_graph=r < len(rows) - 1))
                 for r, row in enumerate(rows)]
@@ -162,11 +226,24 @@ def _clip(old: list[torch.Tensor], new: list[torch.Tensor], max_norm: float) -> 
 
 
 def sgd_update(weights: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor, lr: float,
-               max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], float]:
-    """One step W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, update norm)."""
+               max_update_norm: float, create_graph: bool = False, objective: Objective = L2,
+               retention: str = "none", strength: float = 0.0, steps: int = 1) -> tuple[list[torch.Tensor], float]:
+    """One update W <- W - lr * sum_t grad l_t, clipped. Returns (new weights, raw update norm).
+
+    Miras' retention gates: ``decay`` W <- (1 - strength) W - step (Titans' forgetting, a global
+    ℓ2 retention); ``l2_prev`` approximates argmin_W sum_t l_t(W) + strength/2 ||W - W_prev||^2 by
+    ``steps`` gradient steps from W_prev (one step is plain sgd: the proximal term's gradient is
+    zero there)."""
     coeffs = torch.full((1, keys.shape[0]), lr, dtype=keys.dtype, device=keys.device)
-    grads = weighted_grads(weights, keys, values, coeffs, create_graph)[0]
-    new = [w - g for w, g in zip(weights, grads)]
+    if retention == "l2_prev":
+        current = weights
+        for _ in range(steps):
+            grads = weighted_grads(current, keys, values, coeffs, create_graph, objective)[0]
+            current = [w - g - lr * strength * (w - w0) for w, g, w0 in zip(current, grads, weights)]
+        return _clip(weights, current, max_update_norm)
+    grads = weighted_grads(weights, keys, values, coeffs, create_graph, objective)[0]
+    keep = 1.0 - strength if retention == "decay" else 1.0
+    new = [w - g if keep == 1.0 else keep * w - g for w, g in zip(weights, grads)]
     return _clip(weights, new, max_update_norm)
 
 
@@ -193,13 +270,14 @@ def titans_coefficients(theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Ten
 
 def titans_update(weights: list[torch.Tensor], momentum: list[torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
                   theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor, chunk_size: int,
-                  max_update_norm: float, create_graph: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+                  max_update_norm: float, create_graph: bool = False,
+                  objective: Objective = L2) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
     """Surprise-with-momentum and forgetting over the tokens in order, ``chunk_size`` tokens per parallel block."""
     max_norm = 0.0
     for start in range(0, keys.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         w_decay, s_to_w, b, s_decay, a = titans_coefficients(theta[sl], eta[sl], alpha[sl])
-        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]), create_graph)
+        grad_w, grad_s = weighted_grads(weights, keys[sl], values[sl], torch.stack([b, a]), create_graph, objective)
         new_w = [w_decay * w + s_to_w * s - g for w, s, g in zip(weights, momentum, grad_w)]
         new_s = [s_decay * s - g for s, g in zip(momentum, grad_s)]
         new_w, norm = _clip(weights, new_w, max_update_norm)
@@ -417,11 +495,13 @@ class MemoryLayer(nn.Module):
             i = self.layer_idx
             if self.config.update_rule == "sgd":
                 state.weights[i], norm = sgd_update(state.weights[i], keys, values, self.config.lr,
-                                                    self.config.max_update_norm, create_graph)
+                                                    self.config.max_update_norm, create_graph, Objective.of(self.config),
+                                                    self.config.retention, self.config.retention_strength,
+                                                    self.config.retention_steps)
             else:
                 state.weights[i], state.momentum[i], norm = titans_update(
                     state.weights[i], state.momentum[i], keys, values, theta, eta, alpha,
-                    self.config.chunk_size, self.config.max_update_norm, create_graph)
+                    self.config.chunk_size, self.config.max_update_norm, create_graph, Objective.of(self.config))
         state.last_update_norm[i] = norm
         return norm
 

@@ -28,13 +28,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from titans_lsp.model import mac
+from titans_lsp.model import mac, ntp
 from titans_lsp.model.memory import MemoryConfig, MemoryLayer, MemoryState, _atomic_save_safetensors
 
 PARAMS_FILE = "memory.safetensors"
 CONFIG_FILE = "config.json"
 # Fields that change tensor shapes or wiring: a checkpoint only loads into a patch that agrees on them.
-_SHAPE_FIELDS = ("memory_dim", "depth", "integration", "retrieve", "layers", "num_memory_tokens")
+_SHAPE_FIELDS = ("memory_dim", "depth", "integration", "retrieve", "layers", "num_memory_tokens", "ntp_rank")
 
 
 class _StopForward(Exception):
@@ -98,21 +98,32 @@ class TitansPatch:
         self.model = model
         self.config = config
         layers = decoder_layers(model)
-        self.layers = list(config.layers) if config.layers is not None else default_memory_layers(model)
+        self.is_ntp = config.update_rule == "ntp"
+        if config.layers is not None:
+            self.layers = list(config.layers)
+        else:
+            self.layers = ntp.default_ntp_layers(len(layers)) if self.is_ntp else default_memory_layers(model)
         for i in self.layers:
             if not 0 <= i < len(layers):
                 raise ValueError(f"memory layer {i} out of range: the model has {len(layers)} layers")
-            if getattr(layers[i], "self_attn", None) is None:
+            if not self.is_ntp and getattr(layers[i], "self_attn", None) is None:
                 raise ValueError(f"layer {i} has no self-attention (a linear-attention layer?); memory goes on attention layers")
         self.config.layers = list(self.layers)
         param = next(model.parameters())
+        self._active: _Active | None = None
+        self._mac_modules = []
+        if self.is_ntp:  # the memory is a low-rank delta on these layers' down-projections (model/ntp.py)
+            projs = {i: ntp.down_projection(layers[i]) for i in self.layers}
+            self.memory = nn.ModuleDict({str(i): ntp.NtpLayer(projs[i], config.ntp_rank, config.seed, i)
+                                         for i in self.layers}).to(param.device)
+            self.memory.requires_grad_(False)
+            self._handles = [projs[i].register_forward_hook(self._make_ntp_hook(i)) for i in self.layers]
+            return
         hidden = _hidden_size(model)
         self.memory = nn.ModuleDict({str(i): MemoryLayer(hidden, config, i) for i in self.layers}).to(param.device)
         self.memory.requires_grad_(False)
-        self._active: _Active | None = None
         self._handles = [layers[i].self_attn.register_forward_hook(self._make_hook(i), with_kwargs=True)
                          for i in self.layers]
-        self._mac_modules = []
         if config.integration == "mac":
             for i in self.layers:
                 mac.attach(layers[i].self_attn, self._make_mac_provider(i, layers[i].self_attn))
@@ -127,6 +138,18 @@ class TitansPatch:
             if ctx is None:
                 return None
             return _apply_memory(mem, ctx, layer_idx, args, kwargs, output)
+
+        return hook
+
+    def _make_ntp_hook(self, layer_idx: int):
+        mem = self.memory[str(layer_idx)]
+
+        @torch.compiler.disable
+        def hook(module, args, output):
+            ctx = self._active
+            if ctx is None or ctx.shut or (ctx.state.updates == 0 and not ctx.write):
+                return None  # unpatched, the ablation, or an empty memory: the base model exactly
+            return output + mem.delta(args[0], ctx.state.weights[layer_idx][0]).to(output.dtype)
 
         return hook
 
@@ -155,14 +178,32 @@ class TitansPatch:
     # -- states -----------------------------------------------------------------------------
     def new_state(self) -> MemoryState:
         """A fresh fp32 state (initial weights, zero momentum) on the model's device."""
+        if self.is_ntp:
+            device = next(self.model.parameters()).device
+            return MemoryState.fresh({i: [w.to(device) for w in self.memory[str(i)].initial_weights()]
+                                      for i in self.layers})
         return MemoryState.fresh({i: list(self.memory[str(i)].initial_weights) for i in self.layers})
 
-    def _check_state(self, state: MemoryState) -> None:
+    def expected_shapes(self, layer: int) -> list[tuple[int, ...]]:
+        """The shapes of one layer's weights in a state this patch reads."""
+        if self.is_ntp:
+            mem = self.memory[str(layer)]
+            return [(mem.hidden_size, mem.rank)]
+        d = self.config.memory_dim
+        return [(d, d)] * self.config.depth
+
+    def check_state(self, state: MemoryState) -> None:
+        """Raise ValueError unless ``state`` has this patch's layers and shapes (a state saved under
+        another memory config or update rule does not load)."""
         if state.layers != sorted(self.layers):
             raise ValueError(f"memory state has layers {state.layers}, this patch has {sorted(self.layers)}")
-        w = state.weights[self.layers[0]]
-        if len(w) != self.config.depth or w[0].shape[-1] != self.config.memory_dim:
-            raise ValueError("memory state shape does not match this patch (depth / memory_dim)")
+        for i in self.layers:
+            for table in (state.weights, state.momentum, state.initial):
+                if [tuple(w.shape) for w in table[i]] != self.expected_shapes(i):
+                    raise ValueError(f"memory state shape does not match this patch at layer {i} "
+                                     f"(update_rule {self.config.update_rule}: expected {self.expected_shapes(i)})")
+
+    _check_state = check_state
 
     @contextlib.contextmanager
     def activate(self, state: MemoryState, gates: str = "open", write: bool = False) -> Iterator[_Active]:
@@ -185,6 +226,10 @@ class TitansPatch:
         """Run one chunk (1, T) through the model up to the last memory layer and write it into ``state``.
         Returns the largest raw update norm. ``create_graph``: the new state stays differentiable with
         respect to the trainable memory parameters (through the forward) and the old state."""
+        if self.is_ntp:
+            if create_graph:
+                raise ValueError("the ntp rule has no parameters to train through its writes")
+            return self._write_ntp(state, input_ids, stats)
         base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         with torch.set_grad_enabled(create_graph), self.activate(state, gates=gates, write=True) as ctx:
             ctx.stop_at = max(self.layers)
@@ -197,6 +242,40 @@ class TitansPatch:
         start = time.perf_counter()
         for i in self.layers:
             norm = max(norm, self.memory[str(i)].update(state, ctx.pending[i], create_graph=create_graph))
+        if stats is not None:
+            stats.update_seconds += time.perf_counter() - start
+        state.tokens_written += int(input_ids.numel())
+        state.updates += 1
+        return norm
+
+    def _write_ntp(self, state: MemoryState, input_ids: torch.Tensor, stats: "PrimeStats | None") -> float:
+        """``ntp_steps`` SGD steps on the chunk's next-token loss with respect to every layer's B (the
+        delta is applied during these forwards whatever the gates: gates decide reading, not writing)."""
+        cfg = self.config
+        if input_ids.shape[1] < 2:
+            return 0.0  # no next token to predict
+        norm = 0.0
+        start = time.perf_counter()
+        with torch.inference_mode(False), torch.enable_grad():
+            ids = input_ids.clone()
+            for _ in range(cfg.ntp_steps):
+                old = [state.weights[i][0] for i in self.layers]
+                leaves = [b.detach().clone().requires_grad_(True) for b in old]
+                for i, leaf in zip(self.layers, leaves):
+                    state.weights[i] = [leaf]
+                try:
+                    with self.activate(state, gates="open", write=True):
+                        logits = self.model(input_ids=ids, use_cache=False).logits
+                    grads = torch.autograd.grad(ntp.next_token_loss(logits, ids), leaves)
+                finally:
+                    for i, b in zip(self.layers, old):
+                        state.weights[i] = [b]
+                new, step_norm = ntp.ntp_step([b.detach() for b in old], [g.detach() for g in grads], cfg.ntp_lr,
+                                              cfg.ntp_decay, cfg.max_update_norm, cfg.ntp_normalize)
+                for i, b in zip(self.layers, new):
+                    state.weights[i] = [b]
+                    state.last_update_norm[i] = step_norm
+                norm = max(norm, step_norm)
         if stats is not None:
             stats.update_seconds += time.perf_counter() - start
         state.tokens_written += int(input_ids.numel())
@@ -239,12 +318,17 @@ class TitansPatch:
 
     # -- parameters -------------------------------------------------------------------------
     def gate_values(self) -> dict[int, float]:
+        if self.is_ntp:  # no learned gate: the delta is read in full, or not at all (the ablation)
+            return {i: 1.0 for i in self.layers}
         return {i: float(self.memory[str(i)].gate_value().detach()) for i in self.layers}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Retrieve projections, gates, output projections (+ mag mix); optionally initial weights and
-        the titans rule's maps (config flags). Marks them requires_grad."""
+        the titans rule's maps (config flags). Marks them requires_grad. None for the ntp rule,
+        whose only parameters are the memory it trains at test time."""
         params: list[nn.Parameter] = []
+        if self.is_ntp:
+            return params
         for i in self.layers:
             mem = self.memory[str(i)]
             group = [mem.gate, mem.out_proj]

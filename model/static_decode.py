@@ -156,8 +156,8 @@ class StaticDecoder:
         self._memory.tokens_written = state.tokens_written
         gates = "shut" if active.shut else "open"
         key: tuple = (gates, 1)
-        if patch.config.integration == "mac":
-            key += (state.updates == 0,)  # mac skips the memory tokens of a memory never written to
+        if patch.config.integration == "mac" or patch.is_ntp:
+            key += (state.updates == 0,)  # mac and ntp skip the read of a memory never written to
         static = self._memory
         return key, lambda: patch.activate(static, gates=gates)
 

@@ -125,6 +125,9 @@ class FolderState:
     def memory_tag(engine: CompletionEngine) -> str:
         source = getattr(engine.loaded, "source", None)
         ident = f"{getattr(source, 'label', source)}|{engine.memory_checkpoint}"
+        config = getattr(engine, "memory_config", None)
+        if config is not None:  # another memory config (e.g. update_rule) keeps its own state file
+            ident += "|" + config.to_json()
         return hashlib.sha1(ident.encode()).hexdigest()[:10]
 
     def _memory_paths(self, engine: CompletionEngine) -> tuple[Path, Path]:
@@ -149,6 +152,7 @@ class FolderState:
                     from titans_lsp.model.memory import MemoryState
 
                     loaded = MemoryState.load(memory_path, device=engine.loaded.device)
+                    patch.check_state(loaded)  # saved under another memory config: start fresh
                     loaded.check_like(patch.new_state())  # shapes, dtypes, finite: never serve a bad state
                     primed = json.loads(primed_path.read_text())
                     if not isinstance(primed, dict):

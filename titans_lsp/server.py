@@ -116,7 +116,7 @@ class TitansServer(LanguageServer):
     def __init__(self, model: str = "default", device: str = "auto", dtype: str = "auto",
                  cache_dir: str | None = None, memory_checkpoint: str | None = None, log_level: int = logging.INFO,
                  backend: BackendConfig | None = None, memory_budget_mb: tuple[float | None, float | None] = (None, None),
-                 events_db: str | None = None):
+                 memory_config: object | None = None, events_db: str | None = None):
         super().__init__("titans-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Full,
                          protocol_cls=TitansProtocol)
         self.model_options = {"model": model, "device": device, "dtype": dtype}
@@ -125,6 +125,7 @@ class TitansServer(LanguageServer):
         self._backend_error_shown = 0.0
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
+        self.memory_config = memory_config  # titans_lsp.model.memory.MemoryConfig (--memory-config), or None
         self.memory_budget_mb = memory_budget_mb  # (device, host) MB for workspaces' memory states; None: unlimited
         self.log_level = log_level
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -225,7 +226,7 @@ class TitansServer(LanguageServer):
         try:
             engine = CompletionEngine.load(opts["model"], device=opts["device"], dtype=opts["dtype"],
                                            cache_dir=self.cache_dir, memory_checkpoint=self.memory_checkpoint,
-                                           backend=self.backend_config)
+                                           backend=self.backend_config, memory_config=self.memory_config)
             engine.residency = self._residency(engine)
         except Exception as exc:
             log.error("cannot load model %s: %s", opts["model"], exc)

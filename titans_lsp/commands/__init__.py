@@ -13,6 +13,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache for converted models and workspace state (default: $XDG_CACHE_HOME/titans-lsp or ~/.cache/titans-lsp)")
 
 
+def add_memory_config_argument(parser: argparse.ArgumentParser) -> None:
+    """--memory-config: which memory variant the memory modes read (model/memory.py MemoryConfig)."""
+    parser.add_argument("--memory-config", default=None,
+                        help="MemoryConfig fields as a JSON object or a path to a JSON file, e.g. "
+                             "'{\"update_rule\": \"ntp\"}' (next-token test-time training) or "
+                             "'{\"update_rule\": \"titans\", \"objective\": \"huber\"}'; default: the memory "
+                             "checkpoint's config, else MemoryConfig()")
+
+
+def memory_config_from(text: str | None):
+    """The MemoryConfig --memory-config names (None when not given); a UserError on bad input."""
+    import json
+    from pathlib import Path
+
+    from titans_lsp.cli import UserError
+    from titans_lsp.model.memory import MemoryConfig
+
+    if not text:
+        return None
+    try:
+        raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+        if not isinstance(raw, dict):
+            raise ValueError("expected a JSON object of MemoryConfig fields")
+        return MemoryConfig.from_dict(raw)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"--memory-config: {exc}") from None
+
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Which backend turns prompts into tokens (titans_lsp.backends); --model stays the model spec

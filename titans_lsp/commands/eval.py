@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from titans_lsp.commands import add_backend_arguments, add_model_arguments, backend_config
+from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
+                               memory_config_from)
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: none, concat, memory, ablation, hybrid (default: memory,ablation,concat,none)")
     parser.add_argument("--out", help="output directory (eval) or JSONL file (eval build)")
     parser.add_argument("--memory-checkpoint", default=None, help="trained memory parameters (directory from `titans-lsp train`)")
+    add_memory_config_argument(parser)
     parser.add_argument("--vanilla", action="store_true", help="also run none and concat on the unpatched model")
     parser.add_argument("--naive", nargs="?", const="none,concat", default="",
                         help="also run these modes (default none,concat) without token healing (rows <mode>-naive)")
@@ -184,7 +186,8 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
 
     engine = None if args.report_only else CompletionEngine.load(
         args.model, device=device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir,
-        memory_checkpoint=args.memory_checkpoint, backend=args.backend_config)
+        memory_checkpoint=args.memory_checkpoint, backend=args.backend_config,
+        memory_config=memory_config_from(args.memory_config))
     if engine is not None and args.fim and engine.fim_tokens is None:
         engine.close()
         raise UserError(f"--fim: the model {engine.model_name} has no fill-in-the-middle tokens")
@@ -224,6 +227,8 @@ def _evaluate(args: argparse.Namespace, modes: list, samples: list[dict], datase
         "n": len(samples), "limit": args.limit, "seed": args.seed, "max_new_tokens": 50,
         "max_seq": args.max_seq, "context_budget": args.context_budget, "threads": args.threads,
         "memory_checkpoint": args.memory_checkpoint, "memory_untrained": args.memory_checkpoint is None,
+        "memory_config": (engine.patch.config.to_dict() if engine is not None and engine.patch is not None
+                          else args.memory_config),
         "memory_note": ("memory UNTRAINED (no --memory-checkpoint): memory/ablation rows measure the untrained patch"
                         if args.memory_checkpoint is None and any(m.uses_memory for m in modes) else ""),
         "retrieval": ", ".join(args.retrieve) if args.retrieve else "the file's crossfile_context list", "skipped_lines": dataset.problems,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_memory_config_argument, add_model_arguments, memory_config_from
 
 HELP = "index a workspace and prime its memory ahead of time (what the server does on open)"
 DESCRIPTION = __doc__
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--memory-checkpoint", default=None,
                         help="directory with trained memory parameters (must match what the server uses)")
+    add_memory_config_argument(parser)
     parser.add_argument("--force", action="store_true", help="reset the memory and prime every file again")
     parser.add_argument("--index-only", action="store_true", help="build or update the index, do not prime")
     parser.add_argument("--dense", action="store_true", help="also encode the chunks for dense retrieval")
@@ -64,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     from titans_lsp.priming import Primer
 
     engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-                                   memory_checkpoint=args.memory_checkpoint)
+                                   memory_checkpoint=args.memory_checkpoint,
+                                   memory_config=memory_config_from(args.memory_config))
     started = time.perf_counter()
     with tqdm(desc="priming", unit="file") as bar:
         result = Primer(state, engine).run(force=args.force, progress=_progress_to(bar))

@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from titans_lsp.commands import add_backend_arguments, add_model_arguments, backend_config
+from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
+                               memory_config_from)
 
 HELP = "run the language server (stdio, or --tcp HOST:PORT) for editors"
 DESCRIPTION = """Run the titans-lsp language server.
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
     parser.add_argument("--memory-checkpoint", default=None,
                         help="directory with trained memory parameters (titans-lsp train); default: untrained memory")
+    add_memory_config_argument(parser)
     parser.add_argument("--memory-device-mb", type=float, default=None, metavar="MB",
                         help="keep at most this much of the workspaces' memory states on the model's device, most "
                              "recently used first; the rest wait in host memory (default: no limit)")
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     server = build_server(model=args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                           memory_checkpoint=args.memory_checkpoint, backend=backend, log_level=getattr(logging, level_name.upper()),
-                          memory_budget_mb=(args.memory_device_mb, args.memory_host_mb), events_db=args.events_db)
+                          memory_budget_mb=(args.memory_device_mb, args.memory_host_mb), events_db=args.events_db,
+                          memory_config=memory_config_from(args.memory_config))
     log = logging.getLogger("titans_lsp.serve")
     from titans_lsp import transport
 

@@ -100,7 +100,11 @@ def memory_config(args: argparse.Namespace):
             raw |= json.loads(Path(text).read_text() if Path(text).is_file() else text)
         if args.gate_floor is not None:
             raw["gate_floor"] = args.gate_floor  # applied by the memory itself, so it holds at inference too
-        return MemoryConfig.from_dict(raw)
+        config = MemoryConfig.from_dict(raw)
+        if config.update_rule == "ntp":
+            raise ValueError("the ntp rule trains its memory at test time (while priming) and has no parameters "
+                             "to train offline; use it with `titans-lsp eval/serve/prime --memory-config`")
+        return config
     except (OSError, ValueError) as exc:
         raise UserError(f"memory config: {exc}") from exc
 
