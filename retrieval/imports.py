@@ -25,7 +25,6 @@ from .languages import PLAIN_TEXT, PYTHON, Language, detect, parser
 
 PY_SUFFIXES = (".py", ".pyi")
 STAR = "*"  # Binding.alias of ``export * from "m"``: every name of m is re-exported
-UNUSED_FIRST = [False]
 
 
 @dataclass(frozen=True)
@@ -417,7 +416,8 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
             resolved = lookup.find(target_rel, attr)
             if resolved is not None and resolved[1] is not None:
                 add(resolved[0], resolved[1], offset)
-    # nearest use to the cursor first; imported-but-unused names after them (see UNUSED_FIRST)
-    unused_rank = -1 if UNUSED_FIRST else 1
-    ranked = sorted(found.values(), key=lambda s: (unused_rank if s.position < 0 else 0, -s.position, s.filename, s.name))
+    # Imported-but-not-yet-used names first (the name about to be typed is often one of them), then
+    # used names, nearest use to the cursor first. (This was written as a flag `UNUSED_FIRST = [False]`
+    # whose non-empty list is truthy, so unused-first is the order every committed result measured.)
+    ranked = sorted(found.values(), key=lambda s: (-1 if s.position < 0 else 0, -s.position, s.filename, s.name))
     return ranked[:limit]
