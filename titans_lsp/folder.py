@@ -152,8 +152,9 @@ class FolderState:
                     from titans_lsp.model.memory import MemoryState
 
                     loaded = MemoryState.load(memory_path, device=engine.loaded.device)
-                    patch.check_state(loaded)  # saved under another memory config: start fresh
-                    loaded.check_like(patch.new_state())  # shapes, dtypes, finite: never serve a bad state
+                    # layers, shapes and dtypes of this patch's memory config, every value finite: a state
+                    # saved under another config, or a corrupted one, is never served (start fresh)
+                    loaded.check_like(patch.new_state())
                     primed = json.loads(primed_path.read_text())
                     if not isinstance(primed, dict):
                         raise ValueError(f"{primed_path.name} is not an object")
