@@ -22,14 +22,6 @@ def tiny_config(arch: str, **kw) -> MemoryConfig:
     return MemoryConfig(**settings)
 
 
-@pytest.fixture(params=["llama", "qwen3_5"])
-def tiny(request, tiny_llama_dir, tiny_qwen_dir):
-    directory = tiny_llama_dir if request.param == "llama" else tiny_qwen_dir
-    lm = load_model(str(directory), device="cpu")
-    lm.arch = request.param
-    return lm
-
-
 def ids_of(lm, text=PROMPT):
     return lm.tokenizer(text, return_tensors="pt").input_ids
 
