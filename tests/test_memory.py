@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import assert_cached_generation_equals_uncached
 import torch
 import torch.nn.functional as F
 
@@ -156,17 +157,8 @@ def test_reading_never_writes(tiny):
 
 @pytest.mark.parametrize("integration", ["additive", "mac"])
 def test_cached_generation_equals_uncached_forward(tiny, integration):
-    model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, tiny_config(tiny.arch, update_rule="titans", integration=integration))
-    state = patch.new_state()
-    patch.prime(state, [CODE * 2], tiny.tokenizer, chunk_tokens=32)
-    with torch.no_grad(), patch.activate(state):
-        out = model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=tiny.tokenizer.pad_token_id)
-        full = model(out.sequences, use_cache=False).logits
-    n = ids.shape[1]
-    for step, step_logits in enumerate(out.logits):
-        torch.testing.assert_close(step_logits[0], full[0, n - 1 + step], atol=1e-4, rtol=1e-4)
+    assert_cached_generation_equals_uncached(
+        tiny, tiny_config(tiny.arch, update_rule="titans", integration=integration), CODE * 2, ids_of(tiny))
 
 
 @pytest.mark.parametrize("integration,extra", [("mag", "mix"), ("mac", "memory_queries")])

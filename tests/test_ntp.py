@@ -5,6 +5,7 @@ learning, clipping and retention, save/load, cached = uncached generation, the e
 from __future__ import annotations
 
 import pytest
+from tiny_models import assert_cached_generation_equals_uncached
 import torch
 
 from titans_lsp.model.loading import load_model
@@ -127,41 +128,7 @@ def test_bad_inputs(tiny):
 
 
 def test_state_save_load_round_trip(tiny, tmp_path):
-    model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, ntp_config())
-    state = patch.new_state()
-    patch.prime(state, [CODE], tiny.tokenizer)
-    state.save(tmp_path / "memory.safetensors")
-    loaded = MemoryState.load(tmp_path / "memory.safetensors")
-    patch.check_state(loaded)
-    with torch.no_grad():
-        with patch.activate(state):
-            a = model(ids).logits
-        with patch.activate(loaded):
-            b = model(ids).logits
-    assert torch.equal(a, b) and loaded.updates == state.updates
-    loaded.reset()
-    assert all(w.abs().sum() == 0 for i in loaded.layers for w in loaded.weights[i])
-    patch.uninstall()
-    other = install_memory(model, MemoryConfig(memory_dim=16, layers=[3]))
-    with pytest.raises(ValueError):
-        other.check_state(state)  # an ntp state does not load into a titans patch
-    other.uninstall()
-
-
-def test_cached_generation_equals_uncached_forward(tiny):
-    model, ids = tiny.model, ids_of(tiny)
-    patch = install_memory(model, ntp_config())
-    state = patch.new_state()
-    patch.prime(state, [CODE * 2], tiny.tokenizer, chunk_tokens=32)
-    with torch.no_grad(), patch.activate(state):
-        out = model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=tiny.tokenizer.pad_token_id)
-        full = model(out.sequences, use_cache=False).logits
-    n = ids.shape[1]
-    for step, step_logits in enumerate(out.logits):
-        torch.testing.assert_close(step_logits[0], full[0, n - 1 + step], atol=1e-4, rtol=1e-4)
-    patch.uninstall()
+    assert_cached_generation_equals_uncached(tiny, ntp_config(), CODE * 2, ids_of(tiny))
 
 
 def test_engine_modes_read_the_ntp_memory(tiny_llama_dir):

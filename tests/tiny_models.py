@@ -85,3 +85,25 @@ def save_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, l
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def assert_cached_generation_equals_uncached(lm, config, prime_text: str, ids) -> None:
+    """Prime a memory of ``config`` on ``lm`` with ``prime_text``, then check that cached greedy
+    generation gives, step by step, the logits of one uncached forward over the whole sequence."""
+    import torch
+
+    from titans_lsp.model.patching import install_memory
+
+    patch = install_memory(lm.model, config)
+    state = patch.new_state()
+    patch.prime(state, [prime_text], lm.tokenizer, chunk_tokens=32)
+    try:
+        with torch.no_grad(), patch.activate(state):
+            out = lm.model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True, output_logits=True,
+                                    return_dict_in_generate=True, pad_token_id=lm.tokenizer.pad_token_id)
+            full = lm.model(out.sequences, use_cache=False).logits
+        n = ids.shape[1]
+        for step, step_logits in enumerate(out.logits):
+            torch.testing.assert_close(step_logits[0], full[0, n - 1 + step], atol=1e-4, rtol=1e-4)
+    finally:
+        patch.uninstall()
