@@ -18,6 +18,11 @@ The memory tokens are recomputed from the state on every forward and never enter
 so a cached decode sees exactly what an uncached forward sees, and writes to the memory between
 calls take effect at once.
 
+Persistent memory tokens (``persistent_tokens`` > 0, Titans' persistent memory) use the same routing
+with any integration: learned hidden-space tokens, the same for every input and every workspace,
+prepended before the memory tokens, with the logit bias log(gate) + persistent_logit (the latter
+starts at -20, so untrained tokens draw no measurable attention).
+
 Attention mass: memory column j gets the additive logit bias log(gate) + log(presence_j), with
 presence_j = |t_j|^2 / (|t_j|^2 + 1). The gate is the layer's learned gate (same as ``additive``);
 the presence term makes an empty memory (t_j = 0 exactly, since the memory's output matrix starts

@@ -4,6 +4,12 @@ The memory M is a small MLP (``depth`` weight matrices of ``memory_dim`` x ``mem
 between them). Its weights ARE the memory, so they live in a :class:`MemoryState` that the caller
 owns (one per workspace), never in module parameters: one loaded model can serve many workspaces.
 
+Where the read enters the layer (``integration``): added to the attention output (``additive``, ``mag``:
+gated by a learned mix), added to the attention input (``mal``, Titans' memory as a layer: attention sees
+x + gate * M(x)), or as memory tokens inside attention (``mac``, model/mac.py). ``persistent_tokens``
+prepends learned, input-independent tokens to the memory layers' attention (Titans' persistent memory),
+with any integration.
+
 Store path (per memory layer): k = normalize(W_k h) with W_k frozen (orthogonal init), v = normalize(W_v h);
 associative loss l_t = 0.5 * ||M(k_t) - v_t||^2 per token. Two update rules:
 
@@ -45,8 +51,12 @@ from titans_lsp.model.mac import init_queries
 UPDATE_RULES = ("sgd", "titans", "ntp")
 OBJECTIVES = ("l2", "huber", "lp")  # Miras' attentional bias: the loss the memory minimises per token
 RETENTIONS = ("none", "decay", "l2_prev")  # Miras' retention gate ("sgd" rule)
-INTEGRATIONS = ("additive", "mac", "mag")
+INTEGRATIONS = ("additive", "mac", "mag", "mal")
+# Persistent tokens' extra attention logit at init: e^-20 of a sequence token's mass, so the untrained
+# tokens leave the model's output unchanged (within 1e-5) while AdamW, which rescales gradients, still moves it.
+PERSISTENT_LOGIT_INIT = -20.0
 RETRIEVE_MODES = ("separate", "tied")
+NTP_OPTIMIZERS = ("sgd", "adam")  # how the ntp rule steps on each chunk's gradient
 
 
 @dataclass
@@ -59,12 +69,13 @@ class MemoryConfig:
     lr: float = 0.5  # per-token step size (theta for "titans" at init)
     chunk_size: int = 64  # "titans": tokens per parallel gradient block
     max_update_norm: float = 4.0  # clip on the Frobenius norm of one update (all matrices together)
-    integration: str = "additive"  # "additive" | "mac" | "mag"
+    integration: str = "additive"  # "additive" | "mac" | "mag" | "mal" (memory as a layer before attention)
     retrieve: str = "separate"  # "separate": learned W_retrieve reads; "tied": read with the frozen key projection
     layers: list[int] | None = None  # None: the model's default (see patching.default_memory_layers)
     gate_init: float = -3.0  # gate logit at init: sigmoid(-3) ~ 0.047
     gate_floor: float = 0.0  # open gate value = floor + (1 - floor) * sigmoid(g)
     num_memory_tokens: int = 16  # "mac" only
+    persistent_tokens: int = 0  # learned, input-independent tokens prepended to each memory layer's attention (0: off)
     momentum_init: float = 0.5  # "titans": eta at init
     decay_init: float = 1e-4  # "titans": alpha (forgetting) at init
     train_init_weights: bool = False  # trainable_parameters() includes the memory's initial weights
@@ -84,6 +95,7 @@ class MemoryConfig:
     ntp_lr: float = 10.0  # tuned on the recall test's seed 1 (value NLL; lr 100 diverges)
     ntp_decay: float = 0.0  # retention toward zero per step: B <- (1 - ntp_decay) B - ntp_lr * grad
     ntp_normalize: bool = False  # step along grad / ||grad|| per layer (step size ntp_lr whatever the loss scale)
+    ntp_optimizer: str = "sgd"  # "sgd" | "adam": per-parameter normalised steps, moments restarted every chunk
 
     def __post_init__(self) -> None:
         if self.update_rule not in UPDATE_RULES:
@@ -108,8 +120,17 @@ class MemoryConfig:
             raise ValueError("retention_strength must be in [0, 1) and retention_steps >= 1")
         if self.ntp_rank < 1 or self.ntp_steps < 1 or self.ntp_lr <= 0 or not 0.0 <= self.ntp_decay < 1.0:
             raise ValueError("ntp_rank, ntp_steps and ntp_lr must be positive and ntp_decay in [0, 1)")
+        if self.ntp_optimizer not in NTP_OPTIMIZERS:
+            raise ValueError(f"ntp_optimizer must be one of {NTP_OPTIMIZERS}, got {self.ntp_optimizer!r}")
+        if self.ntp_optimizer == "adam" and self.ntp_normalize:
+            raise ValueError("ntp_normalize applies to the sgd ntp_optimizer (adam normalises per parameter)")
         if self.update_rule == "ntp" and self.integration != "additive":
             raise ValueError("the ntp rule changes the model's own weights: integration must stay 'additive'")
+        if isinstance(self.persistent_tokens, bool) or not isinstance(self.persistent_tokens, int) \
+                or self.persistent_tokens < 0:
+            raise ValueError(f"persistent_tokens must be a count >= 0 (0: off), got {self.persistent_tokens!r}")
+        if self.persistent_tokens and self.update_rule == "ntp":
+            raise ValueError("persistent_tokens belong to the Titans memory layers; the ntp rule has none")
         if self.layers is not None:
             self.layers = [int(i) for i in self.layers]
 
@@ -416,8 +437,9 @@ class MemoryLayer(nn.Module):
 
     Read: y = out_proj(M(normalize(W_q h))) with W_q = W_retrieve ("separate", initialised equal to
     W_k) or W_k itself ("tied"). The contribution added after self-attention is gate * y
-    ("additive") or gate * sigmoid(mix(q)) * y ("mag"). "mac" reads at learned queries instead
-    (:meth:`memory_tokens`) and the tokens join the attention (see model/mac.py).
+    ("additive") or gate * sigmoid(mix(q)) * y ("mag"); "mal" adds gate * y to the attention's input
+    instead. "mac" reads at learned queries (:meth:`memory_tokens`) and the tokens join the attention
+    (see model/mac.py), as do the persistent tokens (:attr:`persistent`, :meth:`persistent_bias`).
     """
 
     def __init__(self, hidden_size: int, config: MemoryConfig, layer_idx: int):
@@ -447,6 +469,11 @@ class MemoryLayer(nn.Module):
                                if config.integration == "mac" else None)
         self.initial_weights = nn.ParameterList(
             [nn.Parameter(w, requires_grad=False) for w in init_memory_weights(d, config.depth, g)])
+        # Persistent memory: tokens in hidden space (drawn last, so the other variants' draws are unchanged),
+        # sized like the normalized hidden states attention sees, and one extra logit for their columns.
+        n = config.persistent_tokens
+        self.persistent = nn.Parameter(torch.randn(n, hidden_size, generator=g)) if n else None
+        self.persistent_logit = nn.Parameter(torch.tensor(PERSISTENT_LOGIT_INIT)) if n else None
 
     def gate_value(self, shut: bool = False) -> torch.Tensor:
         if shut:
@@ -473,6 +500,13 @@ class MemoryLayer(nn.Module):
         if self.memory_queries is None:
             raise ValueError("memory_tokens() needs integration='mac'")
         return self._recall(self.memory_queries, weights)[1]
+
+    def persistent_bias(self) -> torch.Tensor:
+        """The persistent tokens' attention logit bias, log(gate) + persistent_logit, one per token."""
+        if self.persistent is None:
+            raise ValueError("persistent_bias() needs persistent_tokens > 0")
+        bias = torch.log(self.gate_value().float()) + self.persistent_logit
+        return bias.expand(self.persistent.shape[0])
 
     def write_inputs(self, hidden: torch.Tensor):
         """Keys, values and the titans rule's per-token theta, eta, alpha for a flat (tokens, hidden) input

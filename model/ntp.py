@@ -13,7 +13,9 @@ computes W_i x + B_i (A_i x), where
 
 Priming a chunk takes ``ntp_steps`` SGD steps on the chunk's mean next-token loss with respect to
 every B_i: B <- (1 - ntp_decay) B - ntp_lr * grad (retention toward zero; ``ntp_normalize`` uses
-grad / ||grad|| per layer), the change clipped to ``max_update_norm`` (global Frobenius norm over the layers). Reading is the delta added in the hook;
+grad / ||grad|| per layer; ``ntp_optimizer="adam"`` steps along Adam's per-parameter direction, its
+moments restarted every chunk so nothing but B is stored), the change clipped to ``max_update_norm``
+(global Frobenius norm over the layers). Reading is the delta added in the hook;
 shut gates (the ablation) leave it out, so the ablation is the base model exactly.
 """
 
@@ -78,3 +80,30 @@ def ntp_step(old: list[torch.Tensor], grads: list[torch.Tensor], lr: float, deca
         grads = [g / (g.norm() + 1e-12) for g in grads]
     new = [(1.0 - decay) * b - lr * g for b, g in zip(old, grads)]
     return _clip(old, new, max_norm)
+
+
+class ChunkAdam:
+    """Adam's direction m_hat / (sqrt(v_hat) + eps) for the B matrices over one chunk's steps. The moments
+    live only for the chunk (a workspace's state stays B alone), so with one step per chunk this is a
+    sign step; with several it is Adam within the chunk."""
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.betas, self.eps = betas, eps
+        self.steps = 0
+        self.m: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+
+    def direction(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        b1, b2 = self.betas
+        if not self.m:
+            self.m = [torch.zeros_like(g) for g in grads]
+            self.v = [torch.zeros_like(g) for g in grads]
+        self.steps += 1
+        out = []
+        for m, v, g in zip(self.m, self.v, grads):
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            m_hat = m / (1 - b1 ** self.steps)
+            v_hat = v / (1 - b2 ** self.steps)
+            out.append(m_hat / (v_hat.sqrt() + self.eps))
+        return out

@@ -2,8 +2,10 @@
 
 Each memory layer gets a forward hook on its ``self_attn`` module: the memory's read is added to the
 attention output, i.e. to the residual stream right after self-attention (h <- h + gate * y), for the
-``additive`` and ``mag`` integrations. For ``mac`` the hook only records write inputs, and the read
-happens inside attention: memory tokens prepended to the keys and values (model/mac.py).
+``additive`` and ``mag`` integrations. For ``mal`` (memory as a layer) a forward *pre*-hook adds the read
+to the attention's input instead (attention sees x + gate * y). For ``mac`` the hook only records write
+inputs, and the read happens inside attention: memory tokens prepended to the keys and values
+(model/mac.py); persistent memory tokens (``persistent_tokens``) enter attention the same way.
 The hook does nothing unless a state is active (``with patch.activate(state): ...``), so outside
 that context the patched model computes exactly what the unpatched model computes, and the
 ``none`` / ``concat`` modes can share one loaded model with ``memory`` / ``ablation``.
@@ -34,7 +36,8 @@ from titans_lsp.model.memory import MemoryConfig, MemoryLayer, MemoryState, _ato
 PARAMS_FILE = "memory.safetensors"
 CONFIG_FILE = "config.json"
 # Fields that change tensor shapes or wiring: a checkpoint only loads into a patch that agrees on them.
-_SHAPE_FIELDS = ("memory_dim", "depth", "integration", "retrieve", "layers", "num_memory_tokens", "ntp_rank")
+_SHAPE_FIELDS = ("memory_dim", "depth", "integration", "retrieve", "layers", "num_memory_tokens", "ntp_rank",
+                 "persistent_tokens")
 
 
 class _StopForward(Exception):
@@ -122,9 +125,13 @@ class TitansPatch:
         hidden = _hidden_size(model)
         self.memory = nn.ModuleDict({str(i): MemoryLayer(hidden, config, i) for i in self.layers}).to(param.device)
         self.memory.requires_grad_(False)
-        self._handles = [layers[i].self_attn.register_forward_hook(self._make_hook(i), with_kwargs=True)
-                         for i in self.layers]
-        if config.integration == "mac":
+        if config.integration == "mal":
+            self._handles = [layers[i].self_attn.register_forward_pre_hook(self._make_mal_hook(i), with_kwargs=True)
+                             for i in self.layers]
+        else:
+            self._handles = [layers[i].self_attn.register_forward_hook(self._make_hook(i), with_kwargs=True)
+                             for i in self.layers]
+        if config.integration == "mac" or config.persistent_tokens:
             for i in self.layers:
                 mac.attach(layers[i].self_attn, self._make_mac_provider(i, layers[i].self_attn))
                 self._mac_modules.append(layers[i].self_attn)
@@ -153,7 +160,32 @@ class TitansPatch:
 
         return hook
 
+    def _make_mal_hook(self, layer_idx: int):
+        mem = self.memory[str(layer_idx)]
+
+        @torch.compiler.disable
+        def pre_hook(module, args, kwargs):
+            ctx = self._active
+            if ctx is None:
+                return None
+            in_kwargs = "hidden_states" in kwargs
+            hidden = kwargs["hidden_states"] if in_kwargs else args[0]
+            if ctx.write:  # the memory stores the layer's own attention input, as the other integrations do
+                ctx.pending[layer_idx] = hidden if ctx.create_graph else hidden.detach()
+                if ctx.stop_at == layer_idx:
+                    raise _StopForward
+            if ctx.shut:  # the ablation: the layer's own input, bit for bit
+                return None
+            hidden = hidden + mem.read(hidden, ctx.state.weights[layer_idx]).to(hidden.dtype)
+            if in_kwargs:
+                return args, {**kwargs, "hidden_states": hidden}
+            return (hidden,) + tuple(args[1:]), kwargs
+
+        return pre_hook
+
     def _make_mac_provider(self, layer_idx: int, attention: nn.Module):
+        """Keys, values and logit biases of the tokens prepended to this layer's attention: the persistent
+        tokens (if any), then the memory tokens ("mac") once something was written."""
         mem = self.memory[str(layer_idx)]
 
         @torch.compiler.disable
@@ -161,12 +193,19 @@ class TitansPatch:
             ctx = self._active
             if ctx is None or ctx.shut:  # not active, or the ablation: the layer's own attention exactly
                 return None
-            if ctx.state.updates == 0 and not self.config.train_init_weights:
-                return None  # nothing written yet: the memory reads zero (skipping also keeps the fused kernel)
-            tokens = mem.memory_tokens(ctx.state.weights[layer_idx])
-            bias = mac.presence_bias(tokens, mem.gate_value())
-            keys, values = mac.memory_kv(attention, tokens.to(attention.k_proj.weight.dtype))
-            return keys.to(dtype), values.to(dtype), bias
+            tokens, biases = [], []
+            if mem.persistent is not None:
+                tokens.append(mem.persistent)
+                biases.append(mem.persistent_bias())
+            # nothing written yet: the memory reads zero (skipping also keeps the fused kernel)
+            if mem.memory_queries is not None and (ctx.state.updates > 0 or self.config.train_init_weights):
+                read = mem.memory_tokens(ctx.state.weights[layer_idx])
+                tokens.append(read)
+                biases.append(mac.presence_bias(read, mem.gate_value()))
+            if not tokens:
+                return None
+            keys, values = mac.memory_kv(attention, torch.cat(tokens).to(attention.k_proj.weight.dtype))
+            return keys.to(dtype), values.to(dtype), torch.cat(biases)
 
         return provider
 
@@ -256,6 +295,7 @@ class TitansPatch:
             return 0.0  # no next token to predict
         norm = 0.0
         start = time.perf_counter()
+        adam = ntp.ChunkAdam() if cfg.ntp_optimizer == "adam" else None
         with torch.inference_mode(False), torch.enable_grad():
             ids = input_ids.clone()
             for _ in range(cfg.ntp_steps):
@@ -270,7 +310,10 @@ class TitansPatch:
                 finally:
                     for i, b in zip(self.layers, old):
                         state.weights[i] = [b]
-                new, step_norm = ntp.ntp_step([b.detach() for b in old], [g.detach() for g in grads], cfg.ntp_lr,
+                grads = [g.detach() for g in grads]
+                if adam is not None:
+                    grads = adam.direction(grads)
+                new, step_norm = ntp.ntp_step([b.detach() for b in old], grads, cfg.ntp_lr,
                                               cfg.ntp_decay, cfg.max_update_norm, cfg.ntp_normalize)
                 for i, b in zip(self.layers, new):
                     state.weights[i] = [b]
@@ -323,9 +366,9 @@ class TitansPatch:
         return {i: float(self.memory[str(i)].gate_value().detach()) for i in self.layers}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Retrieve projections, gates, output projections (+ mag mix); optionally initial weights and
-        the titans rule's maps (config flags). Marks them requires_grad. None for the ntp rule,
-        whose only parameters are the memory it trains at test time."""
+        """Retrieve projections, gates, output projections (+ mag mix, mac queries, persistent tokens and
+        their logit); optionally initial weights and the titans rule's maps (config flags). Marks them
+        requires_grad. None for the ntp rule, whose only parameters are the memory it trains at test time."""
         params: list[nn.Parameter] = []
         if self.is_ntp:
             return params
@@ -338,6 +381,8 @@ class TitansPatch:
                 group += list(mem.mix.parameters())
             if mem.memory_queries is not None:
                 group.append(mem.memory_queries)
+            if mem.persistent is not None:
+                group += [mem.persistent, mem.persistent_logit]
             if self.config.train_init_weights:
                 group += list(mem.initial_weights)
             if self.config.train_titans_maps:

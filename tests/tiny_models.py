@@ -87,14 +87,17 @@ def save_tiny_model(directory: str | Path, arch: str = "llama", seed: int = 0, l
     return directory
 
 
-def assert_cached_generation_equals_uncached(lm, config, prime_text: str, ids) -> None:
+def assert_cached_generation_equals_uncached(lm, config, prime_text: str, ids, setup=None) -> None:
     """Prime a memory of ``config`` on ``lm`` with ``prime_text``, then check that cached greedy
-    generation gives, step by step, the logits of one uncached forward over the whole sequence."""
+    generation gives, step by step, the logits of one uncached forward over the whole sequence.
+    ``setup(patch)`` runs after installing (e.g. to give untrained parameters a visible effect)."""
     import torch
 
     from titans_lsp.model.patching import install_memory
 
     patch = install_memory(lm.model, config)
+    if setup is not None:
+        setup(patch)
     state = patch.new_state()
     patch.prime(state, [prime_text], lm.tokenizer, chunk_tokens=32)
     try:
