@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-tokens", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rules", nargs="+", default=["sgd", "titans"])
-    parser.add_argument("--integrations", nargs="+", default=["additive"], help="additive, mag, mac")
+    parser.add_argument("--integrations", nargs="+", default=["additive"], help="additive, mag, mal, mac")
     parser.add_argument("--memory-dim", type=int, default=512)
     parser.add_argument("--config", default="{}", help="JSON of more MemoryConfig fields, e.g. '{\"ntp_steps\": 2}'")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")

@@ -22,7 +22,8 @@ value and its delimiter, teacher-forced after the same prompt. Variants (``--var
 - ``hybrid-ntp``: ntp memory and that block together.
 
 Retention vs distance: a fact's distance is the number of tokens primed after its file in the
-workspace (the files after it), reported per file position.
+workspace (the files after it), reported per file position. ``--prime-passes 2`` primes every
+workspace's files twice in order (a replay); distances count the last pass.
 
     /work/bin/cpu-slot python -m titans_lsp.evals.memory_recall --model default --threads 1 \\
         --out evals/results/2026-12-02-memory-variants/recall
@@ -122,8 +123,9 @@ def variant_setup(variant: str, ntp_overrides: dict):
 
 
 def run_variant(variant: str, workspaces: list[list[FactFile]], model: str, ntp_overrides: dict,
-                max_new_tokens: int) -> list[dict]:
-    """One row per fact: the completion and whether it recalled the value."""
+                max_new_tokens: int, passes: int = 1) -> list[dict]:
+    """One row per fact: the completion and whether it recalled the value. ``passes``: how many times
+    the workspace's files are primed, in order (a replay; distances count the last pass)."""
     from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
     from titans_lsp.modes import Mode
     from titans_lsp.retrieval.index import Snippet
@@ -138,11 +140,13 @@ def run_variant(variant: str, workspaces: list[list[FactFile]], model: str, ntp_
             prime_s, primed_tokens = 0.0, []
             if mode.primes:
                 workspace = Workspace(memory=engine.new_memory_state())
-                for f in files:
-                    start = time.perf_counter()
-                    stats = engine.prime(workspace, [f.text])
-                    prime_s += time.perf_counter() - start
-                    primed_tokens.append(stats.tokens)
+                for _ in range(passes):
+                    primed_tokens = []
+                    for f in files:
+                        start = time.perf_counter()
+                        stats = engine.prime(workspace, [f.text])
+                        prime_s += time.perf_counter() - start
+                        primed_tokens.append(stats.tokens)
             for f in files:
                 after = sum(primed_tokens[f.facts[0].position + 1:]) if primed_tokens else 0
                 block = [Snippet(filename=f"{f.module}.py", text=f.text)] if with_block else []
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ntp-config", default="{}", help="JSON of MemoryConfig fields for the ntp variants")
     parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--prime-passes", type=int, default=1, help="prime each workspace's files this many times")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, required=True, help="directory for rows.jsonl, summary.json, table.md")
     parser.add_argument("--report-only", nargs="*", type=Path, default=None, metavar="ROWS",
@@ -286,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         parser.error(f"unknown variant(s) {', '.join(bad)}: choose from {', '.join(VARIANTS)}")
-    if min(args.workspaces, args.files, args.facts) < 1:
-        parser.error("--workspaces, --files and --facts must be positive")
+    if min(args.workspaces, args.files, args.facts, args.prime_passes) < 1:
+        parser.error("--workspaces, --files, --facts and --prime-passes must be positive")
     try:
         ntp_overrides = json.loads(args.ntp_config)
         if not isinstance(ntp_overrides, dict):
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_by_variant = {}
     for variant in variants:
         start = time.perf_counter()
-        rows = run_variant(variant, workspaces, args.model, ntp_overrides, args.max_new_tokens)
+        rows = run_variant(variant, workspaces, args.model, ntp_overrides, args.max_new_tokens, args.prime_passes)
         rows_by_variant[variant] = rows
         k = sum(r["recalled"] for r in rows)
         print(f"{variant:12s} recalled {k}/{len(rows)} ({time.perf_counter() - start:.0f}s)", flush=True)
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rows_by_variant)
     info = {"model": args.model, "variants": variants, "workspaces": args.workspaces, "files": args.files,
             "facts": args.facts, "seed": args.seed, "ntp_config": {**DEFAULT_NTP, **ntp_overrides},
-            "max_new_tokens": args.max_new_tokens}
+            "max_new_tokens": args.max_new_tokens, "prime_passes": args.prime_passes}
     (args.out / "summary.json").write_text(json.dumps({"info": info, "summary": summary}, indent=2))
     table = table_md(summary)
     (args.out / "table.md").write_text(table)

@@ -47,6 +47,13 @@ def test_run_on_a_tiny_model(tiny_llama_dir, tmp_path):
     ntp_rows = [r for r in rows if r["variant"] == "ntp"]
     assert {r["position"]: r["tokens_after"] for r in ntp_rows}[0] > 0  # file 0 has file 1 primed after it
     assert "| ntp |" in (out / "table.md").read_text()
+    replay = tmp_path / "replay"
+    assert mr.main(["--model", str(tiny_llama_dir), "--variants", "ntp", "--workspaces", "1", "--files", "2",
+                    "--facts", "2", "--max-new-tokens", "4", "--prime-passes", "2", "--out", str(replay)]) == 0
+    replayed = [json.loads(line) for line in (replay / "rows.jsonl").read_text().splitlines()]
+    # distances count the last pass only; priming took two passes' time
+    assert [r["tokens_after"] for r in replayed] == [r["tokens_after"] for r in ntp_rows]
+    assert json.loads((replay / "summary.json").read_text())["info"]["prime_passes"] == 2
 
 
 def test_bad_input(tmp_path):
@@ -56,6 +63,8 @@ def test_bad_input(tmp_path):
         mr.main(["--ntp-config", "[1]", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         mr.main(["--files", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        mr.main(["--prime-passes", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="unknown variant"):
         mr.variant_setup("bogus", {})
 

@@ -37,6 +37,10 @@ def test_config_validation():
     for bad in ({"ntp_rank": 0}, {"ntp_steps": 0}, {"ntp_lr": 0.0}, {"ntp_decay": 1.0}, {"integration": "mac"}):
         with pytest.raises(ValueError):
             ntp_config(**bad)
+    with pytest.raises(ValueError, match="ntp_optimizer must be one of"):
+        ntp_config(ntp_optimizer="lion")
+    with pytest.raises(ValueError, match="adam normalises per parameter"):
+        ntp_config(ntp_optimizer="adam", ntp_normalize=True)
 
 
 def test_default_layers_are_the_upper_quarter():
@@ -86,6 +90,29 @@ def test_priming_lowers_the_next_token_loss_of_the_primed_text(tiny):
     assert after < before - 0.05
     assert ablated == before
     patch.uninstall()
+
+
+def test_adam_priming_lowers_the_loss_and_keeps_only_b(tiny):
+    """Adam within each chunk: the state holds B alone (moments restart), the primed text gets likelier."""
+    model, text_ids = tiny.model, ids_of(tiny, CODE)
+    patch = install_memory(model, ntp_config(ntp_optimizer="adam", ntp_lr=0.05, ntp_steps=4))
+    state = patch.new_state()
+    with patch.activate(state, gates="shut"):
+        before = loss_on(model, text_ids)
+    patch.prime(state, [CODE], tiny.tokenizer, chunk_tokens=256)
+    with patch.activate(state, gates="open"):
+        after = loss_on(model, text_ids)
+    assert after < before - 0.05
+    assert all(len(state.weights[i]) == 1 and state.momentum[i][0].abs().sum() == 0 for i in state.layers)
+    patch.uninstall()
+
+
+def test_chunk_adam_first_step_is_the_sign():
+    from titans_lsp.model.ntp import ChunkAdam
+
+    grads = [torch.tensor([[3.0, -0.001], [0.0, 20.0]])]
+    first = ChunkAdam().direction(grads)[0]
+    torch.testing.assert_close(first, torch.tensor([[1.0, -1.0], [0.0, 1.0]]), atol=1e-4, rtol=0)
 
 
 def test_step_is_clipped_and_retained():
