@@ -206,3 +206,38 @@ def test_train_command_accepts_mal_with_persistent_tokens(tiny_llama_dir, tmp_pa
     bad = main(["train", "--model", str(tiny_llama_dir), "--device", "cpu", "--data", *repos,
                 "--out", str(tmp_path / "bad"), "--memory-config", json.dumps({"persistent_tokens": -2})])
     assert bad == 1
+
+
+@pytest.mark.parametrize("integration,tokens", [("mal", 0), ("additive", 2), ("mal", 2)])
+def test_engine_modes_and_the_static_decode_path(tiny_llama_dir, integration, tokens):
+    """Through the engine: ablation completes exactly as `none`, memory changes completions, and the
+    static-cache decode path (what a GPU captures as a graph) gives the eager loop's tokens."""
+    from titans_lsp.backends.local import LocalBackend
+    from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
+    from titans_lsp.model.loading import load_model
+    from titans_lsp.modes import Mode
+
+    loaded = load_model(str(tiny_llama_dir), device="cpu")
+    config = MemoryConfig(gate_init=3.0, memory_dim=32, layers=[1, 3], integration=integration,
+                          persistent_tokens=tokens)  # wide-open gates: the memory visibly changes tokens
+    eager = CompletionEngine(loaded, memory_config=config)
+    static = CompletionEngine(backend=LocalBackend(loaded, decode="graph", window=256), memory_config=config)
+    open_persistent(loaded.model._titans_patch)
+    workspace = Workspace(memory=eager.new_memory_state())
+    eager.prime(workspace, [CODE * 3])
+    prefixes = ["import os\nimport sys\n\ndef main(", "class Server:\n    def __init__(self, host",
+                "def load_config(path):\n    with open(path) as f:\n        return "]
+
+    def complete(engine, mode, prefix):
+        settings = CompletionSettings(mode=mode, max_new_tokens=8, max_seq=256)
+        return engine.complete(CompletionRequest(prefix=prefix, settings=settings, early_stop=False), workspace).raw
+
+    differ = 0
+    for prefix in prefixes:
+        plain = complete(eager, Mode.NONE, prefix)
+        assert complete(eager, Mode.ABLATION, prefix) == plain
+        memory = complete(eager, Mode.MEMORY, prefix)
+        differ += memory != plain
+        for mode in (Mode.ABLATION, Mode.MEMORY):
+            assert complete(static, mode, prefix) == complete(eager, mode, prefix), (mode, prefix)
+    assert differ > 0  # the comparisons above could fail
