@@ -222,7 +222,8 @@ def test_engine_modes_and_the_static_decode_path(tiny_llama_dir, integration, to
                           persistent_tokens=tokens)  # wide-open gates: the memory visibly changes tokens
     eager = CompletionEngine(loaded, memory_config=config)
     static = CompletionEngine(backend=LocalBackend(loaded, decode="graph", window=256), memory_config=config)
-    open_persistent(loaded.model._titans_patch)
+    assert static.ensure_memory() is eager.ensure_memory()  # one patch on the shared model
+    open_persistent(eager.ensure_memory())
     workspace = Workspace(memory=eager.new_memory_state())
     eager.prime(workspace, [CODE * 3])
     prefixes = ["import os\nimport sys\n\ndef main(", "class Server:\n    def __init__(self, host",
