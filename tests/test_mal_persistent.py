@@ -230,7 +230,7 @@ def test_engine_modes_and_the_static_decode_path(tiny_llama_dir, integration, to
                 "def load_config(path):\n    with open(path) as f:\n        return "]
 
     def complete(engine, mode, prefix):
-        settings = CompletionSettings(mode=mode, max_new_tokens=8, max_seq=256)
+        settings = CompletionSettings(mode=mode, max_new_tokens=8, max_seq=256, context_budget=64)
         return engine.complete(CompletionRequest(prefix=prefix, settings=settings, early_stop=False), workspace).raw
 
     differ = 0
