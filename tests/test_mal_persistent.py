@@ -209,11 +209,7 @@ def test_train_command_accepts_mal_with_persistent_tokens(tiny_llama_dir, tmp_pa
 
 
 @pytest.mark.parametrize("integration,tokens", [
-    ("mal", 0), ("additive", 2),
-    # Open question (session 3): with both, the static path's tokens leave the eager loop's where the
-    # top-2 logit margin is < 0.01 (measured 0.0093 at step 3); the eager loop matches an uncached
-    # greedy loop. Either a near-tie the static kernels break differently or a small static-path error.
-    pytest.param("mal", 2, marks=pytest.mark.xfail(reason="static path differs at a 0.009 logit margin", strict=False)),
+    ("mal", 0), ("additive", 2), ("mal", 2), ("mac", 2),
 ])
 def test_engine_modes_and_the_static_decode_path(tiny_llama_dir, integration, tokens):
     """Through the engine: ablation completes exactly as `none`, memory changes completions, and the
@@ -233,7 +229,8 @@ def test_engine_modes_and_the_static_decode_path(tiny_llama_dir, integration, to
     workspace = Workspace(memory=eager.new_memory_state())
     eager.prime(workspace, [CODE * 3])
     prefixes = ["import os\nimport sys\n\ndef main(", "class Server:\n    def __init__(self, host",
-                "def load_config(path):\n    with open(path) as f:\n        return "]
+                "def load_config(path):\n    with open(path) as f:\n        return ",
+                "    def start(self):\n        return self.", "for i in range(10):\n    print("]
 
     def complete(engine, mode, prefix):
         settings = CompletionSettings(mode=mode, max_new_tokens=8, max_seq=256, context_budget=64)
