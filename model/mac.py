@@ -67,10 +67,10 @@ def _memory_mask(attention_mask: torch.Tensor | None, bias: torch.Tensor, batch:
     neg = torch.finfo(dtype).min
     device = bias.device
     if attention_mask is None:
-        # No mask means the model relies on sdpa's is_causal, which is top-left aligned: query i sees keys
-        # 0..i. That equals "queries at the end of the keys" when q_len == kv_len, and is the right rule for
-        # a static cache's prefill (kv_len = the window, the slots after the prompt still empty).
-        rows = torch.arange(q_len, device=device)[:, None]
+        # No mask: the model relies on sdpa's own rule. One query attends every key (a decode step after
+        # the cache); several use is_causal, which is top-left aligned (query i sees keys 0..i): the rule
+        # for a static cache's prefill too, whose slots after the prompt are still empty.
+        rows = torch.arange(q_len, device=device)[:, None] + (kv_len if q_len == 1 else 0)
         allowed = torch.arange(kv_len, device=device)[None, :] <= rows
         seq = torch.where(allowed, 0.0, neg).to(dtype)[None, None].expand(batch, 1, q_len, kv_len)
     elif attention_mask.dtype == torch.bool:
