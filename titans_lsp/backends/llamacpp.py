@@ -88,7 +88,10 @@ class LlamaServerProcess:
 
     def args(self, port: int) -> list[str]:
         return [self.binary, "-m", self.gguf, "--host", "127.0.0.1", "--port", str(port), "-c", str(self.ctx),
-                "-t", str(self.threads), "-tb", str(self.threads), "--parallel", str(self.parallel), "--no-webui"]
+                "-t", str(self.threads), "-tb", str(self.threads), "--parallel", str(self.parallel), "--no-webui",
+                # flash attention halves prompt-heavy prefill time on CPU but doubles decode at 2,000 tokens of
+                # context (tune-gguf.json); warm completions are almost all decode
+                "--flash-attn", "off"]
 
     def start(self) -> str:
         """Start the server and wait until /health answers; returns its URL. Raises BackendError."""
@@ -217,11 +220,14 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def create(cls, config: BackendConfig, *, model: str, device: str, dtype: str, cache_dir: str | None) -> "LlamaCppBackend":
+        from titans_lsp.model.gguf_serving import serving_gguf
         from titans_lsp.model.loading import load_tokenizer, resolve_model
         from titans_lsp.paths import cache_root
 
         source = resolve_model(model)
         gguf = source.location if source.kind == "gguf" else None
+        if config.url is None and gguf is not None:  # a child server: the file it runs fastest (model/gguf_serving.py)
+            gguf = serving_gguf(model, cache_dir)
         if config.url is None and gguf is None:
             raise BackendError(f"the llamacpp backend runs GGUF files: --model {model!r} is not one; pass a .gguf file "
                                "(or 'default'), or --backend-url of a running llama-server")

@@ -1,0 +1,72 @@
+"""The GGUF file llama-server runs: the embedded default re-encoded once as Q8_0 (same weights up to
+Q8_0 rounding), a file the user names served as it is, a broken file refused with a clear error."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from titans_lsp.model.gguf_serving import SERVING_ENCODING, reencode, serving_gguf  # noqa: E402
+from titans_lsp.model.loading import ModelLoadError, default_model_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, serving_gguf("default", cache)
+
+
+def test_default_is_reencoded_once_into_the_cache(served):
+    cache, path = served
+    assert path.startswith(str(cache)) and path.endswith(f".{SERVING_ENCODING}.gguf")
+    mtime = os.stat(path).st_mtime_ns
+    assert serving_gguf("default", cache) == path
+    assert os.stat(path).st_mtime_ns == mtime  # reused, not rewritten
+
+
+def test_reencoding_keeps_every_tensor_and_field(served):
+    _, path = served
+    source, target = gguf.GGUFReader(default_model_path()), gguf.GGUFReader(path)
+    assert [t.name for t in target.tensors] == [t.name for t in source.tensors]
+    for old, new in zip(source.tensors, target.tensors):
+        assert list(new.shape) == list(old.shape), old.name
+        want = gguf.GGMLQuantizationType.F32 if len(old.shape) == 1 else gguf.GGMLQuantizationType.Q8_0
+        assert new.tensor_type == want, old.name
+    kept = {name for name in source.fields if not name.startswith("GGUF.") and name != "general.file_type"}
+    assert kept <= set(target.fields)
+    for name in ("tokenizer.ggml.tokens", "llama.context_length", "llama.block_count"):
+        assert target.fields[name].contents() == source.fields[name].contents()
+
+
+def test_reencoded_weights_equal_the_source_up_to_q8_rounding(served):
+    _, path = served
+    source = {t.name: t for t in gguf.GGUFReader(default_model_path()).tensors}
+    for tensor in gguf.GGUFReader(path).tensors[:40]:
+        old = source[tensor.name]
+        a = gguf.quants.dequantize(old.data, old.tensor_type).astype(np.float32)
+        b = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        if len(old.shape) == 1:
+            assert np.array_equal(a, b)
+            continue
+        blocks_a, blocks_b = a.reshape(-1, 32), b.reshape(-1, 32)
+        bound = np.abs(blocks_a).max(axis=1, keepdims=True) / 127 * 0.6 + 1e-6  # half a step + the fp16 scale's rounding
+        assert (np.abs(blocks_a - blocks_b) <= bound).all(), tensor.name
+
+
+def test_a_named_gguf_file_is_served_as_it_is(tmp_path):
+    mine = tmp_path / "my-model.Q4_K_M.gguf"
+    mine.write_bytes(b"GGUF")  # never parsed: the user's encoding is their choice
+    assert serving_gguf(str(mine), tmp_path / "cache") == str(mine.resolve())
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_broken_gguf_is_refused_with_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelLoadError, match="cannot read GGUF file"):
+        reencode(broken, SERVING_ENCODING, tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # nothing half-written is left
