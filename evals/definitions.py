@@ -31,6 +31,21 @@ def definition_in_block(block: str, symbol: str | None, defined_in: list[str] | 
     return False
 
 
+def groundtruth_in_block(block: str, groundtruth: str | None) -> bool | None:
+    """Whether the block shows the expected completion's first line (stripped) inside one of its lines:
+    something the model could copy (a call site, a sibling's signature). None without a groundtruth."""
+    expected = (groundtruth or "").split("\n", 1)[0].strip()
+    if not expected:
+        return None
+    for line in block.split("\n"):
+        if FRAGMENT.match(line):
+            continue
+        text = line[2:] if line.startswith("# ") else line[3:] if line.startswith("// ") else line
+        if expected in text:
+            return True
+    return False
+
+
 def definition_rate(rows: list[dict]) -> tuple[float, int] | None:
     """(fraction of rows whose block holds the definition, rows measured); None when none can be."""
     found = [definition_in_block(str(r.get("context") or ""), r.get("crossfile_symbol"), r.get("defined_in"))
@@ -71,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, dict] = {}
     for retriever in args.retrieve:
         source = SnippetSource(retriever, args.repos)
-        found, seconds = [], []
+        found, copyable, seconds = [], [], []
         for sample in samples:
             source.workspace(sample) if not source.reference else None  # index built outside the timing
             start = time.perf_counter()
@@ -80,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds.append(time.perf_counter() - start)
             meta = sample["metadata"]
             found.append(definition_in_block(block, meta.get("crossfile_symbol"), meta.get("defined_in")))
+            copyable.append(groundtruth_in_block(block, sample.get("groundtruth")))
         measured = [f for f in found if f is not None]
         by_repo: dict[str, list[bool]] = {}
         for sample, f in zip(samples, found):
@@ -89,15 +105,22 @@ def main(argv: list[str] | None = None) -> int:
         report[source.retriever] = {
             "definition_in_block": sum(measured) / len(measured) if measured else None, "n": len(measured),
             "by_repository": {repo: sum(v) / len(v) for repo, v in sorted(by_repo.items())},
+            "groundtruth_in_block": _rate(copyable),
             "block_ms_p50": 1000 * statistics.median(seconds), "block_ms_p95": 1000 * ordered[int(0.95 * (len(ordered) - 1))],
         }
         print(f"{source.retriever:>14}: definition in block {100 * report[source.retriever]['definition_in_block']:.1f}% "
-              f"of {len(measured)}; block p50 {report[source.retriever]['block_ms_p50']:.1f} ms", flush=True)
+              f"of {len(measured)}; groundtruth line in block {100 * (report[source.retriever]['groundtruth_in_block'] or 0):.1f}%; "
+              f"block p50 {report[source.retriever]['block_ms_p50']:.1f} ms", flush=True)
     engine.close()
     if args.out is not None:
         args.out.write_text(json.dumps({"data": str(args.data), "context_budget": args.context_budget,
-                                        "model": args.model, "retrievers": report}, indent=2) + "\n")
+                                        "limit": args.limit, "seed": args.seed, "model": args.model, "retrievers": report}, indent=2) + "\n")
     return 0
+
+
+def _rate(values: list[bool | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return sum(measured) / len(measured) if measured else None
 
 
 if __name__ == "__main__":

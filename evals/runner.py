@@ -58,7 +58,7 @@ REFERENCE_RETRIEVERS = ("rg1-bm25", "rg1-dense")  # CrossCodeEval's rg1 recipe (
 
 def parse_retrieve(value: str) -> str:
     """A ``--retrieve`` value: ``rg1-bm25``/``rg1-dense`` (the reference rows), or a server retriever
-    (``bm25``, ``dense``, ``hybrid``, ``imports``) or comma-separated list of them; returned normalized
+    (``bm25``, ``dense``, ``hybrid``, ``imports``, ``usages``) or comma-separated list of them; returned normalized
     (``imports, bm25`` -> ``imports,bm25``). Raises ValueError naming the choices."""
     from titans_lsp.settings import parse_retriever
 
@@ -82,7 +82,7 @@ class SnippetSource:
     - ``retriever=None``: the sample's own ``crossfile_context`` list, packed by the reference rule.
     - ``rg1-bm25`` / ``rg1-dense``: CrossCodeEval's rg1 retrieval over ``repos/<metadata.repository>/``,
       packed by the reference rule: the faithful reference rows.
-    - a server retriever (``bm25``, ``dense``, ``hybrid``, ``imports`` or a list): a
+    - a server retriever (``bm25``, ``dense``, ``hybrid``, ``imports``, ``usages`` or a list): a
       :class:`~titans_lsp.retrieval.index.WorkspaceIndex` over that repository, exactly as the server
       builds one for a workspace folder; the engine retrieves and packs the block itself
       (:meth:`workspace` gives it the index), as it does for an editor request.

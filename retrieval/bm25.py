@@ -110,6 +110,14 @@ class IncrementalBM25:
             docs, tfs = self._post_docs[term_id], self._post_tfs[term_id] = docs[keep], tfs[keep]
         return docs, tfs
 
+    def docs_with(self, term: str) -> np.ndarray:
+        """The live documents that contain ``term`` (a token as :func:`bm25_tokens` gives it)."""
+        term_id = self.vocab.get(term)
+        if term_id is None:
+            return np.zeros(0, dtype=np.int64)
+        docs, _ = self._postings(term_id)
+        return docs[self.alive[docs]].astype(np.int64)
+
     def freeze(self) -> None:
         """Merge every appended tail (before saving, or after a bulk build)."""
         for term_id in list(self._tail):

@@ -24,6 +24,7 @@ import numpy as np
 from .bm25 import IncrementalBM25
 from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
 from .imports import DefinitionLookup, ModuleMap, import_context
+from .usages import first_use, import_lines, use_window
 from .workspace import DEFAULT_MAX_BYTES, WorkspaceFilter
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ INDEX_SCHEMA = 2  # index.json + index.npz (schema 1 was a pickle, never read: i
 BM25_ARRAYS = ("df", "doc_len", "alive", "post_lengths", "post_docs", "post_tfs", "live_docs", "term_lengths",
                "doc_terms")
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
-RETRIEVERS = ("bm25", "dense", "hybrid", "imports")  # the names editors and the eval select
+RETRIEVERS = ("bm25", "dense", "hybrid", "imports", "usages")  # the names editors and the eval select
+USAGE_POOL = 400  # chunks holding an imported name that ``usages`` looks at, best BM25 match first
+RANKED_RETRIEVERS = ("bm25", "dense")  # ranked over every chunk; several in one list are fused by rank
 DENSE_RETRIEVERS = ("dense", "hybrid")  # retrievers that need the dense encoder's vectors
 
 
@@ -385,21 +388,28 @@ class WorkspaceIndex:
         """Snippets from files other than ``current_file`` for the code before the cursor, in block order.
 
         ``retriever``: a name of :data:`RETRIEVERS` or a list of them. ``imports`` gives the definitions
-        of the names the file imports, nearest use to the cursor first; the ranked retrievers (``bm25``,
-        ``dense``; ``hybrid`` is both) give their top ``k``, several of them fused by reciprocal rank.
-        With ``imports`` and a ranked retriever together, up to ``k`` definitions come first, then the
-        top ``k`` ranked snippets (the block's packing drops repeats and cuts at the token budget)."""
+        of the names the file imports (imported-but-unused first, then nearest use to the cursor);
+        ``usages`` windows around other files' uses of those names (call sites), best BM25 match
+        first; the ranked retrievers (``bm25``, ``dense``; ``hybrid`` is both) give their top ``k``,
+        several of them fused by reciprocal rank into one group. Each source gives up to ``k``
+        snippets, and the groups follow the order of the list (the ranked group where its first
+        member is named), so the last one named ends nearest the cursor; the block's packing drops
+        repeats and cuts at the token budget."""
         names = expand_retrievers(retriever)
         current = self._rel(current_file) if current_file else None
-        ranked_names = [n for n in names if n != "imports"]
+        ranked_names = [n for n in names if n in RANKED_RETRIEVERS]
         depth = k if len(ranked_names) <= 1 else max(4 * k, 20)
+        groups: list[list[Snippet]] = []
         with self.lock:
-            definitions = self.import_snippets(prefix, current, k) if "imports" in names else []
-            ranked = [self._retrieve_one(name, prefix, current, depth, next_chunk) for name in ranked_names]
-        if not ranked:
-            return definitions
-        fused = ranked[0][:k] if len(ranked) == 1 else rrf(ranked, k)
-        return definitions + fused
+            for name in names:
+                if name == "imports":
+                    groups.append(self.import_snippets(prefix, current, k))
+                elif name == "usages":
+                    groups.append(self.usage_snippets(prefix, current, k))
+                elif name == ranked_names[0]:
+                    ranked = [self._retrieve_one(n, prefix, current, depth, next_chunk) for n in ranked_names]
+                    groups.append(ranked[0][:k] if len(ranked) == 1 else rrf(ranked, k))
+        return [snippet for group in groups for snippet in group]
 
     def _retrieve_one(self, name: str, prefix: str, current: str | None, k: int, next_chunk: bool) -> list[Snippet]:
         query = last_nonempty_lines(prefix)
@@ -472,6 +482,49 @@ class WorkspaceIndex:
         modules = self.module_map()
         found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
         return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
+
+    def usage_snippets(self, prefix: str, current: str | None, k: int = 5, max_names: int = 20) -> list[Snippet]:
+        """Windows around uses, in other files, of the names the prefix imports (those ``imports``
+        resolves to workspace definitions): the chunks holding such a use ranked by BM25 against the
+        rg1 query (the prefix's last lines), each shown as the lines leading to its first use and the
+        two after it (retrieval/usages.py). Overlapping windows of one file count once."""
+        query = last_nonempty_lines(prefix)
+        if not query.strip():
+            return []
+        found = import_context(prefix, current, self.module_map(), self._read_rel, limit=max_names, lookup=self._lookup)
+        words = tuple(dict.fromkeys(s.name.rsplit(".", 1)[-1] for s in found))
+        if not words:
+            return []
+        docs = np.unique(np.concatenate([self.bm25.docs_with(word) for word in words]))
+        exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
+        docs = np.setdiff1d(docs, np.asarray(exclude, dtype=np.int64))
+        if not len(docs):
+            return []
+        scores, _ = self.bm25.scores(bm25_tokens(query), exclude)
+        if len(docs) > USAGE_POOL:  # a common name: only the best-matching chunks can make the top k
+            docs = docs[np.argpartition(-scores[docs], USAGE_POOL - 1)[:USAGE_POOL]]
+        order = sorted(docs.tolist(), key=lambda d: (-scores[d], self.doc_file[d], self.doc_chunk[d].index))
+        out: list[Snippet] = []
+        shown: dict[str, list[tuple[tuple[int, int], tuple[int, int]]]] = {}  # file -> windows shown, by line key
+        for doc in order:
+            rel, chunk = self.doc_file[doc], self.doc_chunk[doc]
+            chunks = self.entries[rel].chunks
+            around = chunks[max(0, chunk.index - 1):chunk.index + 2]  # the windows before and after, for context
+            keys = [(c.index, j) for c in around for j in range(c.text.count("\n") + 1)]  # file-wide line order
+            lines = [line for c in around for line in c.text.split("\n")]
+            own = [i for i, key in enumerate(keys) if key[0] == chunk.index]
+            use = first_use(lines, words, own[0], own[-1] + 1, import_lines(lines))
+            if use is None:
+                continue  # the names are only imported or defined here
+            first, last = use_window(lines, use)
+            span = (keys[first], keys[last - 1])
+            if any(a <= span[1] and span[0] <= b for a, b in shown.get(rel, [])):
+                continue
+            shown.setdefault(rel, []).append(span)
+            out.append(Snippet(rel, "\n".join(lines[first:last]), float(scores[doc]), "usages", -1))
+            if len(out) == k:
+                break
+        return out
 
 
 def expand_retrievers(retriever: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -54,7 +54,10 @@ def test_llamacpp_completes_like_the_local_model_with_healing(llama_engine, loca
     local = local_engine.complete(CompletionRequest(prefix=PROMPT, settings=settings, num_items=3))
     assert remote.healed and local.healed  # the prompt ends in a space: the grammar heals it on the server
     assert remote.prompt_ids == local.prompt_ids  # one layout for every backend
-    assert remote.text == local.text and "json.load(f)" in remote.items  # same GGUF weights, same greedy choice
+    # the same weights up to the Q8_0 re-encoding's rounding (model/gguf_serving.py): the same greedy start;
+    # a near-tie later may part them (here local goes on with ".strip()")
+    assert len(os.path.commonprefix([remote.text, local.text])) >= len("f.read()"), (remote.text, local.text)
+    assert "json.load(f)" in remote.items
     assert 2 <= len(remote.items) <= 3 and len(set(remote.items)) == len(remote.items)
     again = llama_engine.complete(CompletionRequest(prefix=PROMPT, settings=settings))
     assert again.reused > 0 and again.prefilled < len(again.prompt_ids)  # cache_prompt reused the server's KV

@@ -118,6 +118,7 @@ MAIN_PREFIX = ("from toypkg.server import start_server\nfrom toypkg.config impor
 
 def test_expand_retrievers():
     assert expand_retrievers("hybrid") == ["bm25", "dense"]
+    assert expand_retrievers(["usages", "bm25", "imports"]) == ["usages", "bm25", "imports"]
     assert expand_retrievers(["imports", "hybrid", "bm25"]) == ["imports", "bm25", "dense"]
     with pytest.raises(ValueError, match="unknown retriever 'tfidf'"):
         expand_retrievers(["imports", "tfidf"])
@@ -125,15 +126,53 @@ def test_expand_retrievers():
         expand_retrievers([])
 
 
-def test_definitions_come_before_ranked_snippets(tmp_path):
+def test_the_block_follows_the_order_of_the_list(tmp_path):
     index = WorkspaceIndex(write_repo(tmp_path), dense_model=None)
     index.build()
-    both = index.retrieve(MAIN_PREFIX, "toypkg/main.py", ["bm25", "imports"], k=3)
     definitions = index.retrieve(MAIN_PREFIX, "toypkg/main.py", "imports", k=3)
     ranked = index.retrieve(MAIN_PREFIX, "toypkg/main.py", "bm25", k=3)
-    assert definitions and ranked
-    assert both == definitions + ranked  # the order of the names does not matter: definitions lead
-    assert all(s.filename != "toypkg/main.py" for s in both)
+    uses = index.retrieve(MAIN_PREFIX, "toypkg/main.py", "usages", k=3)
+    assert definitions and ranked and uses
+    assert index.retrieve(MAIN_PREFIX, "toypkg/main.py", ["imports", "bm25"], k=3) == definitions + ranked
+    assert index.retrieve(MAIN_PREFIX, "toypkg/main.py", ["bm25", "imports"], k=3) == ranked + definitions
+    assert index.retrieve(MAIN_PREFIX, "toypkg/main.py", ["usages", "imports", "bm25"], k=3) == uses + definitions + ranked
+
+
+def test_usages_are_call_sites_of_imported_names_in_other_files(tmp_path):
+    root = write_repo(tmp_path)
+    (root / "toypkg" / "cli.py").write_text(
+        "from toypkg.config import (\n    DEFAULT_PORT,\n    Settings,\n)\n\n\ndef parse(argv):\n    host = argv[0]\n"
+        "    return Settings(host, DEFAULT_PORT)\n")
+    index = WorkspaceIndex(root, dense_model=None)
+    index.build()
+    uses = index.retrieve(MAIN_PREFIX, "toypkg/main.py", "usages", k=5)
+    assert sorted(s.filename for s in uses) == ["toypkg/cli.py", "toypkg/server.py"]
+    assert all(s.retriever == "usages" and s.filename != "toypkg/main.py" for s in uses)
+    by_file = {s.filename: s.text.split("\n") for s in uses}
+    # the window ends two lines after the first use, and starts with the lines leading to it
+    assert by_file["toypkg/cli.py"][-1] == "    return Settings(host, DEFAULT_PORT)"
+    assert by_file["toypkg/cli.py"][0] == "from toypkg.config import ("  # 8 lines before the use reach the top
+    assert "    settings = Settings('localhost', DEFAULT_PORT)" in by_file["toypkg/server.py"]
+    assert not any(s.filename == "toypkg/config.py" for s in uses)  # `class Settings:` defines it, no use
+    # nothing typed yet, or a file that imports nothing from the workspace: no usages
+    assert index.retrieve("", "toypkg/main.py", "usages") == []
+    assert index.retrieve("import os\nx = os.getcwd()\n", "toypkg/other.py", "usages") == []
+
+
+def test_first_use_skips_imports_definitions_and_name_lists():
+    from titans_lsp.retrieval.usages import first_use, import_lines, use_window
+
+    lines = ["from pkg import (", "    Settings,", "    load as get,", ")", "class Settings(Base):",
+             "Settings = make()", "print('no')", "    value = Settings.from_env()", "after"]
+    assert import_lines(lines) == [True] * 4 + [False] * 5
+    assert first_use(lines, ("Settings",), 0, len(lines)) == 7
+    assert first_use(lines, ("Settings",), 0, 7) is None
+    assert first_use(lines, ("Setting",), 0, len(lines)) is None  # whole words only
+    assert first_use(lines, ("get", "Settings"), 0, len(lines)) == 7
+    assert use_window(lines, 7) == (0, 9)
+    assert use_window(lines, 7, before=2, after=0) == (5, 8)
+    with pytest.raises(ValueError, match="outside"):
+        use_window(lines, 9)
 
 
 def test_parse_retrieve():
@@ -162,7 +201,8 @@ def sample_at(repo_root: Path, rel: str, prefix: str) -> dict:
                          "crossfile_symbol": "Settings", "defined_in": ["toypkg/config.py"]}}
 
 
-@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid", "imports", "imports,bm25", "rg1-bm25"])
+@pytest.mark.parametrize("retriever", ["bm25", "dense", "hybrid", "imports", "imports,bm25", "usages", "usages,bm25",
+                                       "rg1-bm25"])
 def test_every_retriever_through_the_eval_path(tmp_path, tiny_engine, retriever):
     from titans_lsp.evals.runner import RunSpec, SnippetSource, run_one
     from titans_lsp.modes import Mode
@@ -180,8 +220,10 @@ def test_every_retriever_through_the_eval_path(tmp_path, tiny_engine, retriever)
     assert row["context"].startswith(HEADER)
     names = [name for name, _ in fragments(row["context"])]
     assert names and "toypkg/main.py" not in names  # never the file being completed
-    if "imports" in retriever:
+    if retriever.startswith("imports"):
         assert names[0] == "toypkg/config.py" and "class Settings:" in row["context"]
+    if retriever.startswith("usages"):  # the call-site window (its head: 200 tokens cut it before the use)
+        assert names[0] == "toypkg/server.py" and "# # filler line 6 about settings and ports" in row["context"]
 
 
 def test_eval_and_server_build_the_same_block(tmp_path, tiny_engine):
@@ -193,7 +235,7 @@ def test_eval_and_server_build_the_same_block(tmp_path, tiny_engine):
     from titans_lsp.modes import Mode
 
     repo = write_repo(tmp_path / "repos" / "toy")
-    for retriever in ("imports,bm25", "bm25", "imports"):
+    for retriever in ("imports,bm25", "bm25", "imports", "usages,bm25"):
         state = FolderState(repo.as_uri(), repo, cache_dir=str(tmp_path / "cache"))
         changed, errors = state.apply_settings({"retriever": retriever, "contextBudget": 160})
         assert not errors

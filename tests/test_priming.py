@@ -59,13 +59,31 @@ def test_a_yield_resumes_at_the_first_unwritten_token(tmp_path, engine):
     big = "\n".join(f"def function_{i}(x):\n    return x * {i} + {i * i}\n" for i in range(120))
     (root / "big.py").write_text(big)
     state = folder(root, tmp_path / "cache")
-    polls = iter([False, True] + [False] * 100)  # polled before each 512-token chunk: stop before the second
+    # polled before reading the file, then before each 512-token chunk: stop before the second chunk
+    polls = iter([False, False, True] + [False] * 100)
     waited = []
     result = Primer(state, engine, YieldPolicy(should_yield=lambda: next(polls), wait=lambda: waited.append(1))).run(
         files=["big.py"])
     n_tokens = len(engine.tokenizer(big, add_special_tokens=False)["input_ids"])
     assert n_tokens > 1024 and waited == [1] and result.primed == 1
     assert state.workspace.memory.tokens_written == n_tokens  # no chunk written twice
+
+
+def test_files_are_read_only_while_the_user_is_idle(tmp_path, engine):
+    root = write_fixture(tmp_path / "repo")
+    state = folder(root, tmp_path / "cache")
+    events = []
+    real_load = state.index.rules.load
+    state.index.rules.load = lambda path: events.append("read") or real_load(path)
+    active = iter([True, False] * 50)  # the user types before each file, then pauses
+    policy = YieldPolicy(should_yield=lambda: events.append("poll") or next(active), wait=lambda: events.append("wait"))
+    result = Primer(state, engine, policy).run(files=["app.py", "pkg/config.py"])
+    assert result.primed == 2
+    assert events[:4] == ["poll", "wait", "read", "poll"]  # waited for the typist before reading the file
+    assert events.count("read") == 2 and events.count("wait") >= 2
+    for i, event in enumerate(events):
+        if event == "read":
+            assert events[i - 1] == "wait"  # never read right after a poll that said the user is active
 
 
 def test_yield_without_wait_leaves_the_file_for_the_next_run(tmp_path, engine):

@@ -100,6 +100,7 @@ class Primer:
                 if should_stop is not None and should_stop():
                     result.stopped = True
                     break
+                self._wait_while_user_active()
                 written = self._prime_file(rel, should_stop)
                 if written is not None:
                     result.primed += 1
@@ -108,6 +109,7 @@ class Primer:
                 if progress is not None:
                     progress(done, len(todo))
                 if time.monotonic() - last_save >= self.save_every_s:
+                    self._wait_while_user_active()
                     folder.save_memory(engine)
                     last_save = time.monotonic()
         finally:
@@ -116,6 +118,14 @@ class Primer:
             folder.priming = None
             result.seconds = time.perf_counter() - started
         return result
+
+    def _wait_while_user_active(self) -> None:
+        """Reading a file (the secret scan, tokenizing) and saving the memory run outside the model
+        lock but hold Python's GIL: on a small machine they slowed the completion being decoded, so
+        they wait for the typist like the chunks do (only a policy that can wait)."""
+        policy = self.policy
+        if policy.wait is not None and policy.should_yield is not None and policy.should_yield():
+            policy.wait()
 
     def _prime_file(self, rel: str, should_stop: Callable[[], bool] | None) -> int | None:
         """Write one file into the working copy; returns its token count, or None when it was not

@@ -68,8 +68,8 @@ def parse_mode(value: Any) -> Mode:
 
 
 def parse_retriever(value: Any) -> tuple[str, ...]:
-    """One retriever name, a comma-separated string or a list of names (``imports`` definitions first,
-    the ranked retrievers fused by rank: retrieval/index.py ``WorkspaceIndex.retrieve``)."""
+    """One retriever name, a comma-separated string or a list of names (the block follows the list's
+    order, the ranked retrievers fused by rank: retrieval/index.py ``WorkspaceIndex.retrieve``)."""
     if isinstance(value, str):
         names = [part.strip() for part in value.split(",") if part.strip()]
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -204,7 +204,7 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
     Setting("mode", "mode", lambda v, s: parse_mode(v),
             "none | concat | memory | ablation | hybrid", to_editor=str),
     Setting("retriever", "retriever", lambda v, s: parse_retriever(v),
-            "bm25 | dense | hybrid | imports, or a list (imports first, the others fused by rank)", to_editor=list),
+            "bm25 | dense | hybrid | imports | usages, or a list (block in list order, bm25/dense fused by rank)", to_editor=list),
     Setting("maxNewTokens", "max_new_tokens", lambda v, s: parse_int(v, 1, MAX_NEW_TOKENS),
             f"tokens generated at most (1-{MAX_NEW_TOKENS})"),
     Setting("contextBudget", "context_budget", lambda v, s: parse_int(v, 0, s.max_seq // 2),

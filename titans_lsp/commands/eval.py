@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for --limit, bootstrap and `build` (default 0)")
     parser.add_argument("--retrieve", nargs="*", default=None, metavar="R",
                         help="cross-file context retrieved over --repos instead of the file's list, one set of rows "
-                             "per R (labelled <mode>-R): a server retriever (bm25, dense, hybrid, imports) or a "
-                             "comma-separated list (imports,bm25: definitions first, then ranked snippets), built by "
+                             "per R (labelled <mode>-R): a server retriever (bm25, dense, hybrid, imports, usages) or "
+                             "a comma-separated list (imports,bm25: definitions, then ranked snippets), built by "
                              "the server's WorkspaceIndex and packed as the server packs; or rg1-bm25 / rg1-dense, "
                              "CrossCodeEval's rg1 recipe and packing (the reference rows). Without R: the server's "
                              "default retriever")

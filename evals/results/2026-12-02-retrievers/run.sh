@@ -24,3 +24,20 @@ O=evals/results/2026-12-02-retrievers
   --retrieve bm25 imports imports,bm25 --out $O/latency.json
 # none / file-list concat rows laid out as before this branch (no model generation)
 .venv/bin/python $O/unchanged.py
+
+# ---- session 3 (usages, list order, held-out confirmation); scratch folder S=/work/scratch-context, one
+# process at a time under /work/bin/cpu-slot, every eval with --threads 1 --no-progress --seed 0.
+# proxy.sh and followup.sh in this folder are the scripts as run (S = their /work/scratch-context).
+# S/proxy.sh: the proxy on the 60 screening samples, then the two screening rows:
+#   python -m titans_lsp.evals.definitions --data evals/datasets/python-dev.jsonl.gz --repos "$REPOS" --limit 60 --seed 0 \
+#     --retrieve rg1-bm25 bm25 imports usages usages,bm25 bm25,usages imports,usages usages,imports imports,bm25 bm25,imports \
+#     --out $O/proxy-screening.json
+#   titans-lsp eval --data evals/datasets/python-dev.jsonl.gz --modes concat --threads 1 --no-progress --seed 0 \
+#     --limit 60 --retrieve usages --repos "$REPOS" --out S/usages          (then the same with bm25,usages: the
+#     combination with the highest groundtruth-line-in-block, pre-registered in proxy.sh)
+# S/followup.sh (its rule written before the second screening row finished): the best screened row by (EM, ES),
+# usages, confirmed on the held-out rest: --limit 166 (resuming its 60) for usages, then rg1-bm25 (its folder
+# seeded with this folder's 60 rows); its later bm25:166 and imports,bm25:60 steps were stopped for time. Latency:
+#   python -m titans_lsp.evals.bench_block --files 3000 --queries 100 --retrieve bm25 usages --out $O/latency-usages.json
+# cp S/*/predictions-concat-*.jsonl $O/   then the split tables (screening / held out / all, paired vs rg1-bm25):
+.venv/bin/python $O/heldout.py
