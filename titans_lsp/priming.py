@@ -121,8 +121,9 @@ class Primer:
 
     def _wait_while_user_active(self) -> None:
         """Reading a file (the secret scan, tokenizing) and saving the memory run outside the model
-        lock but hold Python's GIL: on a small machine they slowed the completion being decoded, so
-        they wait for the typist like the chunks do (only a policy that can wait)."""
+        lock but hold Python's GIL and a core: they wait for the typist like the chunks do (only a
+        policy that can wait). On the 2-core bench this did not close memory's gap to ablation
+        (evals/results/2026-12-02-backends, section 4), so the gap has another cause."""
         policy = self.policy
         if policy.wait is not None and policy.should_yield is not None and policy.should_yield():
             policy.wait()
