@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from titans_lsp.model.loading import ModelLoadError, converted_gguf_dir, default_model_path, resolve_model
@@ -21,6 +22,7 @@ from titans_lsp.model.loading import ModelLoadError, converted_gguf_dir, default
 log = logging.getLogger(__name__)
 
 SERVING_ENCODING = "Q8_0"
+STALE_TMP_S = 600.0  # a temp file this old was left by a killed writer (a re-encoding takes seconds)
 
 
 def serving_gguf(spec: str, cache_dir: str | os.PathLike | None = None) -> str | None:
@@ -41,43 +43,67 @@ def reencoded_path(gguf_path: Path, encoding: str, cache_dir: str | os.PathLike 
 
 
 def reencode(gguf_path: Path, encoding: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Write ``gguf_path`` with every matrix in ``encoding`` (1-D tensors stay F32), once; atomic."""
+    """Write ``gguf_path`` with every matrix in ``encoding`` (1-D tensors stay F32), once; atomic
+    (a temp file renamed into place), so a kill mid-write leaves no half file under the real name."""
     import gguf
-    import numpy as np
 
     target = reencoded_path(gguf_path, encoding, cache_dir)
     if target.is_file():
         return target
     qtype = gguf.GGMLQuantizationType[encoding]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("re-encoding %s as %s for llama-server into %s (first use only)", gguf_path.name, encoding, target)
     try:
         reader = gguf.GGUFReader(gguf_path)
     except Exception as exc:  # noqa: BLE001 - any parse failure means an unusable file
         raise ModelLoadError(f"cannot read GGUF file {gguf_path} ({type(exc).__name__}: {exc})") from None
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    log.info("re-encoding %s as %s for llama-server into %s (first use only)", gguf_path.name, encoding, target)
+    tmp = None
     try:
-        writer = gguf.GGUFWriter(tmp, arch=reader.fields["general.architecture"].contents())
-        for field in reader.fields.values():
-            # the writer adds the architecture and GGUF.* itself; the file type would be stale
-            if field.name in ("general.architecture", "general.file_type") or field.name.startswith("GGUF."):
-                continue
-            kind = field.types[0]
-            writer.add_key_value(field.name, field.contents(), kind,
-                                 sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
-        for tensor in reader.tensors:
-            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-            if values.ndim == 1:
-                writer.add_tensor(tensor.name, values, raw_dtype=gguf.GGMLQuantizationType.F32)
-            else:
-                writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_files(target)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        _write_reencoded(reader, tmp, qtype)
         os.replace(tmp, target)
+    except OSError as exc:  # a full disk, a read-only cache: say where, and what else works
+        raise ModelLoadError(f"cannot write the {encoding} copy of {gguf_path.name} into {target.parent} ({exc}); "
+                             "free space there, or pass --model FILE.gguf to serve a file as it is") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _remove_stale_temp_files(target: Path) -> None:
+    """Temp files of this target older than STALE_TMP_S: a writer killed mid-write (145 MB each).
+    Younger ones may belong to another server writing right now, so they stay."""
+    for leftover in target.parent.glob(target.name + ".*.tmp"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_TMP_S:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
+def _write_reencoded(reader, path: str, qtype) -> None:
+    """Every field of ``reader`` (but the file type) and every tensor, the matrices in ``qtype``."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, arch=reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        # the writer adds the architecture and GGUF.* itself; the file type would be stale
+        if field.name in ("general.architecture", "general.file_type") or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        if values.ndim == 1:
+            writer.add_tensor(tensor.name, values, raw_dtype=gguf.GGMLQuantizationType.F32)
+        else:
+            writer.add_tensor(tensor.name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

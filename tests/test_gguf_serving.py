@@ -70,3 +70,31 @@ def test_a_broken_gguf_is_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="cannot read GGUF file"):
         reencode(broken, SERVING_ENCODING, tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # nothing half-written is left
+
+
+def test_a_failed_write_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", disk_full)
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelLoadError, match="cannot write the Q8_0 copy .*No space left.*--model FILE.gguf"):
+        serving_gguf("default", cache)
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # no temp file, no half copy under the real name
+
+
+def test_leftovers_of_a_killed_writer_are_removed_but_not_a_live_writers(tmp_path):
+    from titans_lsp.model.gguf_serving import STALE_TMP_S, reencoded_path
+
+    cache = tmp_path / "cache"
+    target = reencoded_path(default_model_path(), SERVING_ENCODING, cache)
+    target.parent.mkdir(parents=True)
+    killed, live = target.parent / f"{target.name}.abc.tmp", target.parent / f"{target.name}.def.tmp"
+    killed.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    old = os.stat(killed).st_mtime - STALE_TMP_S - 60
+    os.utime(killed, (old, old))
+    assert serving_gguf("default", cache) == str(target)
+    assert not killed.exists() and live.exists()
