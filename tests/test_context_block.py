@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tiny_models import make_tokenizer
+from toy_repos import write_toy_package
 from titans_lsp.retrieval.index import Snippet, WorkspaceIndex, expand_retrievers
 from titans_lsp.retrieval.prompt import BLOCK_HEADER, count_tokens, crossfile_block
 
@@ -95,21 +96,7 @@ def test_unknown_packing_is_rejected(tokenizer):
 
 # ---- retrievers ---------------------------------------------------------------------------------
 def write_repo(root: Path) -> Path:
-    pkg = root / "toypkg"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "config.py").write_text(
-        "import os\n\n\ndef load_config(path):\n    return {'path': path}\n\n\nDEFAULT_PORT = 8080\n\n\n"
-        "class Settings:\n    def __init__(self, host, port):\n        self.host = host\n        self.port = port\n")
-    body = "".join(f"# filler line {i} about settings and ports\n" for i in range(12))
-    (pkg / "server.py").write_text(
-        "from toypkg.config import DEFAULT_PORT, Settings, load_config\n" + body +
-        "\n\ndef start_server(path):\n    config = load_config(path)\n    settings = Settings('localhost', DEFAULT_PORT)\n"
-        "    return settings\n")
-    (pkg / "main.py").write_text(
-        "from toypkg.server import start_server\nfrom toypkg.config import Settings\n" + body +
-        "\n\ndef main():\n    server = start_server('config.json')\n    other = Settings('0.0.0.0', 1)\n    return server, other\n")
-    return root
+    return write_toy_package(root, filler="# filler line {i} about settings and ports\n", init=True).parent
 
 
 MAIN_PREFIX = ("from toypkg.server import start_server\nfrom toypkg.config import Settings\n\n\ndef main():\n"

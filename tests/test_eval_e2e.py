@@ -5,26 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from toy_repos import write_toy_package
 from titans_lsp.cli import main
 from titans_lsp.evals.data import read_samples
 
 
 def write_repo(root: Path) -> Path:
     """Three modules that use each other's top-level names, with enough lines before each use."""
-    pkg = root / "toypkg"
-    pkg.mkdir(parents=True)
-    (pkg / "config.py").write_text(
-        "import os\n\n\ndef load_config(path):\n    return {'path': path}\n\n\nDEFAULT_PORT = 8080\n\n\n"
-        "class Settings:\n    def __init__(self, host, port):\n        self.host = host\n        self.port = port\n")
-    body = "".join(f"# filler line {i}\n" for i in range(12))
-    (pkg / "server.py").write_text(
-        "from toypkg.config import DEFAULT_PORT, Settings, load_config\n" + body +
-        "\n\ndef start_server(path):\n    config = load_config(path)\n    settings = Settings('localhost', DEFAULT_PORT)\n"
-        "    return settings\n")
-    (pkg / "main.py").write_text(
-        "from toypkg.server import start_server\nfrom toypkg.config import Settings\n" + body +
-        "\n\ndef main():\n    server = start_server('config.json')\n    other = Settings('0.0.0.0', 1)\n    return server, other\n")
-    return pkg
+    return write_toy_package(root)
 
 
 def test_build_is_deterministic_and_well_formed(tmp_path):

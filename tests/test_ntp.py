@@ -75,36 +75,35 @@ def test_empty_memory_and_shut_gates_are_the_base_model_bit_for_bit(tiny):
     patch.uninstall()
 
 
+def prime_code(tiny, config: MemoryConfig):
+    """Prime CODE into a fresh ntp memory; (state, loss on CODE before, after with gates open, after shut)."""
+    model, text_ids = tiny.model, ids_of(tiny, CODE)
+    patch = install_memory(model, config)
+    try:
+        state = patch.new_state()
+        with patch.activate(state, gates="shut"):
+            before = loss_on(model, text_ids)
+        patch.prime(state, [CODE], tiny.tokenizer, chunk_tokens=256)
+        with patch.activate(state, gates="open"):
+            after = loss_on(model, text_ids)
+        with patch.activate(state, gates="shut"):
+            ablated = loss_on(model, text_ids)
+    finally:
+        patch.uninstall()
+    return state, before, after, ablated
+
+
 def test_priming_lowers_the_next_token_loss_of_the_primed_text(tiny):
-    model = tiny.model
-    text_ids = ids_of(tiny, CODE)
-    patch = install_memory(model, ntp_config(ntp_steps=4, ntp_lr=200.0))
-    state = patch.new_state()
-    with patch.activate(state, gates="shut"):
-        before = loss_on(model, text_ids)
-    patch.prime(state, [CODE], tiny.tokenizer, chunk_tokens=256)
-    with patch.activate(state, gates="open"):
-        after = loss_on(model, text_ids)
-    with patch.activate(state, gates="shut"):
-        ablated = loss_on(model, text_ids)
+    _, before, after, ablated = prime_code(tiny, ntp_config(ntp_steps=4, ntp_lr=200.0))
     assert after < before - 0.05
     assert ablated == before
-    patch.uninstall()
 
 
 def test_adam_priming_lowers_the_loss_and_keeps_only_b(tiny):
     """Adam within each chunk: the state holds B alone (moments restart), the primed text gets likelier."""
-    model, text_ids = tiny.model, ids_of(tiny, CODE)
-    patch = install_memory(model, ntp_config(ntp_optimizer="adam", ntp_lr=0.05, ntp_steps=4))
-    state = patch.new_state()
-    with patch.activate(state, gates="shut"):
-        before = loss_on(model, text_ids)
-    patch.prime(state, [CODE], tiny.tokenizer, chunk_tokens=256)
-    with patch.activate(state, gates="open"):
-        after = loss_on(model, text_ids)
-    assert after < before - 0.05
+    state, before, after, ablated = prime_code(tiny, ntp_config(ntp_optimizer="adam", ntp_lr=0.05, ntp_steps=4))
+    assert after < before - 0.05 and ablated == before
     assert all(len(state.weights[i]) == 1 and state.momentum[i][0].abs().sum() == 0 for i in state.layers)
-    patch.uninstall()
 
 
 def test_chunk_adam_first_step_is_the_sign():
