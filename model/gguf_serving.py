@@ -31,9 +31,17 @@ def serving_gguf(spec: str, cache_dir: str | os.PathLike | None = None) -> str |
     if source.kind != "gguf":
         return None
     path = Path(source.location)
-    if spec != "default" and path != default_model_path():
+    if not _is_embedded_default(path):
         return str(path)
     return str(reencode(path, SERVING_ENCODING, cache_dir))
+
+
+def _is_embedded_default(path: Path) -> bool:
+    """Whether ``path`` is the default model's file (False when that wheel is not even installed)."""
+    try:
+        return path.resolve() == default_model_path().resolve()
+    except ModelLoadError:
+        return False
 
 
 def reencoded_path(gguf_path: Path, encoding: str, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -98,3 +98,15 @@ def test_leftovers_of_a_killed_writer_are_removed_but_not_a_live_writers(tmp_pat
     os.utime(killed, (old, old))
     assert serving_gguf("default", cache) == str(target)
     assert not killed.exists() and live.exists()
+
+
+def test_a_named_gguf_is_served_even_without_the_default_model_installed(tmp_path, monkeypatch):
+    import titans_lsp.model.gguf_serving as serving
+
+    def not_installed():
+        raise ModelLoadError("the embedded default model is not installed")
+
+    monkeypatch.setattr(serving, "default_model_path", not_installed)
+    mine = tmp_path / "mine.gguf"
+    mine.write_bytes(b"GGUF")
+    assert serving_gguf(str(mine), tmp_path / "cache") == str(mine.resolve())
