@@ -3,6 +3,7 @@ by default, a token for any other address, one client per server."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
@@ -68,10 +69,14 @@ def test_token_is_checked_in_initialize_and_the_warning_is_loud(tiny, tmp_path, 
     reply = nobody.request("workspace/executeCommand", {"command": "titans-lsp.status", "arguments": []})
     assert reply["error"]["code"] == -32002  # nothing but initialize before authenticating
     nobody.notify("exit")  # ignored: an unauthenticated client cannot stop the server
+    # shutdown sends the FIN at once: a bare close() waits for our reader thread's blocked recv, and the
+    # server would only notice at its 30 s authentication timeout, racing this test's own wait
+    sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     deadline = time.monotonic() + 30
     while srv.log.read_text().count("did not authenticate") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert srv.log.read_text().count("did not authenticate") == 2  # both closed, the slot is free again
     assert srv.proc.poll() is None
 
     editor, sock = srv.connect()
