@@ -131,15 +131,40 @@ def _is_complete_conversion(directory: Path) -> bool:
     return (directory / _CONVERTED_MARKER).is_file() and (directory / "config.json").is_file()
 
 
-def convert_gguf(gguf_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Dequantize a GGUF file once into an HF directory in the cache (atomic: temp dir, then rename)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _conversion_lock(target: Path):
+    """Cross-process lock for writing ``target``: servers, evals and tests share one cache, and a
+    second writer must neither redo the work nor delete the copy another process is loading."""
+    from filelock import FileLock
 
+    return FileLock(str(target.parent / f"{target.name}.lock"))
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Temp dirs of writers killed mid-conversion (the caller holds the lock, so none is live)."""
+    for stale in target.parent.glob(f"{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def convert_gguf(gguf_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Dequantize a GGUF file once into an HF directory in the cache (atomic: temp dir, then rename;
+    one writer at a time, so concurrent first starts convert once and never delete a finished copy)."""
     target = converted_gguf_dir(gguf_path, cache_dir)
     if _is_complete_conversion(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _conversion_lock(target):
+        if _is_complete_conversion(target):  # another process finished it while we waited
+            return target
+        _remove_stale_temps(target)
+        _write_conversion(gguf_path, target)
+    return target
+
+
+def _write_conversion(gguf_path: Path, target: Path) -> None:
+    """Convert into a temp dir next to ``target`` and rename it into place. The caller holds the lock."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     log.info("converting %s into %s (first load only)", gguf_path, target)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
@@ -157,12 +182,30 @@ def convert_gguf(gguf_path: Path, cache_dir: str | os.PathLike | None = None) ->
         tokenizer.save_pretrained(tmp)
         (tmp / _CONVERTED_MARKER).write_text(str(gguf_path) + "\n")
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(target)  # an incomplete or damaged copy (a complete one is never rewritten)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+
+def _load_converted(gguf_path: Path, cache_dir, device, dtype):
+    """Load the converted copy, converting first if needed. A damaged copy is rebuilt once, under the
+    writers' lock and only if it still fails there: the failure may have been another process
+    replacing an incomplete copy at that moment, and its fresh copy must not be deleted."""
+    directory = convert_gguf(gguf_path, cache_dir)
+    try:
+        return _load_hf(str(directory), device, dtype, local_only=True)
+    except Exception as first:  # noqa: BLE001 - a damaged cached conversion is rebuilt once
+        with _conversion_lock(directory):
+            try:
+                return _load_hf(str(directory), device, dtype, local_only=True)
+            except Exception:  # noqa: BLE001
+                log.warning("converted copy %s is unreadable (%s); converting again", directory, first)
+                shutil.rmtree(directory, ignore_errors=True)
+                _remove_stale_temps(directory)
+                _write_conversion(gguf_path, directory)
+        return _load_hf(str(directory), device, dtype, local_only=True)
 
 
 def _load_hf(location: str, device, dtype, local_only: bool):
@@ -180,15 +223,7 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "auto",
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     if source.kind == "gguf":
-        gguf_path = Path(source.location)
-        directory = convert_gguf(gguf_path, cache_dir)
-        try:
-            model, tokenizer = _load_hf(str(directory), dev, dt, local_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged cached conversion is rebuilt once
-            log.warning("converted copy %s is unreadable (%s); converting again", directory, exc)
-            shutil.rmtree(directory, ignore_errors=True)
-            directory = convert_gguf(gguf_path, cache_dir)
-            model, tokenizer = _load_hf(str(directory), dev, dt, local_only=True)
+        model, tokenizer = _load_converted(Path(source.location), cache_dir, dev, dt)
     else:
         offline = source.kind == "hf_dir" or os.environ.get("HF_HUB_OFFLINE") == "1"
         try:

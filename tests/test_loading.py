@@ -58,7 +58,8 @@ def test_corrupt_gguf_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         load_model(str(bad), device="cpu", cache_dir=tmp_path / "cache")
     assert "cannot read GGUF file" in str(info.value) and "\n" not in str(info.value)
-    assert not list((tmp_path / "cache" / "models").glob("broken-*[!p]")), "no half-written conversion is left"
+    left = [p.name for p in (tmp_path / "cache" / "models").glob("broken-*") if not p.name.endswith(".lock")]
+    assert not left, f"no half-written conversion is left: {left}"
 
 
 def test_corrupt_weights_in_hf_directory_is_a_clear_error(tiny_llama_dir, tmp_path):
@@ -110,3 +111,94 @@ def test_gguf_converts_once_then_loads_from_cache(tmp_path):
     again = load_model("default", device="cpu", cache_dir=cache)
     with torch.no_grad():
         assert torch.allclose(again.model(ids).logits, expected, atol=1e-5)
+
+
+# ---- the converted copy in a cache shared by several processes (servers, evals, tests) ----------
+def _fake_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "weights" / "fake.gguf"
+    path.parent.mkdir()
+    path.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    return path
+
+
+def _fake_writer(calls: list, delay: float = 0.0):
+    """Stands in for the real dequantization: writes a complete-looking copy the way it does
+    (temp dir, then rename), slowly enough that a second caller arrives mid-write."""
+    import os
+    import tempfile
+    import time
+
+    def write(gguf_path: Path, target: Path) -> None:
+        calls.append(target)
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        time.sleep(delay)
+        (tmp / "config.json").write_text("{}")
+        (tmp / loading._CONVERTED_MARKER).write_text(str(gguf_path))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+
+    return write
+
+
+def test_concurrent_first_loads_convert_once_and_clear_killed_writers_temps(tmp_path, monkeypatch):
+    import threading
+
+    gguf = _fake_gguf(tmp_path)
+    cache = tmp_path / "cache"
+    target = loading.converted_gguf_dir(gguf, cache)
+    target.parent.mkdir(parents=True)
+    killed = target.parent / f"{target.name}.tmp-killedwriter"
+    killed.mkdir()  # left by a writer that was SIGKILLed mid-conversion
+    calls: list = []
+    monkeypatch.setattr(loading, "_write_conversion", _fake_writer(calls, delay=0.3))
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(loading.convert_gguf(gguf, cache))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [target] * 3
+    assert len(calls) == 1, "the callers that waited must reuse the first one's copy"
+    assert not killed.exists()
+    assert not list(target.parent.glob(f"{target.name}.tmp-*"))
+
+
+def test_a_load_failing_while_another_process_replaces_the_copy_does_not_delete_it(tmp_path, monkeypatch):
+    gguf = _fake_gguf(tmp_path)
+    cache = tmp_path / "cache"
+    calls: list = []
+    monkeypatch.setattr(loading, "_write_conversion", _fake_writer(calls))
+    target = loading.convert_gguf(gguf, cache)
+    stamp = (target / loading._CONVERTED_MARKER).stat().st_mtime_ns
+    attempts: list = []
+
+    def flaky_load(location, device, dtype, local_only):
+        attempts.append(location)
+        if len(attempts) == 1:
+            raise OSError("config.json vanished")  # what a reader sees mid-replace
+        return "model", "tokenizer"
+
+    monkeypatch.setattr(loading, "_load_hf", flaky_load)
+    assert loading._load_converted(gguf, cache, "cpu", torch.float32) == ("model", "tokenizer")
+    assert len(calls) == 1, "a copy that loads under the lock is not rebuilt"
+    assert (target / loading._CONVERTED_MARKER).stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_copy_is_rebuilt_once(tmp_path, monkeypatch):
+    gguf = _fake_gguf(tmp_path)
+    cache = tmp_path / "cache"
+    calls: list = []
+    monkeypatch.setattr(loading, "_write_conversion", _fake_writer(calls))
+    loading.convert_gguf(gguf, cache)
+    loads: list = []
+
+    def load_until_rebuilt(location, device, dtype, local_only):
+        loads.append(location)
+        if len(calls) < 2:
+            raise ValueError("safetensors header is garbage")
+        return "model", "tokenizer"
+
+    monkeypatch.setattr(loading, "_load_hf", load_until_rebuilt)
+    assert loading._load_converted(gguf, cache, "cpu", torch.float32) == ("model", "tokenizer")
+    assert len(calls) == 2 and len(loads) == 3  # first try, the re-check under the lock, after the rebuild
