@@ -23,7 +23,7 @@ import numpy as np
 
 from .bm25 import IncrementalBM25
 from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
-from .imports import DefinitionLookup, ModuleMap, import_context
+from .imports import DefinitionLookup, ModuleMap, import_context, workspace_names
 from .usages import first_use, import_lines, use_window
 from .workspace import DEFAULT_MAX_BYTES, WorkspaceFilter
 
@@ -483,21 +483,29 @@ class WorkspaceIndex:
         found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
         return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
 
+    def _mentions(self, rel: str, word: str) -> bool:
+        """Whether indexed file ``rel`` has ``word`` as a BM25 token (from the postings: no file read)."""
+        entry = self.entries.get(rel)
+        return entry is not None and self.bm25.contains(word, entry.doc_ids)
+
     def usage_snippets(self, prefix: str, current: str | None, k: int = 5, max_names: int = 20) -> list[Snippet]:
-        """Windows around uses, in other files, of the names the prefix imports (those ``imports``
-        resolves to workspace definitions): the chunks holding such a use ranked by BM25 against the
-        rg1 query (the prefix's last lines), each shown as the lines leading to its first use and the
-        two after it (retrieval/usages.py). Overlapping windows of one file count once."""
+        """Windows around uses, in other files, of the names the prefix imports from workspace modules
+        (``workspace_names``: resolved with the module map alone, no definition file read on this hot
+        path): the chunks holding such a use ranked by BM25 against the rg1 query (the prefix's last
+        lines), each shown as the lines leading to its first use and the two after it
+        (retrieval/usages.py). Overlapping windows of one file count once."""
         query = last_nonempty_lines(prefix)
         if not query.strip():
             return []
-        found = import_context(prefix, current, self.module_map(), self._read_rel, limit=max_names, lookup=self._lookup)
-        words = tuple(dict.fromkeys(s.name.rsplit(".", 1)[-1] for s in found))
+        words = tuple(workspace_names(prefix, current, self.module_map(), max_names, self._mentions))
         if not words:
             return []
-        docs = np.unique(np.concatenate([self.bm25.docs_with(word) for word in words]))
+        candidate = np.zeros(self.bm25.n_docs, dtype=bool)  # a mask: no sort or set operation per request
+        for word in words:
+            candidate[self.bm25.docs_with(word)] = True
         exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
-        docs = np.setdiff1d(docs, np.asarray(exclude, dtype=np.int64))
+        candidate[np.asarray(exclude, dtype=np.int64)] = False
+        docs = np.flatnonzero(candidate)
         if not len(docs):
             return []
         scores, _ = self.bm25.scores(bm25_tokens(query), exclude)

@@ -165,3 +165,16 @@ def test_empty_query_returns_nothing(real_repo, tmp_path):
     index.build()
     assert index.retrieve("", "util.py", "bm25") == []
     assert index.retrieve("\n\n   \n", "util.py", "bm25") == []
+
+
+def test_bm25_contains_answers_for_a_set_of_documents():
+    from titans_lsp.retrieval.bm25 import IncrementalBM25
+
+    bm25 = IncrementalBM25()
+    docs = [bm25.add(tokens) for tokens in (["a", "b"], ["c"], ["d", "b"], ["e"], ["a"])]
+    assert bm25.contains("b", [0, 1]) and bm25.contains("b", [1, 2]) and bm25.contains("a", [4])
+    assert not bm25.contains("b", [1]) and not bm25.contains("a", [1, 2, 3])
+    assert not bm25.contains("b", [1, 3]) and bm25.contains("b", [0, 3])  # not consecutive: doc 2 is not one of them
+    assert not bm25.contains("unknown", docs) and not bm25.contains("a", [])
+    bm25.freeze()
+    assert bm25.contains("e", [2, 3]) and not bm25.contains("e", [0, 2])
