@@ -479,7 +479,7 @@ def workspace_names(prefix: str, current_file: str | None, modules: ModuleMap, l
         return attributes[key]
 
     def add(name: str, offset: int) -> None:
-        if offset > position.get(name, -2):
+        if name not in position or offset > position[name]:
             position[name] = offset
 
     for binding in bindings:
