@@ -354,19 +354,29 @@ def _uses(prefix: str, alias: str, word: str = r"\w") -> list[tuple[int, str | N
 
 
 def _plain_uses(prefix: str, aliases: tuple[str, ...], word: str = r"\w") -> dict[str, list[tuple[int, str | None]]]:
-    """:func:`_uses` for every plain (undotted) alias at once: one pass over the prefix that stops only
-    at those names, not at every word."""
+    """:func:`_uses` for every plain (undotted) alias: a literal search per alias (patterns cached per
+    alias, which recur across files), instead of a match object for every word of the prefix."""
+    is_word = _word_char(word)
     out: dict[str, list[tuple[int, str | None]]] = {}
-    if aliases:
-        for m in _plain_uses_pattern(aliases, word).finditer(prefix):
-            out.setdefault(m.group(1), []).append((m.start(), m.group(2)))
+    for alias in aliases:
+        for m in _alias_pattern(alias, word).finditer(prefix):
+            start = m.start()
+            if start and (prefix[start - 1] == "." or is_word(prefix[start - 1])):
+                continue  # inside a longer name, or an attribute of something else
+            out.setdefault(alias, []).append((start, m.group(1)))
     return out
 
 
-@lru_cache(maxsize=64)
-def _plain_uses_pattern(aliases: tuple[str, ...], word: str) -> re.Pattern:
-    names = "|".join(re.escape(alias) for alias in sorted(aliases, key=len, reverse=True))
-    return re.compile(rf"(?<![{word}.])({names})(?![{word}])(?:\.([{word}]+))?")
+@lru_cache(maxsize=1024)
+def _alias_pattern(alias: str, word: str) -> re.Pattern:
+    """``alias`` as a whole name, with the attribute after it (``alias.attr``); the literal comes
+    first so the regex engine searches for it directly."""
+    return re.compile(rf"{re.escape(alias)}(?![{word}])(?:\.([{word}]+))?")
+
+
+@lru_cache(maxsize=16)
+def _word_char(word: str) -> Callable[[str], object]:
+    return re.compile(rf"[{word}]").match
 
 
 def import_context(prefix: str, current_file: str | None, modules, read: Callable[[str], str | None] | None = None,
