@@ -118,6 +118,19 @@ class IncrementalBM25:
         docs, _ = self._postings(term_id)
         return docs[self.alive[docs]].astype(np.int64)
 
+    def contains(self, term: str, docs: list[int]) -> bool:
+        """Whether one of ``docs`` (live documents) contains ``term``: binary searches of its posting
+        list (kept in document order) for the range of ``docs``, not a scan."""
+        term_id = self.vocab.get(term)
+        if term_id is None or not docs:
+            return False
+        first, last = min(docs), max(docs)
+        postings, _ = self._postings(term_id)
+        window = postings[np.searchsorted(postings, first, "left"):np.searchsorted(postings, last, "right")]
+        if len(docs) == last - first + 1:  # one file's chunks: consecutive ids
+            return len(window) > 0
+        return bool(np.isin(window, docs).any())
+
     def freeze(self) -> None:
         """Merge every appended tail (before saving, or after a bulk build)."""
         for term_id in list(self._tail):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable
 
 from dataclasses import replace
@@ -253,6 +254,12 @@ class ModuleMap:
                 return candidate
         return None
 
+    def submodule(self, rel: str, name: str) -> str | None:
+        """The file of ``name`` when it is a submodule of the package whose ``__init__`` is ``rel``."""
+        if not rel.endswith(("__init__.py", "__init__.pyi")):
+            return None
+        return self.resolve_relative(1, name, rel)
+
     def resolve_binding_module(self, binding: Binding, current: str) -> str | None:
         if detect(current).imports == "ecmascript":
             return self.ecma.resolve(binding.module, current)
@@ -346,12 +353,30 @@ def _uses(prefix: str, alias: str, word: str = r"\w") -> list[tuple[int, str | N
     return [(m.start(), m.group(1)) for m in pattern.finditer(prefix)]
 
 
-def _all_uses(prefix: str, word: str = r"\w") -> dict[str, list[tuple[int, str | None]]]:
-    """:func:`_uses` for every plain name at once (one pass over the prefix instead of one per import)."""
+def _plain_uses(prefix: str, aliases: tuple[str, ...], word: str = r"\w") -> dict[str, list[tuple[int, str | None]]]:
+    """:func:`_uses` for every plain (undotted) alias: a literal search per alias (patterns cached per
+    alias, which recur across files), instead of a match object for every word of the prefix."""
+    is_word = _word_char(word)
     out: dict[str, list[tuple[int, str | None]]] = {}
-    for m in re.finditer(rf"(?<![{word}.])([{word}]+)(?:\.([{word}]+))?", prefix):
-        out.setdefault(m.group(1), []).append((m.start(), m.group(2)))
+    for alias in aliases:
+        for m in _alias_pattern(alias, word).finditer(prefix):
+            start = m.start()
+            if start and (prefix[start - 1] == "." or is_word(prefix[start - 1])):
+                continue  # inside a longer name, or an attribute of something else
+            out.setdefault(alias, []).append((start, m.group(1)))
     return out
+
+
+@lru_cache(maxsize=1024)
+def _alias_pattern(alias: str, word: str) -> re.Pattern:
+    """``alias`` as a whole name, with the attribute after it (``alias.attr``); the literal comes
+    first so the regex engine searches for it directly."""
+    return re.compile(rf"{re.escape(alias)}(?![{word}])(?:\.([{word}]+))?")
+
+
+@lru_cache(maxsize=16)
+def _word_char(word: str) -> Callable[[str], object]:
+    return re.compile(rf"[{word}]").match
 
 
 def import_context(prefix: str, current_file: str | None, modules, read: Callable[[str], str | None] | None = None,
@@ -379,19 +404,7 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
         if old is None or position > old.position:
             found[key] = ImportSnippet(rel, chunk.text, chunk.name, position)
 
-    if language.imports == "ecmascript":
-        bindings, _, spans = parse_ecma_module(prefix, language)
-
-        def is_import_line(offset: int) -> bool:
-            return any(start <= offset < end for start, end in spans)
-    else:
-        bindings = parse_imports(prefix)
-
-        def is_import_line(offset: int) -> bool:
-            start = prefix.rfind("\n", 0, offset) + 1
-            return bool(re.match(r"\s*(from\s|import\s)", prefix[start:offset + 1] + " "))
-
-    plain_uses = _all_uses(prefix, language.word_chars)
+    bindings, uses_of = _prefix_imports(prefix, language)
     for binding in bindings:
         if binding.alias == STAR:
             continue
@@ -404,9 +417,7 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
             if resolved is None:
                 continue
             target_rel, target_chunk = resolved
-        found_uses = plain_uses.get(binding.alias, []) if re.fullmatch(rf"[{language.word_chars}]+", binding.alias) \
-            else _uses(prefix, binding.alias, language.word_chars)  # a dotted alias (import a.b)
-        uses = [(offset, attr) for offset, attr in found_uses if not is_import_line(offset)]
+        uses = uses_of(binding.alias)
         if target_chunk is not None:  # a class / function / constant
             add(target_rel, target_chunk, max((o for o, _ in uses), default=-1))
             continue
@@ -420,4 +431,86 @@ def import_context(prefix: str, current_file: str | None, modules, read: Callabl
     # used names, nearest use to the cursor first. (This was written as a flag `UNUSED_FIRST = [False]`
     # whose non-empty list is truthy, so unused-first is the order every committed result measured.)
     ranked = sorted(found.values(), key=lambda s: (-1 if s.position < 0 else 0, -s.position, s.filename, s.name))
+    return ranked[:limit]
+
+
+def _prefix_imports(prefix: str, language: Language) -> tuple[list[Binding], Callable[[str], list[tuple[int, str | None]]]]:
+    """The prefix's import bindings, and a function giving an alias's uses outside import statements
+    as (offset, attribute of ``alias.attr`` or None)."""
+    if language.imports == "ecmascript":
+        bindings, _, spans = parse_ecma_module(prefix, language)
+
+        def is_import_line(offset: int) -> bool:
+            return any(start <= offset < end for start, end in spans)
+    else:
+        bindings = parse_imports(prefix)
+
+        def is_import_line(offset: int) -> bool:
+            start = prefix.rfind("\n", 0, offset) + 1
+            return bool(re.match(r"\s*(from\s|import\s)", prefix[start:offset + 1] + " "))
+
+    plain_alias = re.compile(rf"[{language.word_chars}]+")
+    plain = tuple(sorted({b.alias for b in bindings if plain_alias.fullmatch(b.alias)}))
+    plain_uses = _plain_uses(prefix, plain, language.word_chars)
+
+    def uses_of(alias: str) -> list[tuple[int, str | None]]:
+        found = plain_uses.get(alias, []) if alias in plain \
+            else _uses(prefix, alias, language.word_chars)  # a dotted alias (import a.b)
+        return [(offset, attr) for offset, attr in found if not is_import_line(offset)]
+
+    return bindings, uses_of
+
+
+def workspace_names(prefix: str, current_file: str | None, modules: ModuleMap, limit: int = 20,
+                    mentions: Callable[[str, str], bool] | None = None) -> list[str]:
+    """The names the prefix imports from workspace modules, as other files write them, ordered as
+    :func:`import_context` orders definitions (imported-but-unused first, then nearest use to the cursor).
+
+    Why not :func:`import_context`: this runs on every request of the ``usages`` retriever, and
+    resolving a name to its definition reads, redacts and parses the module file (tens of ms the first
+    time). The module map alone answers here: ``from m import X`` (m in the workspace) gives ``X``; a
+    module imported whole (``import m as a``, ``from pkg import submodule``, a TypeScript namespace)
+    gives the attributes used as ``a.attr`` that are not submodules; a TypeScript default import gives
+    its local name. ``mentions(rel, name)``, when given, says whether module file ``rel`` has ``name``
+    as a word (the index answers from its postings); a name its module never mentions is dropped, as
+    ``import_context`` drops a name it cannot resolve (defined out of sight: ``import *``, C code)."""
+    language = detect(current_file)
+    if language.imports is None and language is not PLAIN_TEXT:
+        return []
+    current = current_file or ""
+    bindings, uses_of = _prefix_imports(prefix, language)
+    position: dict[str, int] = {}  # name -> offset of its nearest use to the cursor (-1: not used yet)
+    attributes: dict[tuple[str, str], bool] = {}  # (module file, attr) -> kept: each asked once
+
+    def is_attribute(module_file: str, attr: str) -> bool:
+        key = (module_file, attr)
+        if key not in attributes:
+            attributes[key] = modules.submodule(module_file, attr) is None and (mentions is None or mentions(*key))
+        return attributes[key]
+
+    def add(name: str, offset: int) -> None:
+        if name not in position or offset > position[name]:
+            position[name] = offset
+
+    for binding in bindings:
+        if binding.alias == STAR:
+            continue
+        module_rel = modules.resolve_binding_module(binding, current)
+        if module_rel is None or module_rel == current:
+            continue
+        uses = uses_of(binding.alias)
+        module_file = module_rel  # the module whose attributes `alias.attr` names
+        if binding.symbol is not None:
+            named = mentions(module_rel, binding.symbol) if mentions is not None else None
+            submodule = modules.submodule(module_rel, binding.symbol)
+            if named or (named is None and submodule is None):  # a name defined in (or re-exported by) the module
+                add(binding.alias if binding.symbol == "default" else binding.symbol, max((o for o, _ in uses), default=-1))
+                continue
+            if submodule is None:
+                continue  # the module never mentions it: defined out of sight
+            module_file = submodule  # ``from pkg import submodule``: its attributes, as for ``import m``
+        for offset, attr in uses:
+            if attr is not None and is_attribute(module_file, attr):
+                add(attr, offset)
+    ranked = sorted(position, key=lambda name: (-1 if position[name] < 0 else 0, -position[name], name))
     return ranked[:limit]

@@ -23,7 +23,7 @@ import numpy as np
 
 from .bm25 import IncrementalBM25
 from .chunking import Chunk, bm25_tokens, last_nonempty_lines, rg1_chunks
-from .imports import DefinitionLookup, ModuleMap, import_context
+from .imports import DefinitionLookup, ModuleMap, import_context, workspace_names
 from .usages import first_use, import_lines, use_window
 from .workspace import DEFAULT_MAX_BYTES, WorkspaceFilter
 
@@ -56,6 +56,12 @@ class FileEntry:
     size: int
     chunks: list[Chunk]
     doc_ids: list[int]
+    clean_digest: str = ""  # of the indexed (cleaned) text: a save or touch that leaves it alone re-indexes nothing
+
+
+def clean_digest(text: str) -> str:
+    """The digest :class:`FileEntry` keeps of the text it indexed."""
+    return hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=16).hexdigest()
 
 
 class WorkspaceIndex:
@@ -102,10 +108,7 @@ class WorkspaceIndex:
         self._modules = self._lookup = None
 
     def _add(self, rel: str, text: str, path: Path | None) -> None:
-        try:
-            stat = path.stat() if path is not None else None
-        except OSError:
-            stat = None
+        stat = _stat(path)
         chunks = rg1_chunks(text)
         doc_ids = []
         for chunk in chunks:
@@ -115,7 +118,18 @@ class WorkspaceIndex:
         if self._dense is not None:  # new chunks whose text is encoded already need no encoding
             self._grow_rows()
             self._map_rows(doc_ids)
-        self.entries[rel] = FileEntry(stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1, chunks, doc_ids)
+        self.entries[rel] = FileEntry(stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1, chunks, doc_ids,
+                                      clean_digest(text))
+
+    def _same_text(self, rel: str, text: str, path: Path | None) -> bool:
+        """Whether ``rel`` is indexed with exactly ``text``; if so its entry takes the file's new
+        (mtime, size) and nothing else changes (no BM25 update, so no query cache is dropped)."""
+        entry = self.entries.get(rel)
+        if entry is None or not entry.clean_digest or entry.clean_digest != clean_digest(text):
+            return False
+        stat = _stat(path)
+        entry.mtime_ns, entry.size = (stat.st_mtime_ns, stat.st_size) if stat else (0, -1)
+        return True
 
     def _remove(self, rel: str) -> None:
         entry = self.entries.pop(rel, None)
@@ -152,11 +166,14 @@ class WorkspaceIndex:
                 return False
             loaded = self.rules.load(self.root / rel)
             new_file = rel not in self.entries
-            self._remove(rel)
             cleaned = None if loaded is None else loaded.text if text is None else self.rules.clean(rel, text)
             if loaded is None or cleaned is None:
+                self._remove(rel)
                 self._forget_modules()
                 return False
+            if self._same_text(rel, cleaned, self.root / rel):
+                return True
+            self._remove(rel)
             self._add(rel, cleaned, self.root / rel)
             if new_file:
                 self._forget_modules()
@@ -174,14 +191,16 @@ class WorkspaceIndex:
 
     def sync(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Bring the index up to date with the disk (after a restart): re-index changed, new and
-        deleted files only. Returns the number of files touched."""
+        deleted files only (a file whose cleaned text is unchanged only gets its new mtime). Returns
+        the number of entries touched (re-indexed, removed or re-stamped: the index is worth saving)."""
         with self.lock:
             rels = list(self.rules.iter_rel_paths())
             wanted = set(rels)
-            touched = 0
+            touched = reindexed = 0
             for rel in [r for r in self.entries if r not in wanted]:
                 self._remove(rel)
                 touched += 1
+                reindexed = 1
             for done, rel in enumerate(rels, 1):
                 entry = self.entries.get(rel)
                 try:
@@ -189,14 +208,16 @@ class WorkspaceIndex:
                 except OSError:
                     stat = None
                 if entry is None or stat is None or (entry.mtime_ns, entry.size) != (stat.st_mtime_ns, stat.st_size):
-                    self._remove(rel)
                     loaded = self.rules.load(self.root / rel, check_ignored=False)
-                    if loaded is not None:
-                        self._add(rel, loaded.text, self.root / rel)
+                    if loaded is None or not self._same_text(rel, loaded.text, self.root / rel):
+                        self._remove(rel)
+                        if loaded is not None:
+                            self._add(rel, loaded.text, self.root / rel)
+                        reindexed = 1
                     touched += 1
                 if progress is not None and (done % 200 == 0 or done == len(rels)):
                     progress(done, len(rels))
-            if touched:
+            if reindexed:
                 self._forget_modules()
             return touched
 
@@ -233,6 +254,7 @@ class WorkspaceIndex:
                 "bm25": {"params": list(bm25["params"]), "vocab": bm25["vocab"], "n_docs": int(bm25["n_docs"]),
                          "n_alive": int(bm25["n_alive"]), "total_len": int(bm25["total_len"])},
                 "entries": {rel: {"mtime_ns": e.mtime_ns, "size": e.size, "doc_ids": [int(d) for d in e.doc_ids],
+                                  "clean_digest": e.clean_digest,
                                   "chunks": [[c.text, c.index, c.start_line, c.end_line, c.kind, c.name] for c in e.chunks]}
                             for rel, e in self.entries.items()},
             }
@@ -278,11 +300,13 @@ class WorkspaceIndex:
             raise ValueError("bad index entries")
         for rel, entry in state["entries"].items():
             mtime_ns, size, doc_ids, raw = entry["mtime_ns"], entry["size"], entry["doc_ids"], entry["chunks"]
+            digest = entry.get("clean_digest", "")  # "" (an index saved before digests): compared as unknown
             if not (_is_count(mtime_ns) and _is_count(size) and isinstance(doc_ids, list) and isinstance(raw, list)
-                    and len(doc_ids) == len(raw) and all(_is_count(d) and d < bm25.n_docs for d in doc_ids)):
+                    and len(doc_ids) == len(raw) and all(_is_count(d) and d < bm25.n_docs for d in doc_ids)
+                    and isinstance(digest, str)):
                 raise ValueError(f"bad index entry for {rel!r}")
             chunks = [_chunk(c) for c in raw]
-            entries[rel] = FileEntry(mtime_ns, size, chunks, doc_ids)
+            entries[rel] = FileEntry(mtime_ns, size, chunks, doc_ids, digest)
             for doc, chunk in zip(doc_ids, chunks):
                 doc_file[doc], doc_chunk[doc] = rel, chunk
         if sum(len(e.doc_ids) for e in entries.values()) != bm25.n_alive:
@@ -483,21 +507,29 @@ class WorkspaceIndex:
         found = import_context(prefix, current, modules, self._read_rel, limit=k, lookup=self._lookup)
         return [Snippet(s.filename, s.text, 1.0 / (1 + rank), "imports") for rank, s in enumerate(found)]
 
+    def _mentions(self, rel: str, word: str) -> bool:
+        """Whether indexed file ``rel`` has ``word`` as a BM25 token (from the postings: no file read)."""
+        entry = self.entries.get(rel)
+        return entry is not None and self.bm25.contains(word, entry.doc_ids)
+
     def usage_snippets(self, prefix: str, current: str | None, k: int = 5, max_names: int = 20) -> list[Snippet]:
-        """Windows around uses, in other files, of the names the prefix imports (those ``imports``
-        resolves to workspace definitions): the chunks holding such a use ranked by BM25 against the
-        rg1 query (the prefix's last lines), each shown as the lines leading to its first use and the
-        two after it (retrieval/usages.py). Overlapping windows of one file count once."""
+        """Windows around uses, in other files, of the names the prefix imports from workspace modules
+        (``workspace_names``: resolved with the module map alone, no definition file read on this hot
+        path): the chunks holding such a use ranked by BM25 against the rg1 query (the prefix's last
+        lines), each shown as the lines leading to its first use and the two after it
+        (retrieval/usages.py). Overlapping windows of one file count once."""
         query = last_nonempty_lines(prefix)
         if not query.strip():
             return []
-        found = import_context(prefix, current, self.module_map(), self._read_rel, limit=max_names, lookup=self._lookup)
-        words = tuple(dict.fromkeys(s.name.rsplit(".", 1)[-1] for s in found))
+        words = tuple(workspace_names(prefix, current, self.module_map(), max_names, self._mentions))
         if not words:
             return []
-        docs = np.unique(np.concatenate([self.bm25.docs_with(word) for word in words]))
+        candidate = np.zeros(self.bm25.n_docs, dtype=bool)  # a mask: no sort or set operation per request
+        for word in words:
+            candidate[self.bm25.docs_with(word)] = True
         exclude = tuple(self.entries[current].doc_ids) if current in self.entries else ()
-        docs = np.setdiff1d(docs, np.asarray(exclude, dtype=np.int64))
+        candidate[np.asarray(exclude, dtype=np.int64)] = False
+        docs = np.flatnonzero(candidate)
         if not len(docs):
             return []
         scores, _ = self.bm25.scores(bm25_tokens(query), exclude)
@@ -554,6 +586,13 @@ def rrf(rankings: list[list[Snippet]], k: int, constant: int = RRF_K) -> list[Sn
             first.setdefault(key, snippet)
     order = sorted(fused, key=lambda key: (-fused[key], key))
     return [Snippet(key[0], key[1], fused[key], "rrf", first[key].start_line) for key in order[:k]]
+
+
+def _stat(path: Path | None) -> os.stat_result | None:
+    try:
+        return path.stat() if path is not None else None
+    except OSError:
+        return None
 
 
 def _is_count(value) -> bool:

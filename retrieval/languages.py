@@ -198,8 +198,10 @@ _BY_ID = {lid: lang for lang in LANGUAGES for lid in lang.language_ids}
 _BY_NAME = {lang.name: lang for lang in LANGUAGES} | {PLAIN_TEXT.name: PLAIN_TEXT}
 
 
+@lru_cache(maxsize=4096)
 def for_path(path: str | None) -> Language | None:
-    """The language of a file by its extension (None when no entry claims it)."""
+    """The language of a file by its extension (None when no entry claims it); cached: import
+    resolution asks it for the same few files once per import of every request."""
     if not path:
         return None
     return _BY_EXTENSION.get(PurePosixPath(str(path).replace("\\", "/")).suffix.lower())

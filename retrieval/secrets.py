@@ -11,15 +11,20 @@ plugin only sees in quoted form.
 detect-secrets costs ~0.25 ms a line, too much for every line of a workspace, so a line reaches it
 only when a cheap regular expression (:data:`CANDIDATE`) says it could hold one of the formats
 above; tests/test_hardening_secrets.py checks that every plugin's example passes that gate.
+Entering detect-secrets' settings costs about twice a line's scan, so :func:`redact` enters them at
+most once per file (see :func:`_scan_session`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 PLUGINS = (
     "AWSKeyDetector", "ArtifactoryDetector", "AzureStorageKeyDetector", "BasicAuthDetector", "DiscordBotTokenDetector",
@@ -55,15 +60,16 @@ def redact(text: str) -> Redacted:
     lines = text.split("\n")
     kinds: set[str] = set()
     count = 0
-    for i, line in enumerate(lines):
-        if len(line) > 2000 or not CANDIDATE.search(line):
-            continue  # (a minified line is never scanned whole: too slow; it is not a config line anyway)
-        found = line_secrets(line)
-        if found:
-            kinds.update(found)
-            indent = line[:len(line) - len(line.lstrip())]
-            lines[i] = indent + REDACTED
-            count += 1
+    with _scan_session():
+        for i, line in enumerate(lines):
+            if len(line) > 2000 or not CANDIDATE.search(line):
+                continue  # (a minified line is never scanned whole: too slow; it is not a config line anyway)
+            found = line_secrets(line)
+            if found:
+                kinds.update(found)
+                indent = line[:len(line) - len(line.lstrip())]
+                lines[i] = indent + REDACTED
+                count += 1
     if not count:
         return Redacted(text, 0, ())
     return Redacted("\n".join(lines), count, tuple(sorted(kinds)))
@@ -83,15 +89,44 @@ def line_secrets(line: str) -> set[str]:
 def _scan(line: str) -> tuple[str, ...]:
     from detect_secrets.core.scan import scan_line
 
-    with _settings():
+    with _scan_session():
+        _enter_settings()
         return tuple(sorted({secret.type for secret in scan_line(line)}))
 
 
-def _settings():
+# detect-secrets' settings are process-global: one session at a time (the watcher and priming threads
+# both read files). A session's settings are entered at its first scan (a file whose candidate lines
+# are all cached never pays for them) and restored when it ends.
+_LOCK = threading.RLock()
+_session: list[ExitStack] = []  # the open session's exit stack (empty: none open)
+_entered: list[bool] = [False]  # whether that session has entered the settings
+
+
+@contextmanager
+def _scan_session() -> Iterator[None]:
+    """Scans inside share one entry into detect-secrets' settings (nested sessions join the outer one)."""
+    with _LOCK:
+        if _session:
+            yield
+            return
+        with ExitStack() as stack:
+            _session.append(stack)
+            try:
+                yield
+            finally:
+                _session.pop()
+                _entered[0] = False
+
+
+def _enter_settings() -> None:
+    """Configure detect-secrets with :data:`PLUGINS` and :data:`FILTERS` for the rest of the session."""
+    if _entered[0]:
+        return
     from detect_secrets.settings import transient_settings
 
-    return transient_settings({"plugins_used": [{"name": name} for name in PLUGINS],
-                               "filters_used": [{"path": path} for path in FILTERS]})
+    _session[-1].enter_context(transient_settings({"plugins_used": [{"name": name} for name in PLUGINS],
+                                                   "filters_used": [{"path": path} for path in FILTERS]}))
+    _entered[0] = True
 
 
 def _entropy(value: str) -> float:

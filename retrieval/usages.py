@@ -4,7 +4,7 @@ Why: on the Python dev set the default 135M model completes an expression far mo
 another file's use of it (``_CustomMarkdownify(**kwargs).convert_soup(...)``, a sibling converter's
 ``-> DocumentConverterResult:``) than from the name's definition. BM25 over the whole workspace finds
 such lines only when the lines before the cursor happen to match them; this source looks only at lines
-that use a name the file imports (resolved to a workspace definition, as ``imports`` resolves them),
+that use a name the file imports from a workspace module (retrieval/imports.py ``workspace_names``),
 ranks their chunks by BM25 against the rg1 query, and shows each use with the lines that lead to it.
 
 The index side (which chunks contain a name, their BM25 scores) is in retrieval/index.py

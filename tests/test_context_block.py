@@ -146,6 +146,60 @@ def test_usages_are_call_sites_of_imported_names_in_other_files(tmp_path):
     assert index.retrieve("import os\nx = os.getcwd()\n", "toypkg/other.py", "usages") == []
 
 
+MODULE_PREFIX = ("import toypkg.config as cfg\nfrom toypkg import server\nfrom toypkg.config import DEFAULT_PORT, not_defined\n"
+                 "\n\ndef main():\n    path = cfg.load_config('a.json')\n    other = server.start_server(path)\n    x = ")
+
+
+def import_context_names(index: WorkspaceIndex, prefix: str, current: str) -> list[str]:
+    """The names ``usages`` took before workspace_names: those ``import_context`` resolves to definitions."""
+    from titans_lsp.retrieval.imports import import_context
+
+    found = import_context(prefix, current, index.module_map(), index._read_rel, limit=20, lookup=index._lookup)
+    return list(dict.fromkeys(s.name.rsplit(".", 1)[-1] for s in found))
+
+
+@pytest.mark.parametrize("prefix", [MAIN_PREFIX, MODULE_PREFIX])
+def test_usages_names_come_from_the_module_map_and_match_import_context(tmp_path, monkeypatch, prefix):
+    import titans_lsp.retrieval.index as index_module
+    from titans_lsp.retrieval.imports import workspace_names
+
+    root = write_repo(tmp_path)
+    (root / "toypkg" / "cli.py").write_text(
+        "from toypkg.config import (\n    DEFAULT_PORT,\n    Settings,\n    load_config,\n)\nfrom toypkg.server import start_server\n"
+        "\n\ndef parse(argv):\n    host = argv[0]\n    start_server(load_config(host))\n    return Settings(host, DEFAULT_PORT)\n")
+    index = WorkspaceIndex(root, dense_model=None)
+    index.build()
+    current = "toypkg/main.py"
+    names = workspace_names(prefix, current, index.module_map(), 20, index._mentions)
+    assert set(names) == set(import_context_names(index, prefix, current))
+    # the same snippets as with the names import_context gives (what usages did before)
+    monkeypatch.setattr(index_module, "workspace_names", lambda p, c, m, limit, mentions: import_context_names(index, p, c))
+    before = index.usage_snippets(prefix, current, 5)
+    monkeypatch.undo()
+    # and no file is read on the way: the module map and the index's postings answer
+    monkeypatch.setattr(index.rules, "load", lambda *a, **k: pytest.fail("a file was read"))
+    assert index.usage_snippets(prefix, current, 5) == before
+    assert before and all(s.filename != current for s in before)
+
+
+def test_workspace_names_keeps_what_the_module_mentions_unused_first(tmp_path):
+    from titans_lsp.retrieval.imports import workspace_names
+
+    index = WorkspaceIndex(write_repo(tmp_path), dense_model=None)
+    index.build()
+    modules = index.module_map()
+    # cfg.load_config is used last (nearest the cursor); DEFAULT_PORT is imported, unused; `server` is a
+    # submodule (its attribute start_server counts); `not_defined` appears nowhere in config.py
+    assert workspace_names(MODULE_PREFIX, "toypkg/main.py", modules, 20, index._mentions) == \
+        ["DEFAULT_PORT", "start_server", "load_config"]
+    assert workspace_names(MODULE_PREFIX, "toypkg/main.py", modules, 2, index._mentions) == ["DEFAULT_PORT", "start_server"]
+    # without the index's postings, a name is kept unseen (nothing says the module lacks it)
+    assert "not_defined" in workspace_names(MODULE_PREFIX, "toypkg/main.py", modules, 20)
+    # a file does not count its own module; a language without import rules has none
+    assert workspace_names("from toypkg.main import main\nmain()", "toypkg/main.py", modules) == []
+    assert workspace_names("import foo.Bar;\nBar.x", "src/Main.java", modules) == []
+
+
 def test_first_use_skips_imports_definitions_and_name_lists():
     from titans_lsp.retrieval.usages import first_use, import_lines, use_window
 

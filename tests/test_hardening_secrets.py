@@ -121,3 +121,45 @@ def test_priming_reads_the_redacted_text(tmp_path, tiny_llama_dir):
     assert result.primed == 2 and written
     assert not any(AWS_KEY in text or AWS_SECRET in text for text in written)
     assert any("REGION" in text for text in written)
+
+
+def _secret_file() -> str:
+    """Every plugin's example and the ordinary look-alikes, between lines of plain code."""
+    lines = []
+    for i, line in enumerate(EXAMPLES + ORDINARY):
+        lines += [f"def step_{i}(value):", f"    {line}", "    return value", ""]
+    return "\n".join(lines)
+
+
+def test_one_file_is_redacted_as_line_by_line_scans_redact_it():
+    from titans_lsp.retrieval import secrets
+
+    text = _secret_file()
+    secrets._scan.cache_clear()
+    expected = [line if not line.strip() or not line_secrets(line) else "    " + REDACTED for line in text.split("\n")]
+    secrets._scan.cache_clear()
+    result = redact(text)
+    assert result.text.split("\n") == expected
+    assert result.lines == len(EXAMPLES)
+
+
+def test_a_file_enters_the_detector_settings_once_and_restores_them(monkeypatch):
+    import detect_secrets.settings as ds_settings
+
+    from titans_lsp.retrieval import secrets
+
+    entered = []
+    real = ds_settings.transient_settings
+
+    def counting(config):
+        entered.append(config)
+        return real(config)
+
+    monkeypatch.setattr(ds_settings, "transient_settings", counting)
+    before = ds_settings.get_settings().json()
+    secrets._scan.cache_clear()
+    assert redact(_secret_file()).lines == len(EXAMPLES)
+    assert len(entered) == 1
+    assert ds_settings.get_settings().json() == before
+    assert redact(_secret_file()).lines == len(EXAMPLES)  # every line cached: the settings are not entered
+    assert len(entered) == 1

@@ -165,3 +165,47 @@ def test_empty_query_returns_nothing(real_repo, tmp_path):
     index.build()
     assert index.retrieve("", "util.py", "bm25") == []
     assert index.retrieve("\n\n   \n", "util.py", "bm25") == []
+
+
+def test_bm25_contains_answers_for_a_set_of_documents():
+    from titans_lsp.retrieval.bm25 import IncrementalBM25
+
+    bm25 = IncrementalBM25()
+    docs = [bm25.add(tokens) for tokens in (["a", "b"], ["c"], ["d", "b"], ["e"], ["a"])]
+    assert bm25.contains("b", [0, 1]) and bm25.contains("b", [1, 2]) and bm25.contains("a", [4])
+    assert not bm25.contains("b", [1]) and not bm25.contains("a", [1, 2, 3])
+    assert not bm25.contains("b", [1, 3]) and bm25.contains("b", [0, 3])  # not consecutive: doc 2 is not one of them
+    assert not bm25.contains("unknown", docs) and not bm25.contains("a", [])
+    bm25.freeze()
+    assert bm25.contains("e", [2, 3]) and not bm25.contains("e", [0, 2])
+
+
+def test_an_unchanged_text_is_not_reindexed_and_its_digest_survives_a_restart(tmp_path):
+    import os
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("def alpha(value):\n    return value + 1\n")
+    (root / "b.py").write_text("def beta(value):\n    return alpha(value) * 2\n")
+    index = WorkspaceIndex.load_or_build(root, tmp_path / "state", dense_model=None)
+    before = index.retrieve("x = alpha(", "b.py", "bm25")
+    generation, ids = index.bm25.generation, list(index.entries["a.py"].doc_ids)
+    assert index.bm25._cache  # the query's statistics, kept while nothing changes
+    # a save with the same text (editor buffer or disk, newer mtime): nothing re-indexed, caches kept
+    os.utime(root / "a.py", ns=(10**18, 10**18))
+    assert index.update_file(root / "a.py") and index.update_file(root / "a.py", "def alpha(value):\n    return value + 1\n")
+    assert index.bm25.generation == generation and index.bm25._cache and index.entries["a.py"].doc_ids == ids
+    assert index.entries["a.py"].mtime_ns == 10**18
+    assert index.retrieve("x = alpha(", "b.py", "bm25") == before
+    # a changed text is re-indexed
+    assert index.update_file(root / "a.py", "def alpha(value):\n    return value + 2\n")
+    assert index.bm25.generation > generation and index.entries["a.py"].doc_ids != ids
+    # the digest is saved; after a restart, a touched file with the same text keeps its documents
+    (root / "a.py").write_text("def alpha(value):\n    return value + 2\n")
+    index.update_file(root / "a.py")
+    index.save()
+    ids = list(index.entries["a.py"].doc_ids)
+    os.utime(root / "a.py", ns=(2 * 10**18, 2 * 10**18))
+    reloaded = WorkspaceIndex.load_or_build(root, tmp_path / "state", dense_model=None)
+    assert reloaded.entries["a.py"].doc_ids == ids and reloaded.entries["a.py"].mtime_ns == 2 * 10**18
+    assert reloaded.entries["a.py"].clean_digest == index.entries["a.py"].clean_digest != ""
