@@ -1,6 +1,6 @@
 """redact() before (retrieval/secrets.py at 11f753f, main before this branch) vs this branch on a generated 2,000-line file with candidate lines; alternating runs, caches cleared.
 
-    /work/bin/cpu-slot --exclusive .venv/bin/python evals/results/2026-12-02-retrievers/redact_bench.py
+    .venv/bin/python evals/results/2026-12-02-retrievers/redact_bench.py
 """
 import importlib.util, statistics, subprocess, sys, time
 src = subprocess.run(["git", "-C", ".", "show", "11f753f:retrieval/secrets.py"], capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,6 @@
 """usages on the 166 dev samples: names and snippets from import_context (before) vs workspace_names (now).
 
-    /work/bin/cpu-slot .venv/bin/python evals/results/2026-12-02-retrievers/usages_names_compare.py
+    .venv/bin/python evals/results/2026-12-02-retrievers/usages_names_compare.py
 """
 import sys
 from pathlib import Path
