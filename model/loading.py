@@ -151,12 +151,16 @@ def convert_gguf(gguf_path: Path, cache_dir: str | os.PathLike | None = None) ->
     target = converted_gguf_dir(gguf_path, cache_dir)
     if _is_complete_conversion(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _conversion_lock(target):
-        if _is_complete_conversion(target):  # another process finished it while we waited
-            return target
-        _remove_stale_temps(target)
-        _write_conversion(gguf_path, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _conversion_lock(target):
+            if _is_complete_conversion(target):  # another process finished it while we waited
+                return target
+            _remove_stale_temps(target)
+            _write_conversion(gguf_path, target)
+    except OSError as exc:  # a cache folder that cannot be written: full disk, read-only, a file in the way
+        raise ModelLoadError(f"cannot write the converted copy of {gguf_path.name} into {target.parent} "
+                             f"({type(exc).__name__}: {exc}); free space there or pass --cache-dir DIR") from None
     return target
 
 

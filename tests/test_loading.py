@@ -202,3 +202,14 @@ def test_a_damaged_copy_is_rebuilt_once(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "_load_hf", load_until_rebuilt)
     assert loading._load_converted(gguf, cache, "cpu", torch.float32) == ("model", "tokenizer")
     assert len(calls) == 2 and len(loads) == 3  # first try, the re-check under the lock, after the rebuild
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    """A cache path that cannot hold folders (a file in the way) names the fix, not a traceback."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="--cache-dir") as info:
+        load_model(str(gguf), device="cpu", cache_dir=blocker)
+    assert "\n" not in str(info.value)
