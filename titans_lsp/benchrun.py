@@ -322,9 +322,9 @@ def _speed(engine: CompletionEngine, traces, args) -> dict:
         prefill.append(c.timings["prefill_s"] * 1000)
     cold_settings = CompletionSettings(mode=Mode.NONE, max_new_tokens=args.max_new_tokens, max_seq=args.cold_tokens + args.max_new_tokens)
     cold, cold_tokens = [], []
-    for i, trace in enumerate(traces):
-        text = trace.keys[-1].prefix + trace.keys[-1].suffix
-        ids = engine.tokenizer(text, add_special_tokens=False).input_ids
+    texts = [trace.keys[-1].prefix + trace.keys[-1].suffix for trace in traces]
+    for i in range(len(traces)):
+        ids = _cold_prompt_ids(engine.tokenizer, texts[i:] + texts[:i], args.cold_tokens + 200)
         prefix = engine.tokenizer.decode(ids[-args.cold_tokens - 200:])  # the window keeps the last cold_tokens
         c = engine.complete(CompletionRequest(prefix=f"# cold {i}\n" + prefix, settings=cold_settings, doc_key=f"cold-{i}"),
                             Workspace())
@@ -334,6 +334,19 @@ def _speed(engine: CompletionEngine, traces, args) -> dict:
     return {"decode_ms_per_token": med(decode), "decode_ms_per_token_all": [round(x, 2) for x in decode],
             "prefill_ms": med(prefill), "cold_request_ms": med(cold), "cold_request_ms_all": [round(x, 1) for x in cold],
             "cold_prompt_tokens": cold_tokens, "max_new_tokens": args.max_new_tokens, "lookahead": 0}
+
+
+def _cold_prompt_ids(tokenizer, texts: list[str], want: int) -> list[int]:
+    """Token ids of ``texts`` joined (the trace's own file first), cycled until there are ``want``: trace
+    files are often shorter than --cold-tokens, and a cold figure on a shorter prompt would understate it."""
+    pieces = [tokenizer(text + "\n\n", add_special_tokens=False).input_ids for text in texts if text]
+    ids: list[int] = []
+    while pieces and len(ids) < want:
+        for piece in pieces:
+            ids = piece + ids  # earlier pieces end up nearest the end, so the trace's own file stays last
+            if len(ids) >= want:
+                break
+    return ids
 
 
 def _ratios(backends: dict, modes: list[str]) -> dict:
