@@ -119,13 +119,17 @@ class TestClient(LanguageClient):
 
 
 async def start_server(folders: list[Path], cache: Path, settings: dict | None = None, log_file: Path | None = None,
-                       extra_args: tuple[str, ...] = ()) -> TestClient:
+                       extra_args: tuple[str, ...] = (), backend: str | None = "local") -> TestClient:
+    """`titans-lsp serve --stdio` on the default model. ``backend`` pins --backend (``local``: these tests are
+    about the server, and their expectations are the in-process model's); None runs serve's own default."""
     client = TestClient()
     for folder in folders:
         client.settings[folder.as_uri()] = dict(settings or {})
     args = ["-m", "titans_lsp", "serve", "--stdio", "--device", "cpu", "--cache-dir", str(cache), "--log-level", "debug"]
     if log_file is not None:
         args += ["--log-file", str(log_file)]
+    if backend is not None and "--backend" not in extra_args:
+        args += ["--backend", backend]
     await client.start_io(sys.executable, *args, *extra_args, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     capabilities = types.ClientCapabilities(
         workspace=types.WorkspaceClientCapabilities(configuration=True, workspace_folders=True,

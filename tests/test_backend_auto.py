@@ -37,6 +37,21 @@ def test_without_llama_server_auto_runs_every_mode_locally_and_says_why(tmp_path
         engine.close()
 
 
+def test_serve_and_doctor_default_to_auto_while_eval_and_bench_stay_local():
+    """serve's default is auto (measured faster for none/concat); the study's eval rows stay local."""
+    import argparse
+
+    from titans_lsp.commands import bench, doctor, eval as eval_command, serve
+
+    def default_backend(command) -> str:
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        return parser.parse_args([]).backend
+
+    assert default_backend(serve) == "auto" and default_backend(doctor) == "auto"
+    assert default_backend(eval_command) == "local" and default_backend(bench) == "local"
+
+
 def _have_llama_server() -> bool:
     try:
         find_llama_server(None)
@@ -76,8 +91,9 @@ async def test_lsp_server_on_auto_shows_which_backend_answers_each_mode(tmp_path
 
     llama_server_or_skip()
     root = write_fixture(tmp_path / "ws")
-    client = await start_server([root], isolated_cache(tmp_path), {"mode": "none"},
-                                extra_args=("--backend", "auto", "--backend-threads", "1"))
+    # no --backend: auto is serve's default
+    client = await start_server([root], isolated_cache(tmp_path), {"mode": "none"}, backend=None,
+                                extra_args=("--backend-threads", "1"))
     try:
         for mode, serving in (("none", "llamacpp"), ("ablation", "local"), ("concat", "llamacpp")):
             client.settings[root.as_uri()] = {"mode": mode}
@@ -97,3 +113,21 @@ async def test_lsp_server_on_auto_shows_which_backend_answers_each_mode(tmp_path
             assert "llama-server" in pushed[-1]["reason"]
     finally:
         await stop_server(client)
+
+
+def test_serve_says_before_any_editor_connects_what_auto_will_run(tmp_path, monkeypatch, tiny_llama_dir):
+    """The TCP banner / stdio log line: without llama-server, that every mode runs locally and the fix."""
+    from titans_lsp.backends import llamacpp
+    from titans_lsp.backends.auto import planned_serving
+
+    monkeypatch.setenv(llamacpp.TOOLS_ENV, str(tmp_path / "no-tools"))
+    monkeypatch.delenv(llamacpp.BINARY_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    plan = planned_serving(BackendConfig(name="auto"))
+    assert plan.startswith("every mode on local") and "provision-llamacpp" in plan
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert planned_serving(BackendConfig(name="auto")) == f"none/concat on llama-server ({fake}), memory modes on local"
+    assert "http://127.0.0.1:9" in planned_serving(BackendConfig(name="auto", url="http://127.0.0.1:9"))
+    assert "not a GGUF" in planned_serving(BackendConfig(name="auto"), str(tiny_llama_dir))

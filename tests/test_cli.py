@@ -10,8 +10,9 @@ import pytest
 from titans_lsp.cli import COMMANDS, main
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "titans_lsp", *args], capture_output=True, text=True, timeout=300)
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "titans_lsp", *args], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 def test_help_lists_all_subcommands():
@@ -44,3 +45,16 @@ def test_doctor_passes_with_the_default_model():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all checks passed" in result.stdout
     assert "LlamaForCausalLM" in result.stdout
+
+
+def test_doctor_on_a_machine_without_llama_server_says_serve_will_run_locally(tmp_path):
+    """serve defaults to auto; without a provisioned llama-server doctor passes and says what auto will do."""
+    import os
+
+    env = {**os.environ, "TITANS_LSP_TOOLS": str(tmp_path / "no-tools"), "PATH": os.path.dirname(sys.executable)}
+    env.pop("TITANS_LSP_LLAMA_SERVER", None)
+    result = run_cli("doctor", "--no-load", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    backend_line = next(line for line in result.stdout.splitlines() if " backend " in line)
+    assert backend_line.startswith("ok") and "every mode on local" in backend_line
+    assert "provision-llamacpp" in backend_line

@@ -326,8 +326,9 @@ def _speed(engine: CompletionEngine, traces, args) -> dict:
     for i in range(len(traces)):
         ids = _cold_prompt_ids(engine.tokenizer, texts[i:] + texts[:i], args.cold_tokens + 200)
         prefix = engine.tokenizer.decode(ids[-args.cold_tokens - 200:])  # the window keeps the last cold_tokens
-        c = engine.complete(CompletionRequest(prefix=f"# cold {i}\n" + prefix, settings=cold_settings, doc_key=f"cold-{i}"),
-                            Workspace())
+        # no document key: the prompt is left-truncated to exactly cold_tokens (the server's stable line cut
+        # for a document would shorten it to ~3/4 of the window)
+        c = engine.complete(CompletionRequest(prefix=f"# cold {i}\n" + prefix, settings=cold_settings), Workspace())
         cold.append(c.seconds * 1000)
         cold_tokens.append(c.prompt_tokens)
     med = lambda xs: round(statistics.median(xs), 2) if xs else None  # noqa: E731

@@ -41,14 +41,14 @@ def memory_config_from(text: str | None):
         raise UserError(f"--memory-config: {exc}") from None
 
 
-def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+def add_backend_arguments(parser: argparse.ArgumentParser, default: str = "local") -> None:
     """Which backend turns prompts into tokens (titans_lsp.backends); --model stays the model spec
     (the weights for local, the GGUF a started llama-server loads, the tokenizer everywhere)."""
     from titans_lsp.backends.config import BACKEND_NAMES, DECODE_CHOICES, DEFAULT_KEY_ENV
 
     group = parser.add_argument_group("backend")
-    group.add_argument("--backend", default="local", choices=BACKEND_NAMES,
-                       help="local: the model in this process (the only one for memory modes); llamacpp: llama.cpp's "
+    group.add_argument("--backend", default=default, choices=BACKEND_NAMES,
+                       help=f"(default: {default}) local: the model in this process (the only one for memory modes); llamacpp: llama.cpp's "
                             "llama-server (started here with the model's GGUF, or at --backend-url); openai: an "
                             "OpenAI-compatible /v1/completions server at --backend-url (vLLM, SGLang, Ollama, ...); auto: llamacpp for "
                             "none/concat when llama-server is provisioned, local for memory modes and otherwise "

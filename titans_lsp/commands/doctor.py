@@ -16,7 +16,9 @@ DESCRIPTION = HELP + ".\nExits non-zero with one line per missing piece."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    add_backend_arguments(parser)
+    from titans_lsp.backends.config import SERVE_DEFAULT_BACKEND
+
+    add_backend_arguments(parser, default=SERVE_DEFAULT_BACKEND)
     parser.add_argument("--dense-model", default="default", help="sentence-transformers model to check (default: all-MiniLM-L6-v2 wheel)")
     parser.add_argument("--no-load", action="store_true", help="resolve the model without loading it (fast)")
 
@@ -63,6 +65,29 @@ def _check_backend(args: argparse.Namespace) -> Callable[[], str]:
     return check
 
 
+def _check_auto_without_loading(args: argparse.Namespace) -> Callable[[], str]:
+    """`auto` with --no-load: which backend would answer none/concat, without starting anything."""
+    def check() -> str:
+        from titans_lsp.backends.base import BackendError
+        from titans_lsp.backends.llamacpp import find_llama_server
+
+        try:
+            return f"auto: none/concat on llama-server {find_llama_server(args.llama_server)}, memory modes on local"
+        except BackendError as exc:
+            return f"auto: every mode on local ({exc})"
+    return check
+
+
+def _backend_checks(args: argparse.Namespace) -> list[tuple[str, Callable[[], str]]]:
+    """local: the model; a remote backend: that backend end to end; auto: both (it runs a local model too)."""
+    if args.backend == "local":
+        return [("model", _check_model(args))]
+    if args.backend != "auto":
+        return [("backend", _check_backend(args))]
+    return [("model", _check_model(args)),
+            ("backend", _check_auto_without_loading(args) if args.no_load else _check_backend(args))]
+
+
 def _check_dense(args: argparse.Namespace) -> Callable[[], str]:
     def check() -> str:
         from titans_lsp.retrieval.dense import load_encoder, resolve_dense_model
@@ -106,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         ("torch", _check_torch),
         ("transformers", _check_transformers),
         ("cache", _check_cache(args)),
-        ("model", _check_model(args)) if args.backend == "local" else ("backend", _check_backend(args)),
+        *_backend_checks(args),
         ("dense retriever", _check_dense(args)),
         ("tree-sitter", _check_tree_sitter),
     ]

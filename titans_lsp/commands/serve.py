@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --tcp: a file holding a token (16+ characters) the editor must send in "
                              "initialize's initializationOptions.authToken; required for a non-loopback address")
     add_model_arguments(parser)
-    add_backend_arguments(parser)
+    from titans_lsp.backends.config import SERVE_DEFAULT_BACKEND
+
+    add_backend_arguments(parser, default=SERVE_DEFAULT_BACKEND)
     parser.add_argument("--memory-checkpoint", default=None,
                         help="directory with trained memory parameters (titans-lsp train); default: untrained memory")
     add_memory_config_argument(parser)
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         def listening(bound_host: str, bound_port: int) -> None:
             token = ", init_options = { authToken = <token> }" if server.auth_token else ""
             print(f"titans-lsp: listening on {bound_host}:{bound_port} (log: {log_path or 'none'})\n"
+                  f"  backend: {_backend_plan(backend, args.model)}\n"
                   f"  VS Code: install editors/vscode (npm ci && npm run package), then set\n"
                   f"           \"titansLsp.serverAddress\": \"{bound_host}:{bound_port}\" to use this server (without it the "
                   f"extension starts its own)" + ("; and titansLsp.authTokenFile" if server.auth_token else "") + "\n"
@@ -132,9 +135,18 @@ def run(args: argparse.Namespace) -> int:
 
         code = transport.serve_tcp(server, host, port, on_listening=listening)
     else:
-        log.info("serving on stdio")
+        log.info("serving on stdio; backend: %s", _backend_plan(backend, args.model))
         code = transport.serve_stdio(server)
     return finish(server, code, log)
+
+
+def _backend_plan(config, model: str) -> str:
+    """One line on what will run the model (for auto: whether llama-server was found, before loading)."""
+    if config.name != "auto":
+        return config.name
+    from titans_lsp.backends.auto import planned_serving
+
+    return f"auto: {planned_serving(config, model)}"
 
 
 def finish(server, code: int, log: logging.Logger) -> int:
