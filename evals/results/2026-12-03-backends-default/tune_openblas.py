@@ -9,7 +9,7 @@ from titans_lsp.model.loading import default_model_path
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
 from titans_lsp.modes import Mode
 
-bins = {"plain": find_llama_server(None), "openblas": "__import__("os").environ["OPENBLAS_LLAMA_SERVER"]"}
+bins = {"plain": find_llama_server(None), "openblas": __import__("os").environ["OPENBLAS_LLAMA_SERVER"]}
 gguf = str(reencode(default_model_path(), "Q8_0"))
 torch.set_num_threads(2)
 engine = CompletionEngine.load("default", device="cpu", dtype="float32")
