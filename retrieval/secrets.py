@@ -12,7 +12,8 @@ detect-secrets costs ~0.25 ms a line, too much for every line of a workspace, so
 only when a cheap regular expression (:data:`CANDIDATE`) says it could hold one of the formats
 above; tests/test_hardening_secrets.py checks that every plugin's example passes that gate.
 Entering detect-secrets' settings costs about twice a line's scan, so :func:`redact` enters them at
-most once per file (see :func:`_scan_session`).
+most once per file (see :func:`_detect`). detect-secrets' settings are process-global, so its scans
+are serialized by a lock (:data:`_LOCK`); the rest of :func:`redact` runs outside it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections import Counter
-from contextlib import ExitStack, contextmanager
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterator
+from typing import Callable
 
 PLUGINS = (
     "AWSKeyDetector", "ArtifactoryDetector", "AzureStorageKeyDetector", "BasicAuthDetector", "DiscordBotTokenDetector",
@@ -57,19 +56,25 @@ class Redacted:
 
 
 def redact(text: str) -> Redacted:
+    """``text`` with every line that holds a secret replaced by :data:`REDACTED`.
+
+    Only the scan of the candidate lines that are not cached yet holds :data:`_LOCK` (see :func:`_detect`);
+    splitting, the candidate gate, cache look-ups and the unquoted rule run unlocked, so a thread
+    redacting another file waits only while detect-secrets itself runs."""
     lines = text.split("\n")
+    # (a minified line is never scanned whole: too slow; it is not a config line anyway)
+    candidates = [i for i, line in enumerate(lines) if len(line) <= 2000 and CANDIDATE.search(line)]
+    if not candidates:
+        return Redacted(text, 0, ())
     kinds: set[str] = set()
     count = 0
-    with _scan_session():
-        for i, line in enumerate(lines):
-            if len(line) > 2000 or not CANDIDATE.search(line):
-                continue  # (a minified line is never scanned whole: too slow; it is not a config line anyway)
-            found = line_secrets(line)
-            if found:
-                kinds.update(found)
-                indent = line[:len(line) - len(line.lstrip())]
-                lines[i] = indent + REDACTED
-                count += 1
+    for i, scanned in zip(candidates, _scan([lines[i].strip() for i in candidates])):
+        found = set(scanned) | _unquoted(lines[i])
+        if found:
+            kinds.update(found)
+            indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+            lines[i] = indent + REDACTED
+            count += 1
     if not count:
         return Redacted(text, 0, ())
     return Redacted("\n".join(lines), count, tuple(sorted(kinds)))
@@ -77,56 +82,94 @@ def redact(text: str) -> Redacted:
 
 def line_secrets(line: str) -> set[str]:
     """The kinds of secret in one line (empty: none)."""
-    kinds = set(_scan(line.strip()))
+    return set(_scan([line.strip()])[0]) | _unquoted(line)
+
+
+def _unquoted(line: str) -> set[str]:
+    """The added rule: a long high-entropy unquoted value assigned to a secret-like name."""
     match = UNQUOTED.search(line)
     value = match.group(1) if match else ""
     if value and _entropy(value) >= 3.5 and re.search(r"\d", value) and re.search(r"[A-Za-z]", value):
-        kinds.add("High Entropy Assignment")
-    return kinds
+        return {"High Entropy Assignment"}
+    return set()
 
 
-@lru_cache(maxsize=4096)
-def _scan(line: str) -> tuple[str, ...]:
+class _Scanner:
+    """detect-secrets' findings per stripped line, with a bounded LRU cache of lines already scanned.
+
+    The cache has its own lock, held for one dict operation, so a file whose candidate lines are all
+    cached never waits for another thread's scan."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._cache: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def __call__(self, lines: list[str]) -> list[tuple[str, ...]]:
+        found = [self._get(line) for line in lines]
+        missing = [line for line, kinds in zip(lines, found) if kinds is None]
+        if not missing:
+            return found  # type: ignore[return-value]
+        scanned = _detect(list(dict.fromkeys(missing)), self._get)
+        for line, kinds in scanned.items():
+            self._put(line, kinds)
+        return [kinds if kinds is not None else scanned[line] for line, kinds in zip(lines, found)]
+
+    def _get(self, line: str) -> tuple[str, ...] | None:
+        with self._cache_lock:
+            kinds = self._cache.get(line)
+            if kinds is not None:
+                self._cache.move_to_end(line)
+            return kinds
+
+    def _put(self, line: str, kinds: tuple[str, ...]) -> None:
+        with self._cache_lock:
+            self._cache[line] = kinds
+            self._cache.move_to_end(line)
+            while len(self._cache) > self.maxsize:
+                self._cache.popitem(last=False)
+
+    def cache_clear(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+
+_scan = _Scanner(maxsize=4096)
+
+# detect-secrets keeps its settings in one process-wide object (``get_settings()``, with the plugin
+# and filter lists cached from it): ``transient_settings`` swaps that object's contents and restores
+# them on exit, and ``scan_line`` itself rewrites it (it disables a filter and clears the filter cache)
+# and reads the plugins and filters while it runs. Two threads scanning at once would run with each
+# other's settings, or restore them under each other. So the entry into our settings and every
+# ``scan_line`` until they are restored hold this lock (the watcher, priming and request threads all
+# read files); nothing else in this module does.
+_LOCK = threading.Lock()
+
+
+def _detect(lines: list[str], cached: Callable[[str], tuple[str, ...] | None]) -> dict[str, tuple[str, ...]]:
+    """Scan ``lines`` with detect-secrets under :data:`_LOCK`, entering its settings once for all of them.
+
+    Entering the settings costs about twice a line's scan, so one file's uncached candidate lines
+    share one entry; lines another thread scanned while this one waited for the lock are taken from
+    ``cached`` (and if every line was, the settings are not entered)."""
     from detect_secrets.core.scan import scan_line
-
-    with _scan_session():
-        _enter_settings()
-        return tuple(sorted({secret.type for secret in scan_line(line)}))
-
-
-# detect-secrets' settings are process-global: one session at a time (the watcher and priming threads
-# both read files). A session's settings are entered at its first scan (a file whose candidate lines
-# are all cached never pays for them) and restored when it ends.
-_LOCK = threading.RLock()
-_session: list[ExitStack] = []  # the open session's exit stack (empty: none open)
-_entered: list[bool] = [False]  # whether that session has entered the settings
-
-
-@contextmanager
-def _scan_session() -> Iterator[None]:
-    """Scans inside share one entry into detect-secrets' settings (nested sessions join the outer one)."""
-    with _LOCK:
-        if _session:
-            yield
-            return
-        with ExitStack() as stack:
-            _session.append(stack)
-            try:
-                yield
-            finally:
-                _session.pop()
-                _entered[0] = False
-
-
-def _enter_settings() -> None:
-    """Configure detect-secrets with :data:`PLUGINS` and :data:`FILTERS` for the rest of the session."""
-    if _entered[0]:
-        return
     from detect_secrets.settings import transient_settings
 
-    _session[-1].enter_context(transient_settings({"plugins_used": [{"name": name} for name in PLUGINS],
-                                                   "filters_used": [{"path": path} for path in FILTERS]}))
-    _entered[0] = True
+    with _LOCK:
+        found: dict[str, tuple[str, ...]] = {}
+        todo = []
+        for line in lines:
+            kinds = cached(line)
+            if kinds is None:
+                todo.append(line)
+            else:
+                found[line] = kinds
+        if todo:
+            with transient_settings({"plugins_used": [{"name": name} for name in PLUGINS],
+                                     "filters_used": [{"path": path} for path in FILTERS]}):
+                for line in todo:
+                    found[line] = tuple(sorted({secret.type for secret in scan_line(line)}))
+        return found
 
 
 def _entropy(value: str) -> float:

@@ -163,3 +163,61 @@ def test_a_file_enters_the_detector_settings_once_and_restores_them(monkeypatch)
     assert ds_settings.get_settings().json() == before
     assert redact(_secret_file()).lines == len(EXAMPLES)  # every line cached: the settings are not entered
     assert len(entered) == 1
+
+
+def _numbered_secret_file(n: int) -> str:
+    """A different file per ``n`` (its own secrets and look-alikes), so threads do not share cache hits."""
+    return _secret_file().replace("step_", f"step{n}_").replace("hunter", f"hunter{n}") + (
+        f'\ndb_password = "n{n}-Tr0ub4dor-and-3-more-words"\ntoken = read_token(request, {n})\n')
+
+
+def test_threads_redacting_different_files_give_the_serial_output():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from titans_lsp.retrieval import secrets
+
+    texts = [_numbered_secret_file(n) for n in range(8)]
+    secrets._scan.cache_clear()
+    serial = [redact(text) for text in texts]
+    for _ in range(3):
+        secrets._scan.cache_clear()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert list(pool.map(redact, texts)) == serial
+    assert all(result.lines == len(EXAMPLES) + 1 for result in serial)
+
+
+def test_only_detect_secrets_scans_hold_the_lock():
+    """While another thread holds the scan lock (a scan in progress), a file without candidate lines
+    and a file whose candidate lines are all cached are redacted at once; a file with lines still to
+    scan waits for the lock, then gets the same output as alone."""
+    import threading
+
+    from titans_lsp.retrieval import secrets
+
+    plain = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(200))
+    cached, fresh = _numbered_secret_file(100), _numbered_secret_file(101)
+    secrets._scan.cache_clear()
+    expected_cached = redact(cached)  # fills the cache with its lines
+    secrets._scan.cache_clear()
+    expected_fresh = redact(fresh)
+    secrets._scan.cache_clear()
+    redact(cached)
+    results: dict[str, object] = {}
+
+    def run(name: str, text: str) -> None:
+        results[name] = redact(text)
+
+    with secrets._LOCK:
+        quick = [threading.Thread(target=run, args=args) for args in (("plain", plain), ("cached", cached))]
+        blocked = threading.Thread(target=run, args=("fresh", fresh))
+        for thread in (*quick, blocked):
+            thread.start()
+        for thread in quick:
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "redaction waited for the scan lock without scanning"
+        blocked.join(timeout=0.3)
+        assert blocked.is_alive(), "a detect-secrets scan ran without the lock"
+    blocked.join(timeout=10)
+    assert not blocked.is_alive()
+    assert results == {"plain": redact(plain), "cached": expected_cached, "fresh": expected_fresh}
+    assert results["plain"].lines == 0

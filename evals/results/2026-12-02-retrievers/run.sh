@@ -41,3 +41,11 @@ O=evals/results/2026-12-02-retrievers
 #   python -m titans_lsp.evals.bench_block --files 3000 --queries 100 --retrieve bm25 usages --out $O/latency-usages.json
 # cp S/*/predictions-concat-*.jsonl $O/   then the split tables (screening / held out / all, paired vs rg1-bm25):
 .venv/bin/python $O/heldout.py
+
+# ---- session 5 (2026-12-03, branch context2): the usages row re-run with the current retriever (S = a scratch folder)
+# /work/bin/cpu-slot .venv/bin/titans-lsp eval --data evals/datasets/python-dev.jsonl.gz --modes concat --threads 1 \
+#   --no-progress --seed 0 --limit 166 --retrieve usages --repos "$REPOS" --out S/usages
+# cp S/usages/predictions-concat-usages.jsonl S/usages/results.json S/usages/tables.md $O/session5-usages/
+.venv/bin/python $O/session5-usages/compare.py
+# the secrets lock, before (d2a8850) and after in one process
+.venv/bin/python $O/redact_lock_bench.py
