@@ -7,7 +7,7 @@ after (held only while detect-secrets scans uncached candidate lines), in the sa
    distinct generated 2,000-line files (1,000 candidate lines each): the request's latency, with its
    files' lines cached (as after a first read) and uncached.
 
-    PYTHONPATH=/work/bin/wt-shim TITANS_WT=$PWD /work/bin/cpu-slot --exclusive .venv/bin/python \\
+    .venv/bin/python \\
         evals/results/2026-12-02-retrievers/redact_lock_bench.py [REV] [PACKAGES_DIR]
 """
 import importlib.util, json, pathlib, statistics, subprocess, sys, threading, time
