@@ -7,6 +7,7 @@ import json, statistics, subprocess, sys, time
 from pathlib import Path
 
 import httpx, torch
+from transformers import DynamicCache
 
 from titans_lsp.backends.llamacpp import find_llama_server, free_port
 from titans_lsp.model.gguf_serving import reencode
@@ -49,11 +50,12 @@ for rnd in range(3):
             p.terminate(); p.wait()
     x = torch.tensor([ids])
     with torch.inference_mode():
-        t0 = time.perf_counter(); o = engine.model(x, use_cache=True); pre = (time.perf_counter() - t0) * 1000
-        past, nxt = o.past_key_values, o.logits[:, -1:].argmax(-1)
+        past = DynamicCache(config=engine.model.config)  # `cache=`: transformers 5.40 drops `past_key_values`
+        t0 = time.perf_counter(); o = engine.model(x, cache=past, use_cache=True); pre = (time.perf_counter() - t0) * 1000
+        nxt = o.logits[:, -1:].argmax(-1)
         t0 = time.perf_counter()
         for _ in range(32):
-            o = engine.model(nxt, past_key_values=past, use_cache=True); past, nxt = o.past_key_values, o.logits[:, -1:].argmax(-1)
+            o = engine.model(nxt, cache=past, use_cache=True); nxt = o.logits[:, -1:].argmax(-1)
         dec = (time.perf_counter() - t0) * 1000 / 32
     out["runs"].setdefault("local-fp32", []).append({"prompt_ms": round(pre, 1), "decode_ms_per_token": round(dec, 2)})
     print("local-fp32", out["runs"]["local-fp32"][-1], flush=True)
