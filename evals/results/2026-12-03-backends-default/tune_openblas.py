@@ -1,9 +1,9 @@
-"""Cold 2,000-token prompt + 32 tokens: llama-server built with and without OpenBLAS (Q8_0, fa off),
+"""Cold 2,000-token prompt + 32 tokens: llama-server built with and without OpenBLAS (Q8_0, started as the backend starts it: flash attention off),
 and the engine's local path (CompletionEngine, chunked prefill) on the same text; 3 alternating rounds."""
-import json, statistics, subprocess, sys, time
+import json, statistics, sys, time
 from pathlib import Path
 import httpx, torch
-from titans_lsp.backends.llamacpp import find_llama_server, free_port
+from titans_lsp.backends.llamacpp import LlamaServerProcess, find_llama_server
 from titans_lsp.model.gguf_serving import reencode
 from titans_lsp.model.loading import default_model_path
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
@@ -19,27 +19,19 @@ ids = tok(src, add_special_tokens=False).input_ids[:2000]
 out = {"runs": {}}
 for rnd in range(3):
     for name, binary in bins.items():
-        port = free_port()
-        p = subprocess.Popen([binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-c", "4096", "-t", "2", "-tb", "2",
-                              "--parallel", "1", "--no-webui", "-fa", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = LlamaServerProcess(binary, gguf, threads=2, parallel=1, log_path=None)  # the served flags
+        url = server.start()
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            httpx.post(f"http://127.0.0.1:{port}/completion", json={"prompt": ids[:64], "n_predict": 2, "cache_prompt": False}, timeout=300)
+            httpx.post(f"{url}/completion", json={"prompt": ids[:64], "n_predict": 2, "cache_prompt": False}, timeout=300)
             t0 = time.perf_counter()
-            r = httpx.post(f"http://127.0.0.1:{port}/completion", json={"prompt": ids, "n_predict": 32, "top_k": 1, "cache_prompt": False,
+            r = httpx.post(f"{url}/completion", json={"prompt": ids, "n_predict": 32, "top_k": 1, "cache_prompt": False,
                                                                          "ignore_eos": True}, timeout=300).json()
             wall = (time.perf_counter() - t0) * 1000
             t = r["timings"]
             row = {"prompt_ms": round(t["prompt_ms"], 1), "decode_ms_per_token": round(t["predicted_per_token_ms"], 2), "request_ms": round(wall, 1)}
             out["runs"].setdefault(name, []).append(row); print(name, row, flush=True)
         finally:
-            p.terminate(); p.wait()
+            server.stop()
     s = CompletionSettings(mode=Mode.NONE, max_new_tokens=32, max_seq=2032)
     c = engine.complete(CompletionRequest(prefix=f"# round {rnd}\n" + tok.decode(ids[:1990]), settings=s, early_stop=False), Workspace())
     row = {"prompt_ms": round(c.timings["prefill_s"] * 1000, 1), "decode_ms_per_token": round(c.timings["decode_s"] * 1000 / max(1, c.decoded + c.accepted), 2),
