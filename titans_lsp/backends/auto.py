@@ -34,7 +34,7 @@ def planned_serving(config, model: str = "default") -> str:
     try:
         binary = find_llama_server(config.binary)
     except BackendError as exc:
-        return f"every mode on local ({exc}; that makes typing latency about 3x lower on CPUs)"
+        return f"every mode on local ({exc}; llama-server makes typing latency several times lower on CPUs)"
     return f"none/concat on llama-server ({binary}), memory modes on local"
 
 

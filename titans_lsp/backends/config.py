@@ -18,8 +18,8 @@ DECODE_CHOICES = ("eager", "graph", "compile")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 # What `serve` runs without --backend (and what `doctor` checks): `auto`, i.e. llama-server for none/concat
 # when it is provisioned, local otherwise and for the memory modes. Measured through the server on 2-core
-# CPUs (evals/results/2026-12-02-backends, 2026-12-03-backends-epyc): warm p50/p95 about 3x lower and decode
-# 4-6x faster than local fp32, same EM/ES within the bootstrap interval. `eval` and `bench` stay `local`:
+# CPUs (evals/results/2026-12-02-backends, 2026-12-03-backends-default): warm p50/p95 2-4x lower and decode
+# 4-5x faster than local fp32, same EM/ES within the bootstrap interval; a cold request is slower (README). `eval` and `bench` stay `local`:
 # the study's tables are local rows, and bench names its backends.
 SERVE_DEFAULT_BACKEND = "auto"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

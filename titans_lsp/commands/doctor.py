@@ -66,15 +66,11 @@ def _check_backend(args: argparse.Namespace) -> Callable[[], str]:
 
 
 def _check_auto_without_loading(args: argparse.Namespace) -> Callable[[], str]:
-    """`auto` with --no-load: which backend would answer none/concat, without starting anything."""
+    """`auto` with --no-load: what it would run (serve's own plan line), without starting anything."""
     def check() -> str:
-        from titans_lsp.backends.base import BackendError
-        from titans_lsp.backends.llamacpp import find_llama_server
+        from titans_lsp.backends.auto import planned_serving
 
-        try:
-            return f"auto: none/concat on llama-server {find_llama_server(args.llama_server)}, memory modes on local"
-        except BackendError as exc:
-            return f"auto: every mode on local ({exc})"
+        return f"auto: {planned_serving(backend_config(args), args.model)}"
     return check
 
 
