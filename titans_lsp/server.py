@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import itertools
 import json
 import logging
+import re
 import statistics
 import time
 from collections import deque
@@ -626,13 +628,36 @@ class TitansServer(LanguageServer):
         return stopped
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the LSP's line breaks (str.splitlines also splits at \f, U+2028, ...)
+
+
 def _split_at(document, position: types.Position) -> tuple[str, str]:
-    """The document's text before and after ``position`` (clamped to the document)."""
+    """The document's text before and after ``position`` (clamped to the document). Lines and
+    columns are counted as the LSP counts them, not with pygls's ``lines`` (``str.splitlines``, so a
+    form feed or U+2028 above the cursor would move it a line up)."""
     source = document.source
-    line = max(0, min(position.line, len(document.lines)))
-    offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
-    offset = max(0, min(offset, len(source)))
+    start = 0
+    if position.line > 0:
+        previous = next(itertools.islice(_LINE_BREAK.finditer(source), position.line - 1, None), None)
+        if previous is None:  # past the last line
+            return source, ""
+        start = previous.end()
+    end = _LINE_BREAK.search(source, start)
+    offset = start + _column(document, source[start:end.start() if end is not None else len(source)], position.character)
     return source[:offset], source[offset:]
+
+
+def _column(document, line: str, character: int) -> int:
+    """Code points of ``line`` before the client's ``character`` (in the negotiated encoding, UTF-16
+    by default); a column inside a surrogate pair counts the whole character, past the end the line's end."""
+    if line.isascii():
+        return max(0, min(character, len(line)))
+    units = 0
+    for index, char in enumerate(line):
+        if units >= character:
+            return index
+        units += document.position_codec.client_num_units(char)
+    return len(line)
 
 
 def _round(value: float | None) -> float | None:
