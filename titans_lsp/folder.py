@@ -90,10 +90,16 @@ class FolderState:
             self.indexing = (n, n)
 
     def rel(self, path: str | os.PathLike) -> str | None:
+        """``path`` relative to the folder (links resolved), None when it is outside."""
         if self.root is None:
             return None
+        path = Path(path)
         try:
-            return Path(path).resolve().relative_to(self.root).as_posix()
+            path = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): the link itself
+            path = path.absolute()
+        try:
+            return path.relative_to(self.root).as_posix()
         except ValueError:
             return None
 

@@ -277,9 +277,8 @@ class TitansServer(LanguageServer):
         path = to_fs_path(doc_uri)
         best: FolderState | None = None
         if path:
-            resolved = Path(path).resolve()
             for state in self.folders.values():
-                if state.root is not None and resolved.is_relative_to(state.root):
+                if state.root is not None and state.rel(path) is not None:
                     if best is None or len(state.root.parts) > len(best.root.parts):
                         best = state
         if best is None:
