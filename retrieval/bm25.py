@@ -215,6 +215,9 @@ class IncrementalBM25:
 
     @classmethod
     def from_state(cls, state: dict) -> "IncrementalBM25":
+        """The index :meth:`state` saved; ValueError when its arrays do not fit together (a query on
+        them would fail, or score nothing)."""
+        check_state(state)
         self = cls(*state["params"])
         self.vocab = {term: i for i, term in enumerate(state["vocab"])}
         self.df = np.array(state["df"], dtype=np.int64)
@@ -230,3 +233,26 @@ class IncrementalBM25:
         if len(self.vocab) != len(self._post_docs) or len(self.df) != len(self.vocab) or self.n_alive != len(self._doc_terms):
             raise ValueError("inconsistent BM25 state")
         return self
+
+
+def check_state(state: dict) -> None:
+    """Every saved array's length and range against the counts, so a state that passes is safe to
+    query: ids index what they point into, lengths add up, frequencies are finite and not negative."""
+    n_docs, n_terms = int(state["n_docs"]), len(state["vocab"])
+    docs, terms = state["post_docs"], state["doc_terms"]
+    problems = {
+        "df": len(state["df"]) != n_terms or bool((state["df"] < 0).any()),
+        "doc_len": len(state["doc_len"]) != n_docs or not bool(np.all(np.isfinite(state["doc_len"]) & (state["doc_len"] >= 0))),
+        "alive": len(state["alive"]) != n_docs or int(np.count_nonzero(state["alive"])) != int(state["n_alive"]),
+        "post_lengths": len(state["post_lengths"]) != n_terms or bool((state["post_lengths"] < 0).any())
+        or int(state["post_lengths"].sum()) != len(docs) or len(state["post_tfs"]) != len(docs),
+        "post_docs": bool(len(docs)) and not (0 <= docs.min() and docs.max() < n_docs),
+        "post_tfs": not bool(np.all(np.isfinite(state["post_tfs"]) & (state["post_tfs"] > 0))),
+        "live_docs": bool(len(state["live_docs"])) and not (0 <= state["live_docs"].min() and state["live_docs"].max() < n_docs),
+        "term_lengths": len(state["term_lengths"]) != len(state["live_docs"]) or bool((state["term_lengths"] < 0).any())
+        or int(state["term_lengths"].sum()) != len(terms),
+        "doc_terms": bool(len(terms)) and not (0 <= terms.min() and terms.max() < n_terms),
+    }
+    bad = [name for name, wrong in problems.items() if wrong]
+    if bad:
+        raise ValueError(f"inconsistent BM25 state: {', '.join(bad)}")

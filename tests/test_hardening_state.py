@@ -131,3 +131,43 @@ def test_a_tampered_index_json_is_rebuilt_with_a_log_line(tmp_path, caplog, fiel
     if field != "schema":
         assert "rebuilding" in caplog.text
     assert again.files() == ["a.py"] and again.retrieve("def area", "b.py", "bm25")
+
+
+def _scale_post_tfs(arrays: dict) -> None:
+    arrays["post_tfs"] = arrays["post_tfs"] * np.nan
+
+
+@pytest.mark.parametrize("damage", [
+    lambda a: a["post_docs"].__setitem__(0, 10 ** 6), lambda a: a["post_docs"].__setitem__(0, -5),
+    lambda a: a.__setitem__("alive", a["alive"][:1]), lambda a: a.__setitem__("doc_len", a["doc_len"][:1]),
+    _scale_post_tfs, lambda a: a["doc_terms"].__setitem__(0, 10 ** 6), lambda a: a["live_docs"].__setitem__(0, 10 ** 6),
+    lambda a: a["post_lengths"].__setitem__(0, -3), lambda a: a["df"].__setitem__(0, -1),
+], ids=["post_docs-big", "post_docs-negative", "alive-short", "doc_len-short", "post_tfs-nan", "doc_terms-big",
+        "live_docs-big", "post_lengths-negative", "df-negative"])
+def test_index_arrays_that_match_their_checksum_but_not_each_other_are_rebuilt(tmp_path, caplog, damage):
+    """index.json's checksum only ties the two files together: a state written wrong (or by someone
+    else) with a fresh checksum used to load, then fail every completion with an IndexError or
+    silently retrieve nothing."""
+    import hashlib
+    import io
+    import json
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "a.py").write_text("def area(r):\n    return 3.14 * r * r\n")
+    (root / "b.py").write_text("def volume(r):\n    return area(r) * r\n")
+    state = tmp_path / "state"
+    WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    with np.load(state / "index.npz") as npz:
+        arrays = {key: npz[key].copy() for key in npz.files}
+    damage(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (state / "index.npz").write_bytes(buffer.getvalue())
+    meta = json.loads((state / "index.json").read_text())
+    meta["arrays_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (state / "index.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        again = WorkspaceIndex.load_or_build(root, state, dense_model=None)
+    assert "rebuilding" in caplog.text
+    assert [s.filename for s in again.retrieve("def area(r):\n    return", "c.py", "bm25")][:1] == ["a.py"]
