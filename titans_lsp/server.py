@@ -140,6 +140,7 @@ class TitansServer(LanguageServer):
         self.last_prepare: PrepareReport | None = None  # the last titans/cursor pre-warm that finished
         self.watcher = None
         self._last_status_sent: dict[str, float] = {}
+        self._save_error_shown: set[str] = set()  # folders told that their state cannot be saved
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
@@ -269,8 +270,19 @@ class TitansServer(LanguageServer):
             root = Path(path) if path and Path(path).is_dir() else None
             if root is None:
                 log.warning("workspace folder %s is not a local directory; no index or watching", uri)
-            self.folders[uri] = FolderState(uri, root, self.cache_dir)
+            state = self.folders[uri] = FolderState(uri, root, self.cache_dir)
+            state.on_save_error = lambda exc: self.report_save_error(state, exc)
         return self.folders[uri]
+
+    def report_save_error(self, state: FolderState, exc: OSError) -> None:
+        """The folder's state cannot be written (disk full, read-only cache): the index and memory go on
+        in memory; the user is told once per folder, the log gets every failure."""
+        message = (f"cannot save the state of {state.name} in {state.state_dir} ({exc.strerror or exc}): indexing "
+                   "and priming go on, but are redone after a restart; free space or choose a writable --cache-dir")
+        log.warning("%s", message)
+        if state.uri not in self._save_error_shown:
+            self._save_error_shown.add(state.uri)
+            self.show_message(message, types.MessageType.Error)
 
     def folder_for(self, doc_uri: str) -> FolderState:
         """The innermost workspace folder holding the document, else the no-folder state."""
