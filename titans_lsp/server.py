@@ -732,9 +732,11 @@ def build_server(**options) -> TitansServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: TitansServer, params: types.DidOpenTextDocumentParams) -> None:
+        first_outside = NO_FOLDER not in ls.folders
         state = ls.folder_for(params.text_document.uri)
-        if state.uri == NO_FOLDER and len(ls.folders) == 1:
-            # A single file opened without a workspace: it still gets settings (pulled unscoped).
+        if state.uri == NO_FOLDER and first_outside:
+            # The first file outside every workspace folder (or opened without one) gets the user's
+            # settings (pulled unscoped), also when there are workspace folders.
             asyncio.ensure_future(ls.pull_settings([state]))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
