@@ -10,9 +10,10 @@ from titans_lsp import jobs
 from titans_lsp.folder import FolderState
 
 
-def stub_server() -> SimpleNamespace:
-    """What jobs.files_changed needs from the server: the stop flag and the status notification."""
-    return SimpleNamespace(scheduler=SimpleNamespace(stopping=threading.Event()), send_status=lambda *a, **k: None)
+def stub_server(state: FolderState) -> SimpleNamespace:
+    """What jobs.files_changed needs from the server: the stop flag, the folders and the status notification."""
+    return SimpleNamespace(scheduler=SimpleNamespace(stopping=threading.Event()), folders={state.uri: state},
+                           send_status=lambda *a, **k: None)
 
 
 def test_a_symlink_loop_in_a_batch_of_changes_does_not_drop_the_other_files(tmp_path):
@@ -25,7 +26,7 @@ def test_a_symlink_loop_in_a_batch_of_changes_does_not_drop_the_other_files(tmp_
     (root / "loop.py").symlink_to(root / "loop.py")  # e.g. a botched `ln -s`, saved in the same 0.4 s window
     (root / "b.py").symlink_to(root / "c.py")
     (root / "c.py").symlink_to(root / "b.py")
-    jobs.files_changed(stub_server(), state, {root / "a.py", root / "loop.py", root / "b.py"})
+    jobs.files_changed(stub_server(state), state, {root / "a.py", root / "loop.py", root / "b.py"})
     assert any("renamed_function" in chunk.text for chunk in state.index.entries["a.py"].chunks)
     assert set(state.index.files()) == {"a.py"}
     assert state.rel(root / "loop.py") == "loop.py"  # the link itself is in the folder
@@ -42,3 +43,31 @@ def test_a_document_at_a_symlink_loop_belongs_to_its_folder(tmp_path):
     folder = server.add_folder(root.as_uri())
     assert server.folder_for((root / "loop.py").as_uri()) is folder
     assert server.folder_for((tmp_path / "elsewhere.py").as_uri()) is not folder
+
+
+def test_removing_a_workspace_folder_stops_its_priming(tmp_path, tiny_llama_dir):
+    """A folder taken out of a multi-root workspace used to be primed to the end (minutes of CPU and
+    model time on a large one) for a memory nobody reads any more."""
+    from titans_lsp.engine import CompletionEngine
+    from titans_lsp.model.loading import load_model
+    from titans_lsp.model.memory import MemoryConfig
+    from titans_lsp.scheduling import Scheduler
+
+    engine = CompletionEngine(load_model(str(tiny_llama_dir), device="cpu"),
+                              memory_config=MemoryConfig(memory_dim=32, chunk_size=8, layers=[1, 3]))
+    root = tmp_path / "ws"
+    root.mkdir()
+    for i in range(6):
+        (root / f"m{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n")
+    state = FolderState(root.as_uri(), root, str(tmp_path / "cache"))
+    state.load_index(dense_model=None)
+    server = SimpleNamespace(scheduler=Scheduler(), folders={state.uri: state}, supports_progress=False, loop=None,
+                             engine=lambda: engine)
+
+    def send_status(folder, force=False):
+        if folder.priming is not None and folder.priming[0] >= 1:
+            server.folders.pop(folder.uri, None)  # folders_changed removed it after the first file
+
+    server.send_status = send_status
+    result = jobs.prime(server, state, False)
+    assert result["stopped"] and result["primed"] == 1
