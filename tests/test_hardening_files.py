@@ -71,3 +71,21 @@ def test_removing_a_workspace_folder_stops_its_priming(tmp_path, tiny_llama_dir)
     server.send_status = send_status
     result = jobs.prime(server, state, False)
     assert result["stopped"] and result["primed"] == 1
+
+
+def test_a_model_that_fails_to_load_shows_in_the_status_bar_not_loading_forever(tmp_path):
+    """The one popup at load time is easy to miss; afterwards titans/status said the backend was
+    still 'loading' with no error, while every completion failed."""
+    from titans_lsp.modes import Mode
+    from titans_lsp.server import TitansServer
+
+    server = TitansServer(model=str(tmp_path / "no-such-model"), cache_dir=str(tmp_path / "cache"),
+                          events_db=str(tmp_path / "events.db"))
+    folder = server.add_folder(tmp_path.as_uri())
+    sent = []
+    server.send_status = lambda state, force=False: sent.append((state, server.backend_status(state.settings.mode)))
+    server.start_model(None)
+    assert server.engine_future.exception(timeout=120) is not None
+    status = server.backend_status(Mode.CONCAT)
+    assert status.state == "down" and "cannot load model" in status.last_error and "no-such-model" in status.last_error
+    assert sent and sent[-1][0] is folder and "cannot load model" in sent[-1][1].last_error  # the status bar is told

@@ -207,6 +207,13 @@ class TitansServer(LanguageServer):
             log.error("%s; keeping backend %s", exc, self.backend_config.name)
             self.show_message(f"{exc}; keeping backend {self.backend_config.name}", types.MessageType.Error)
         self.engine_future = self.scheduler.inference.submit(self._load_engine)
+        self.engine_future.add_done_callback(self._engine_done)
+
+    def _engine_done(self, future: concurrent.futures.Future) -> None:
+        """A model that failed to load: the status bar of every folder says so (not 'loading' forever)."""
+        if not future.cancelled() and future.exception() is not None:
+            for state in list(self.folders.values()):
+                self.send_status(state, force=True)
 
     def _residency(self, engine: CompletionEngine):
         """Workspaces' memory states within --memory-device-mb on the model's device, then --memory-host-mb in
@@ -232,8 +239,9 @@ class TitansServer(LanguageServer):
                                            backend=self.backend_config, memory_config=self.memory_config)
             engine.residency = self._residency(engine)
         except Exception as exc:
-            log.error("cannot load model %s: %s", opts["model"], exc)
-            self.show_message(f"cannot load model {opts['model']}: {exc}", types.MessageType.Error)
+            self.backend_error = f"cannot load model {opts['model']}: {exc}"  # status: lastError from now on
+            log.error("%s", self.backend_error)
+            self.show_message(self.backend_error, types.MessageType.Error)
             raise
         from titans_lsp.model.generation import TokenTexts
 
@@ -374,7 +382,9 @@ class TitansServer(LanguageServer):
         and which backend answers ``mode`` (differs from the name only for ``auto``)."""
         engine = self.engine_if_loaded()
         if engine is None:
-            return BackendStatus.from_describe({**self.backend_config.describe(), "state": "loading"}, self.backend_error)
+            future = self.engine_future
+            state = "down" if future is not None and future.done() else "loading"  # done without an engine: failed
+            return BackendStatus.from_describe({**self.backend_config.describe(), "state": state}, self.backend_error)
         return BackendStatus.from_describe(engine.backend.describe(), self.backend_error,
                                            serving=engine.backend.backend_for(mode).name)
 
