@@ -149,3 +149,13 @@ def test_an_empty_stream_is_still_an_empty_completion(tokenizer):
     backend = answering(tokenizer, b'data: {"choices": [{"text": "", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n',
                         "text/event-stream")
     assert backend.generate(GenerateCall(prompt_ids=[5, 6, 7], max_new_tokens=4))[0].text == ""
+
+
+def test_backend_threads_0_means_all_cores_as_the_vscode_setting_says():
+    """titansLsp.backendThreads documents 0 as 'all cores'; a client that passed the setting through
+    got an error and lost its other backend options (backend, URL) with it."""
+    config = BackendConfig().with_options({"backend": "llamacpp", "backendThreads": 0})
+    assert config.name == "llamacpp" and config.threads is None
+    assert BackendConfig().with_options({"backendThreads": 4}).threads == 4
+    with pytest.raises(ValueError, match="threads must be an integer 1..512"):
+        BackendConfig().with_options({"backendThreads": -1})
