@@ -239,20 +239,28 @@ def check_state(state: dict) -> None:
     """Every saved array's length and range against the counts, so a state that passes is safe to
     query: ids index what they point into, lengths add up, frequencies are finite and not negative."""
     n_docs, n_terms = int(state["n_docs"]), len(state["vocab"])
-    docs, terms = state["post_docs"], state["doc_terms"]
-    problems = {
-        "df": len(state["df"]) != n_terms or bool((state["df"] < 0).any()),
-        "doc_len": len(state["doc_len"]) != n_docs or not bool(np.all(np.isfinite(state["doc_len"]) & (state["doc_len"] >= 0))),
-        "alive": len(state["alive"]) != n_docs or int(np.count_nonzero(state["alive"])) != int(state["n_alive"]),
-        "post_lengths": len(state["post_lengths"]) != n_terms or bool((state["post_lengths"] < 0).any())
-        or int(state["post_lengths"].sum()) != len(docs) or len(state["post_tfs"]) != len(docs),
-        "post_docs": bool(len(docs)) and not (0 <= docs.min() and docs.max() < n_docs),
-        "post_tfs": not bool(np.all(np.isfinite(state["post_tfs"]) & (state["post_tfs"] > 0))),
-        "live_docs": bool(len(state["live_docs"])) and not (0 <= state["live_docs"].min() and state["live_docs"].max() < n_docs),
-        "term_lengths": len(state["term_lengths"]) != len(state["live_docs"]) or bool((state["term_lengths"] < 0).any())
-        or int(state["term_lengths"].sum()) != len(terms),
-        "doc_terms": bool(len(terms)) and not (0 <= terms.min() and terms.max() < n_terms),
+    docs, tfs, terms, live = state["post_docs"], state["post_tfs"], state["doc_terms"], state["live_docs"]
+    good = {
+        "df": len(state["df"]) == n_terms and _counts(state["df"]),
+        "doc_len": len(state["doc_len"]) == n_docs and _counts(state["doc_len"]),
+        "alive": len(state["alive"]) == n_docs and int(np.count_nonzero(state["alive"])) == int(state["n_alive"]),
+        "post_lengths": len(state["post_lengths"]) == n_terms and _counts(state["post_lengths"], len(docs)),
+        "post_docs": _ids_below(docs, n_docs),
+        "post_tfs": len(tfs) == len(docs) and _counts(tfs) and bool(np.all(tfs > 0)),
+        "live_docs": _ids_below(live, n_docs),
+        "term_lengths": len(state["term_lengths"]) == len(live) and _counts(state["term_lengths"], len(terms)),
+        "doc_terms": _ids_below(terms, n_terms),
     }
-    bad = [name for name, wrong in problems.items() if wrong]
+    bad = [name for name, ok in good.items() if not ok]
     if bad:
         raise ValueError(f"inconsistent BM25 state: {', '.join(bad)}")
+
+
+def _ids_below(values: np.ndarray, high: int) -> bool:
+    """Every value indexes an array of ``high`` items."""
+    return not len(values) or bool(values.min() >= 0 and values.max() < high)
+
+
+def _counts(values: np.ndarray, total: int | None = None) -> bool:
+    """Finite and not negative (and adding up to ``total`` when given)."""
+    return bool(np.all(np.isfinite(values) & (values >= 0))) and (total is None or int(values.sum()) == total)

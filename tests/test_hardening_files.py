@@ -1,5 +1,6 @@
-"""Files that change under the watcher in awkward ways: one bad path in a batch of changes must not
-cost the others their re-index."""
+"""Workspace files and folders that change under the server in awkward ways (a symlink loop in a batch
+of changes, a folder removed while it is primed), and a model that does not load: each is named or
+stopped, never left to fail the work around it or to look fine."""
 
 from __future__ import annotations
 
