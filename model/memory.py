@@ -313,6 +313,7 @@ def titans_update(weights: list[torch.Tensor], momentum: list[torch.Tensor], key
 
 
 def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -322,6 +323,8 @@ def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metad
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
+    except SafetensorError as exc:  # a full disk, as the OSError every other write raises (callers catch that)
+        raise OSError(f"cannot write {path}: {exc}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -215,6 +215,9 @@ class IncrementalBM25:
 
     @classmethod
     def from_state(cls, state: dict) -> "IncrementalBM25":
+        """The index :meth:`state` saved; ValueError when its arrays do not fit together (a query on
+        them would fail, or score nothing)."""
+        check_state(state)
         self = cls(*state["params"])
         self.vocab = {term: i for i, term in enumerate(state["vocab"])}
         self.df = np.array(state["df"], dtype=np.int64)
@@ -230,3 +233,34 @@ class IncrementalBM25:
         if len(self.vocab) != len(self._post_docs) or len(self.df) != len(self.vocab) or self.n_alive != len(self._doc_terms):
             raise ValueError("inconsistent BM25 state")
         return self
+
+
+def check_state(state: dict) -> None:
+    """Every saved array's length and range against the counts, so a state that passes is safe to
+    query: ids index what they point into, lengths add up, frequencies are finite and not negative."""
+    n_docs, n_terms = int(state["n_docs"]), len(state["vocab"])
+    docs, tfs, terms, live = state["post_docs"], state["post_tfs"], state["doc_terms"], state["live_docs"]
+    good = {
+        "df": len(state["df"]) == n_terms and _counts(state["df"]),
+        "doc_len": len(state["doc_len"]) == n_docs and _counts(state["doc_len"]),
+        "alive": len(state["alive"]) == n_docs and int(np.count_nonzero(state["alive"])) == int(state["n_alive"]),
+        "post_lengths": len(state["post_lengths"]) == n_terms and _counts(state["post_lengths"], len(docs)),
+        "post_docs": _ids_below(docs, n_docs),
+        "post_tfs": len(tfs) == len(docs) and _counts(tfs) and bool(np.all(tfs > 0)),
+        "live_docs": _ids_below(live, n_docs),
+        "term_lengths": len(state["term_lengths"]) == len(live) and _counts(state["term_lengths"], len(terms)),
+        "doc_terms": _ids_below(terms, n_terms),
+    }
+    bad = [name for name, ok in good.items() if not ok]
+    if bad:
+        raise ValueError(f"inconsistent BM25 state: {', '.join(bad)}")
+
+
+def _ids_below(values: np.ndarray, high: int) -> bool:
+    """Every value indexes an array of ``high`` items."""
+    return not len(values) or bool(values.min() >= 0 and values.max() < high)
+
+
+def _counts(values: np.ndarray, total: int | None = None) -> bool:
+    """Finite and not negative (and adding up to ``total`` when given)."""
+    return bool(np.all(np.isfinite(values) & (values >= 0))) and (total is None or int(values.sum()) == total)

@@ -316,23 +316,31 @@ class WorkspaceIndex:
 
     @classmethod
     def load_or_build(cls, root: str | Path, state_dir: str | Path, progress: Callable[[int, int], None] | None = None,
-                      **kwargs) -> "WorkspaceIndex":
+                      on_save_error: Callable[[OSError], None] | None = None, **kwargs) -> "WorkspaceIndex":
         """Reload the saved index and re-index what changed on disk since; build when there is none;
-        rebuild (with a log line) when the saved one is unreadable."""
+        rebuild (with a log line) when the saved one is unreadable. A failed save raises, or with
+        ``on_save_error`` is handed to it and the index is returned all the same (a server keeps it in memory)."""
         index = cls(root, state_dir, **kwargs)
         path = index._state_path()
+        loaded = False
         if path.exists():
             try:
                 index._load_state()
                 touched = index.sync(progress)
-                if touched:
-                    index.save()
-                return index
+                loaded = True
             except Exception as exc:  # noqa: BLE001 - any damage means: rebuild
                 log.warning("index at %s is unreadable (%s: %s); rebuilding", path, type(exc).__name__, exc)
                 index._reset()
-        index.build(progress)
-        index.save()
+        if not loaded:
+            index.build(progress)
+            touched = True
+        if touched:  # outside the try: a disk that cannot take the index is not a damaged index
+            try:
+                index.save()
+            except OSError as exc:
+                if on_save_error is None:
+                    raise
+                on_save_error(exc)
         return index
 
     # ---- dense (lazy, incremental)

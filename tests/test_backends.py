@@ -4,6 +4,7 @@ never shown, and memory modes refused on remote backends with the fix named."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -117,3 +118,44 @@ def test_an_explicit_llama_server_path_is_used_or_refused_never_replaced(tmp_pat
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     assert find_llama_server(str(fake)) == str(fake)
+
+
+def answering(tokenizer, body: bytes, content_type: str) -> OpenAIBackend:
+    """An openai backend whose server answers every request 200 with ``body``."""
+    import httpx
+
+    backend = OpenAIBackend(BackendConfig(name="openai", url="http://127.0.0.1:9/v1", model="m", retries=0), tokenizer)
+    backend.client = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"content-type": content_type})))
+    return backend
+
+
+@pytest.mark.parametrize("body, content_type, message", [
+    (b"<!doctype html><html><body>Open WebUI</body></html>", "text/html", "answered without an event stream (text/html)"),
+    (b'{"choices": [{"text": "1"}]}', "application/json", "answered without an event stream (application/json)"),
+    (b"data: [1, 2]\n\n", "text/event-stream", "sent an unreadable event"),
+    (b'data: {"choices": "none"}\n\n', "text/event-stream", "sent an unreadable event"),
+])
+def test_a_server_that_does_not_stream_events_is_named_not_an_empty_completion(tokenizer, body, content_type, message):
+    """A --backend-url pointing at a web page or a server that ignores "stream": before the fix each
+    completion came back empty without a word (or an internal error); now the user is told why."""
+    backend = answering(tokenizer, body, content_type)
+    with pytest.raises(BackendError, match=re.escape(message)) as caught:
+        backend.generate(GenerateCall(prompt_ids=[5, 6, 7], max_new_tokens=4))
+    assert "OpenAI-compatible server at http://127.0.0.1:9/v1" in str(caught.value)
+
+
+def test_an_empty_stream_is_still_an_empty_completion(tokenizer):
+    backend = answering(tokenizer, b'data: {"choices": [{"text": "", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n',
+                        "text/event-stream")
+    assert backend.generate(GenerateCall(prompt_ids=[5, 6, 7], max_new_tokens=4))[0].text == ""
+
+
+def test_backend_threads_0_means_all_cores_as_the_vscode_setting_says():
+    """titansLsp.backendThreads documents 0 as 'all cores'; a client that passed the setting through
+    got an error and lost its other backend options (backend, URL) with it."""
+    config = BackendConfig().with_options({"backend": "llamacpp", "backendThreads": 0})
+    assert config.name == "llamacpp" and config.threads is None
+    assert BackendConfig().with_options({"backendThreads": 4}).threads == 4
+    with pytest.raises(ValueError, match="threads must be an integer 1..512"):
+        BackendConfig().with_options({"backendThreads": -1})

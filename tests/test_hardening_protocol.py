@@ -201,3 +201,32 @@ def test_bad_command_arguments_and_settings_get_clear_errors(server, tmp_path):
     assert settings["contextBudget"] == 512  # 7.5 rejected: the default stays
     shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
     assert any("titansLsp.contextBudget" in message for message in shown)
+
+
+def test_a_file_outside_the_workspace_folders_gets_the_users_settings(server, tmp_path):
+    """A scratch file or a library opened next to a workspace folder used to run with the defaults
+    until the settings next changed: the user's mode, token limit and telemetry opt-out did not apply
+    (events were recorded for it with telemetry turned off)."""
+    import time
+
+    root = workspace(tmp_path)
+    user = {"mode": "none", "maxNewTokens": 8, "telemetry": {"enabled": False}}
+    srv = server({None: user, root.as_uri(): user})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 30
+    while client.status()["folders"][0]["settings"]["mode"] != "none" and time.monotonic() < deadline:
+        time.sleep(0.2)  # the folder's settings are in: the file below is opened later, as in an editor
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    reply = client.inline(uri, 1, 11)
+    assert "error" not in reply, reply
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        folders = {f["folder"]: f for f in client.status()["folders"]}
+        settings = folders.get("titans-lsp:no-folder", {}).get("settings", {})
+        if settings.get("mode") == "none":
+            break
+        time.sleep(0.2)
+    assert settings["mode"] == "none" and settings["maxNewTokens"] == 8 and settings["telemetry"]["enabled"] is False

@@ -97,3 +97,19 @@ def test_vscode_declares_and_passes_every_backend_option():
         assert f'"{SECTION}.{key}"' in restart, f"changing {SECTION}.{key} does not restart the server"
         assert key not in {s.key for s in EDITOR_SETTINGS}  # the server cannot switch backends per folder
     assert properties[f"{SECTION}.backend"]["enum"][1:] == list(BACKEND_NAMES)
+
+
+def test_the_editor_docs_and_settings_ui_offer_every_retriever_and_setting():
+    """VS Code's settings UI flags a value outside the declared enum as invalid, and editors/README.md
+    is where both plugins send users for the settings: neither may lag behind the server."""
+    import re
+
+    from titans_lsp.retrieval.index import RETRIEVERS
+
+    properties = json.loads(PACKAGE_JSON.read_text())["contributes"]["configuration"]["properties"]
+    assert properties[f"{SECTION}.retriever"]["items"]["enum"] == list(RETRIEVERS)
+    readme = (PACKAGE_JSON.parents[1] / "README.md").read_text()
+    table = readme.split("## Settings (both editors)", 1)[1].split("\n\n")[2]  # the table after the intro
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| (.*) \|", table, re.M)}
+    assert set(rows) == {s.key for s in EDITOR_SETTINGS}
+    assert all(f"`{name}`" in rows["retriever"] for name in RETRIEVERS)

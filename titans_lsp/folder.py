@@ -16,12 +16,13 @@ indexing reports through a ``progress(done, total)`` callback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from titans_lsp.engine import CompletionEngine, CompletionSettings, Workspace
@@ -53,6 +54,9 @@ class FolderState:
         self.last_indexed: str | None = None
         self.last_primed: str | None = None
         self.lock = threading.RLock()
+        # What a failed write of the state (disk full, read-only cache) does: None raises (`titans-lsp prime`,
+        # whose job is the state); the server reports it and goes on with the state in memory.
+        self.on_save_error: Callable[[OSError], None] | None = None
 
     @property
     def name(self) -> str:
@@ -84,16 +88,23 @@ class FolderState:
         self.indexing = (0, 0)
         try:
             self.workspace.index = WorkspaceIndex.load_or_build(self.root, self.state_dir, progress=report,
+                                                                on_save_error=self.on_save_error,
                                                                 dense_model=dense_model, dense_sync_limit=0)
         finally:
             n = len(self.workspace.index.files()) if self.workspace.index is not None else 0
             self.indexing = (n, n)
 
     def rel(self, path: str | os.PathLike) -> str | None:
+        """``path`` relative to the folder (links resolved), None when it is outside."""
         if self.root is None:
             return None
+        path = Path(path)
         try:
-            return Path(path).resolve().relative_to(self.root).as_posix()
+            path = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): the link itself
+            path = path.absolute()
+        try:
+            return path.relative_to(self.root).as_posix()
         except ValueError:
             return None
 
@@ -118,7 +129,18 @@ class FolderState:
 
     def save_index(self) -> None:
         if self.workspace.index is not None and self.state_dir is not None:
-            self.workspace.index.save()
+            with self._saving():
+                self.workspace.index.save()
+
+    @contextlib.contextmanager
+    def _saving(self) -> Iterator[None]:
+        """A write of the persisted state, failing as ``on_save_error`` says."""
+        try:
+            yield
+        except OSError as exc:
+            if self.on_save_error is None:
+                raise
+            self.on_save_error(exc)
 
     # ---- memory -------------------------------------------------------------------------------
     @staticmethod
@@ -177,12 +199,13 @@ class FolderState:
         if self.state_dir is None or self.workspace.memory is None:
             return
         memory_path, primed_path = self._memory_paths(engine)
-        memory_path.parent.mkdir(parents=True, exist_ok=True)
-        with engine.model_lock:  # no priming writes while the state is serialized
-            self.workspace.latest_memory.save(memory_path)  # atomic (temp file + rename)
-        tmp_json = primed_path.with_name(primed_path.name + ".tmp")
-        tmp_json.write_text(json.dumps(self.primed, sort_keys=True))
-        os.replace(tmp_json, primed_path)
+        with self._saving():
+            memory_path.parent.mkdir(parents=True, exist_ok=True)
+            with engine.model_lock:  # no priming writes while the state is serialized
+                self.workspace.latest_memory.save(memory_path)  # atomic (temp file + rename)
+            tmp_json = primed_path.with_name(primed_path.name + ".tmp")
+            tmp_json.write_text(json.dumps(self.primed, sort_keys=True))
+            os.replace(tmp_json, primed_path)
 
     def reset_memory(self, engine: CompletionEngine) -> None:
         self.ensure_memory(engine)

@@ -25,8 +25,15 @@ def needs_dense(state: FolderState) -> bool:
     return bool(set(state.settings.retriever) & set(DENSE_RETRIEVERS))
 
 
+def unwanted(server: "TitansServer", state: FolderState) -> bool:
+    """The server stops, or the folder left the workspace (``folders_changed``): its work is wasted."""
+    return server.scheduler.stopping.is_set() or server.folders.get(state.uri) is not state
+
+
 def open_folder(server: "TitansServer", state: FolderState) -> None:
     """Load or build the folder's index; then encode (dense retrievers) and prime (memory modes)."""
+    if unwanted(server, state):
+        return
     with LspProgress(server, f"Indexing {state.name}") as progress:
         def report(done: int, total: int) -> None:
             progress.report(done, total, "files")
@@ -70,7 +77,7 @@ def prime(server: "TitansServer", state: FolderState, force: bool, files: list[s
             progress.report(done, total, "files")
             server.send_status(state)
 
-        result = primer.run(files, force=force, progress=report, should_stop=server.scheduler.stopping.is_set)
+        result = primer.run(files, force=force, progress=report, should_stop=lambda: unwanted(server, state))
     server.send_status(state, force=True)
     log.info("%s: primed %d files (%d already primed%s) in %.1f s", state.name, result.primed, result.skipped,
              ", stopped" if result.stopped else "", result.seconds)
@@ -87,7 +94,7 @@ def reset(server: "TitansServer", state: FolderState) -> dict:
 
 def files_changed(server: "TitansServer", state: FolderState, paths: set[Path]) -> None:
     """Re-index changed files; in priming modes write them into memory again."""
-    if state.index is None or server.scheduler.stopping.is_set():
+    if state.index is None or unwanted(server, state):
         return
     reindexed = []
     for path in sorted(paths):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import itertools
 import json
 import logging
+import re
 import statistics
 import time
 from collections import deque
@@ -138,6 +140,7 @@ class TitansServer(LanguageServer):
         self.last_prepare: PrepareReport | None = None  # the last titans/cursor pre-warm that finished
         self.watcher = None
         self._last_status_sent: dict[str, float] = {}
+        self._save_error_shown: set[str] = set()  # folders told that their state cannot be saved
         self.supports_progress = False
         self.supports_configuration = False
         self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
@@ -204,6 +207,13 @@ class TitansServer(LanguageServer):
             log.error("%s; keeping backend %s", exc, self.backend_config.name)
             self.show_message(f"{exc}; keeping backend {self.backend_config.name}", types.MessageType.Error)
         self.engine_future = self.scheduler.inference.submit(self._load_engine)
+        self.engine_future.add_done_callback(self._engine_done)
+
+    def _engine_done(self, future: concurrent.futures.Future) -> None:
+        """A model that failed to load: the status bar of every folder says so (not 'loading' forever)."""
+        if not future.cancelled() and future.exception() is not None:
+            for state in list(self.folders.values()):
+                self.send_status(state, force=True)
 
     def _residency(self, engine: CompletionEngine):
         """Workspaces' memory states within --memory-device-mb on the model's device, then --memory-host-mb in
@@ -229,8 +239,9 @@ class TitansServer(LanguageServer):
                                            backend=self.backend_config, memory_config=self.memory_config)
             engine.residency = self._residency(engine)
         except Exception as exc:
-            log.error("cannot load model %s: %s", opts["model"], exc)
-            self.show_message(f"cannot load model {opts['model']}: {exc}", types.MessageType.Error)
+            self.backend_error = f"cannot load model {opts['model']}: {exc}"  # status: lastError from now on
+            log.error("%s", self.backend_error)
+            self.show_message(self.backend_error, types.MessageType.Error)
             raise
         from titans_lsp.model.generation import TokenTexts
 
@@ -267,17 +278,27 @@ class TitansServer(LanguageServer):
             root = Path(path) if path and Path(path).is_dir() else None
             if root is None:
                 log.warning("workspace folder %s is not a local directory; no index or watching", uri)
-            self.folders[uri] = FolderState(uri, root, self.cache_dir)
+            state = self.folders[uri] = FolderState(uri, root, self.cache_dir)
+            state.on_save_error = lambda exc: self.report_save_error(state, exc)
         return self.folders[uri]
+
+    def report_save_error(self, state: FolderState, exc: OSError) -> None:
+        """The folder's state cannot be written (disk full, read-only cache): the index and memory go on
+        in memory; the user is told once per folder, the log gets every failure."""
+        message = (f"cannot save the state of {state.name} in {state.state_dir} ({exc.strerror or exc}): indexing "
+                   "and priming go on, but are redone after a restart; free space or choose a writable --cache-dir")
+        log.warning("%s", message)
+        if state.uri not in self._save_error_shown:
+            self._save_error_shown.add(state.uri)
+            self.show_message(message, types.MessageType.Error)
 
     def folder_for(self, doc_uri: str) -> FolderState:
         """The innermost workspace folder holding the document, else the no-folder state."""
         path = to_fs_path(doc_uri)
         best: FolderState | None = None
         if path:
-            resolved = Path(path).resolve()
             for state in self.folders.values():
-                if state.root is not None and resolved.is_relative_to(state.root):
+                if state.root is not None and state.rel(path) is not None:
                     if best is None or len(state.root.parts) > len(best.root.parts):
                         best = state
         if best is None:
@@ -361,7 +382,9 @@ class TitansServer(LanguageServer):
         and which backend answers ``mode`` (differs from the name only for ``auto``)."""
         engine = self.engine_if_loaded()
         if engine is None:
-            return BackendStatus.from_describe({**self.backend_config.describe(), "state": "loading"}, self.backend_error)
+            future = self.engine_future
+            state = "down" if future is not None and future.done() else "loading"  # done without an engine: failed
+            return BackendStatus.from_describe({**self.backend_config.describe(), "state": state}, self.backend_error)
         return BackendStatus.from_describe(engine.backend.describe(), self.backend_error,
                                            serving=engine.backend.backend_for(mode).name)
 
@@ -626,13 +649,36 @@ class TitansServer(LanguageServer):
         return stopped
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the LSP's line breaks (str.splitlines also splits at \f, U+2028, ...)
+
+
 def _split_at(document, position: types.Position) -> tuple[str, str]:
-    """The document's text before and after ``position`` (clamped to the document)."""
+    """The document's text before and after ``position`` (clamped to the document). Lines and
+    columns are counted as the LSP counts them, not with pygls's ``lines`` (``str.splitlines``, so a
+    form feed or U+2028 above the cursor would move it a line up)."""
     source = document.source
-    line = max(0, min(position.line, len(document.lines)))
-    offset = document.offset_at_position(types.Position(line=line, character=max(0, position.character)))
-    offset = max(0, min(offset, len(source)))
+    start = 0
+    if position.line > 0:
+        previous = next(itertools.islice(_LINE_BREAK.finditer(source), position.line - 1, None), None)
+        if previous is None:  # past the last line
+            return source, ""
+        start = previous.end()
+    end = _LINE_BREAK.search(source, start)
+    offset = start + _column(document, source[start:end.start() if end is not None else len(source)], position.character)
     return source[:offset], source[offset:]
+
+
+def _column(document, line: str, character: int) -> int:
+    """Code points of ``line`` before the client's ``character`` (in the negotiated encoding, UTF-16
+    by default); a column inside a surrogate pair counts the whole character, past the end the line's end."""
+    if line.isascii():
+        return max(0, min(character, len(line)))
+    units = 0
+    for index, char in enumerate(line):
+        if units >= character:
+            return index
+        units += document.position_codec.client_num_units(char)
+    return len(line)
 
 
 def _round(value: float | None) -> float | None:
@@ -696,9 +742,11 @@ def build_server(**options) -> TitansServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: TitansServer, params: types.DidOpenTextDocumentParams) -> None:
+        first_outside = NO_FOLDER not in ls.folders
         state = ls.folder_for(params.text_document.uri)
-        if state.uri == NO_FOLDER and len(ls.folders) == 1:
-            # A single file opened without a workspace: it still gets settings (pulled unscoped).
+        if state.uri == NO_FOLDER and first_outside:
+            # The first file outside every workspace folder (or opened without one) gets the user's
+            # settings (pulled unscoped), also when there are workspace folders.
             asyncio.ensure_future(ls.pull_settings([state]))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

@@ -91,6 +91,8 @@ class BackendConfig:
             if field_name == "threads":
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ValueError(f"initializationOptions.{key} must be an integer, got {value!r}")
+                if value == 0:  # the editors' "0: all cores" (titansLsp.backendThreads): the default
+                    continue
             elif not isinstance(value, str):
                 raise ValueError(f"initializationOptions.{key} must be a string, got {type(value).__name__}")
             changes[field_name] = value

@@ -17,7 +17,7 @@ import httpx
 
 from titans_lsp.backends.base import Backend, BackendError, GenerateCall
 from titans_lsp.backends.config import BackendConfig
-from titans_lsp.backends.stream import Collector, StreamTarget, sse_events
+from titans_lsp.backends.stream import Collector, StreamTarget, sse_events, unreadable
 from titans_lsp.model.generation import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,13 @@ class OpenAIBackend(Backend):
         body = {"model": self.model_name(), "prompt": self.prompt_text(call.prompt_ids), "max_tokens": call.max_new_tokens,
                 "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
         usage: dict = {}
+        target = self._target()
         try:
-            for event in sse_events(self.client, self._target(), "/completions", body, call.cancel, self.config.retries):
+            for event in sse_events(self.client, target, "/completions", body, call.cancel, self.config.retries):
                 usage = event.get("usage") or usage
                 choices = event.get("choices") or []
+                if not isinstance(usage, dict) or not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+                    raise BackendError(unreadable(target, event))
                 if not choices:
                     continue
                 if collector.add_text(choices[0].get("text") or ""):

@@ -149,22 +149,30 @@ def sse_events(client: httpx.Client, target: StreamTarget, path: str, body: dict
                         if response.status_code in RETRY_STATUS and attempt < retries:
                             raise _Retry(f"HTTP {response.status_code}")
                         raise BackendError(f"{target.label} answered HTTP {response.status_code}: {_error_text(response)}")
+                    streamed = False  # a data line came: the body is an event stream
                     for line in response.iter_lines():
                         if cancel is not None and cancel.is_set():
                             raise Cancelled()
                         data = _sse_data(line)
                         if data is None:
                             continue
+                        streamed = True
                         if data == "[DONE]":
                             return
                         try:
                             event = json.loads(data)
                         except json.JSONDecodeError:
-                            raise BackendError(f"{target.label} sent an unreadable event: {data[:120]!r}") from None
-                        if isinstance(event, dict) and "error" in event:
+                            event = None
+                        if not isinstance(event, dict):
+                            raise BackendError(unreadable(target, data))
+                        if "error" in event:
                             raise BackendError(f"{target.label} reported an error: {_short(event['error'])}")
                         attempt = retries  # an answer has started: no more retries
                         yield event
+                    if not streamed:  # a web page, or a server that ignored "stream": not an empty completion
+                        kind = response.headers.get("content-type", "no content type").split(";")[0]
+                        raise BackendError(f"{target.label} answered without an event stream ({kind}): check that "
+                                           "the URL is the model server's API")
                     return
                 finally:
                     watch.close()
@@ -193,6 +201,11 @@ def sse_events(client: httpx.Client, target: StreamTarget, path: str, body: dict
 
 class _Retry(Exception):
     pass
+
+
+def unreadable(target: StreamTarget, data: object) -> str:
+    """The message for an event that is not what the protocol says."""
+    return f"{target.label} sent an unreadable event: {str(data)[:120]!r}"
 
 
 def _sse_data(line: str) -> str | None:
