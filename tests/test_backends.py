@@ -159,3 +159,47 @@ def test_backend_threads_0_means_all_cores_as_the_vscode_setting_says():
     assert BackendConfig().with_options({"backendThreads": 4}).threads == 4
     with pytest.raises(ValueError, match="threads must be an integer 1..512"):
         BackendConfig().with_options({"backendThreads": -1})
+
+
+def _fake_llama_server(tmp_path, body: str) -> tuple[str, "Path"]:
+    """An executable standing in for llama-server: logs each start to a file, then runs ``body``."""
+    starts = tmp_path / "starts.log"
+    script = tmp_path / "llama-server"
+    script.write_text(f"#!/bin/sh\necho start >> {starts}\n{body}\n")
+    script.chmod(0o755)
+    return str(script), starts
+
+
+def test_a_llama_server_that_cannot_start_is_not_restarted_on_every_request(tmp_path):
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    binary, starts = _fake_llama_server(tmp_path, "exit 3")
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, retry_after_s=0.5)
+    with pytest.raises(BackendError, match="exited with code 3"):
+        server.start()
+    for _ in range(5):  # keystrokes right after the failure: told why, no new process
+        with pytest.raises(BackendError, match=r"exited with code 3.*next try to start it is in"):
+            server.ensure(wait_s=1.0)
+    assert starts.read_text().count("start") == 1
+    assert server.state == "down" and server.failed_starts == 1
+    time.sleep(0.6)  # the back-off has passed: the next request tries again (and the wait doubles)
+    with pytest.raises(BackendError, match="exited with code 3"):
+        server.ensure(wait_s=1.0)
+    assert starts.read_text().count("start") == 2
+    assert server.failed_starts == 2 and server._next_try - time.monotonic() > 0.5
+
+
+def test_a_llama_server_that_hangs_at_start_does_not_hold_every_request(tmp_path):
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    binary, starts = _fake_llama_server(tmp_path, "exec sleep 30")
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None,
+                                start_timeout_s=1.0, retry_after_s=30.0)
+    with pytest.raises(BackendError, match="did not become ready in 1 s"):
+        server.start()
+    assert not server.alive()  # the hung child was stopped
+    begin = time.monotonic()
+    with pytest.raises(BackendError, match="next try to start it is in 30 s"):
+        server.ensure(wait_s=5.0)
+    assert time.monotonic() - begin < 0.5  # answered at once, not after another 1 s start
+    assert starts.read_text().count("start") == 1

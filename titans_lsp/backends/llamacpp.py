@@ -69,11 +69,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MAX_RETRY_AFTER_S = 300.0
+
+
 class LlamaServerProcess:
     """One supervised ``llama-server`` child: started on a free port, health-checked, restarted."""
 
     def __init__(self, binary: str, gguf: str, threads: int, parallel: int, log_path: Path | None,
-                 ctx_per_slot: int = 4096, start_timeout_s: float = 120.0):
+                 ctx_per_slot: int = 4096, start_timeout_s: float = 120.0, retry_after_s: float = 5.0):
         self.binary, self.gguf, self.threads, self.parallel = binary, gguf, threads, parallel
         self.ctx = ctx_per_slot * parallel
         self.log_path = log_path
@@ -83,6 +86,12 @@ class LlamaServerProcess:
         self.state = "stopped"  # starting | ready | restarting | down | stopped
         self.error: str | None = None
         self.restarts = 0
+        # After a failed start the next try waits retry_after_s, doubling per failure (at most
+        # MAX_RETRY_AFTER_S): a server that cannot start must not make every keystroke's request wait
+        # for another start (up to start_timeout_s) or spawn a process per keystroke.
+        self.retry_after_s = retry_after_s
+        self.failed_starts = 0
+        self._next_try = 0.0
         self._lock = threading.Lock()
         self._ready = threading.Event()
 
@@ -109,8 +118,7 @@ class LlamaServerProcess:
             self.process = process
             _reap_when_parent_dies(process.pid)
         except OSError as exc:
-            self.state, self.error = "down", f"cannot start llama-server ({exc}): {PROVISION_FIX}"
-            raise BackendError(self.error) from None
+            raise self._failed(f"cannot start llama-server ({exc}): {PROVISION_FIX}") from None
         finally:
             if log_file is not subprocess.DEVNULL:
                 log_file.close()
@@ -119,12 +127,10 @@ class LlamaServerProcess:
         while time.monotonic() < deadline:
             code = process.poll()
             if code is not None:
-                self.state = "down"
-                self.error = f"llama-server exited with code {code} while loading {self.gguf}{self._log_hint()}"
-                raise BackendError(self.error)
+                raise self._failed(f"llama-server exited with code {code} while loading {self.gguf}{self._log_hint()}")
             try:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    self.state, self.error = "ready", None
+                    self.state, self.error, self.failed_starts = "ready", None, 0
                     self._ready.set()
                     log.info("llama-server ready at %s (pid %d, %s)", self.url, process.pid, Path(self.gguf).name)
                     return self.url
@@ -132,8 +138,14 @@ class LlamaServerProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        self.state, self.error = "down", f"llama-server did not become ready in {self.start_timeout_s:.0f} s{self._log_hint()}"
-        raise BackendError(self.error)
+        raise self._failed(f"llama-server did not become ready in {self.start_timeout_s:.0f} s{self._log_hint()}")
+
+    def _failed(self, message: str) -> BackendError:
+        """Record a failed start (state down, the next try pushed back); the error to raise."""
+        self.state, self.error = "down", message
+        self.failed_starts += 1
+        self._next_try = time.monotonic() + min(self.retry_after_s * 2 ** (self.failed_starts - 1), MAX_RETRY_AFTER_S)
+        return BackendError(message)
 
     def _log_hint(self) -> str:
         return f" (its log: {self.log_path})" if self.log_path is not None else ""
@@ -149,9 +161,12 @@ class LlamaServerProcess:
         if self.state == "ready" and not self.alive():
             raise BackendError(self.report_dead())
         with self._lock:
-            if not self.alive():
-                return self._start()
-            return self.url
+            if self.alive():
+                return self.url
+            wait = self._next_try - time.monotonic()
+            if self.state == "down" and wait > 0:
+                raise BackendError(f"{self.error}; the next try to start it is in {wait:.0f} s")
+            return self._start()
 
     def report_dead(self) -> str:
         """Called when a request finds the server gone: records why and restarts it in the background."""
