@@ -101,6 +101,20 @@ def test_document_cache_reuse_gives_the_same_completion(tiny_engine):
     assert cold.reused == 0
 
 
+def test_closing_a_document_forgets_its_cache_and_layout_only(tiny_engine):
+    workspace = Workspace()
+    settings = CompletionSettings(mode="none", max_new_tokens=4)
+    prefix = "class Server:\n    def __init__(self, host, port):\n        self."
+    for key in ("a.py", "b.py"):
+        tiny_engine.complete(CompletionRequest(prefix=prefix, settings=settings, doc_key=key), workspace)
+    assert {"a.py", "b.py"} <= set(workspace.caches) and {"a.py", "b.py"} <= set(workspace.layouts)
+    workspace.close_document("a.py")
+    assert "a.py" not in workspace.caches and "a.py" not in workspace.layouts
+    assert "b.py" in workspace.caches and "b.py" in workspace.layouts
+    reopened = tiny_engine.complete(CompletionRequest(prefix=prefix, settings=settings, doc_key="a.py"), workspace)
+    assert reopened.reused == 0  # starts cold, as a newly opened document does
+
+
 class _FixedIndex:
     """A workspace index stand-in: the same two snippets for every query."""
 

@@ -81,6 +81,11 @@ class Workspace:
         self.memory_version += 1
         return True
 
+    def close_document(self, doc_key: str) -> None:
+        """Forget what was kept for a document (its KV cache, its prompt layout): the editor closed it."""
+        self.caches.pop(doc_key, None)
+        self.layouts.pop(doc_key, None)
+
     def set_memory(self, state) -> None:
         """Replace the memory outright (loaded from disk, or fresh); unpublished writes are dropped."""
         self.memory, self.pending = state, None

@@ -758,7 +758,7 @@ def build_server(**options) -> TitansServer:
         uri = params.text_document.uri
         ls.scheduler.requests.cancel_document(uri)
         ls.acceptance.closed(uri)
-        ls.folder_for(uri).workspace.caches.pop(uri, None)
+        ls.folder_for(uri).workspace.close_document(uri)
 
     @server.feature(CURSOR_NOTIFICATION)
     def cursor(ls: TitansServer, params: Any) -> None:
