@@ -131,3 +131,44 @@ def test_serve_says_before_any_editor_connects_what_auto_will_run(tmp_path, monk
     assert planned_serving(BackendConfig(name="auto")) == f"none/concat on llama-server ({fake}), memory modes on local"
     assert "http://127.0.0.1:9" in planned_serving(BackendConfig(name="auto", url="http://127.0.0.1:9"))
     assert "not a GGUF" in planned_serving(BackendConfig(name="auto"), str(tiny_llama_dir))
+
+
+@pytest.mark.skipif(not _have_llama_server(), reason="llama-server not provisioned (scripts/provision-llamacpp)")
+def test_while_llama_server_is_down_auto_answers_on_local_then_goes_back(tmp_path):
+    import os
+    import signal
+    import time
+
+    backend = create_backend(BackendConfig(name="auto", threads=1), model="default", device="cpu", dtype="float32",
+                             cache_dir=str(tmp_path))
+    engine = CompletionEngine(backend=backend)
+    local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(tmp_path))
+    request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=CompletionSettings(mode=Mode.NONE, max_new_tokens=4))
+    server = backend.fast.server
+    real_binary = server.binary
+    broken = tmp_path / "broken-llama-server"
+    broken.write_text("#!/bin/sh\nexit 7\n")
+    broken.chmod(0o755)
+    try:
+        server.binary = str(broken)  # it dies and cannot come back: its restart fails
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        assert backend.backend_for(Mode.NONE).name == "local"  # found dead: restarted on a thread, local answers
+        deadline = time.monotonic() + 30
+        while server.state != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.state == "down" and "exited with code 7" in server.error
+        answer = engine.complete(request, Workspace())
+        assert answer.raw and answer.raw == local.complete(request, Workspace()).raw  # answered, by the local model
+        info = backend.describe()
+        assert info["serving"]["none"] == "local" and info["state"] == "down" and "exited with code 7" in info["error"]
+
+        server.binary, server._next_try = real_binary, 0.0  # fixed, and its back-off has passed
+        deadline = time.monotonic() + 60
+        while backend.backend_for(Mode.NONE).name != "llamacpp" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert backend.backend_for(Mode.NONE).name == "llamacpp" and backend.describe()["serving"]["none"] == "llamacpp"
+        assert engine.complete(request, Workspace()).raw  # answered by the restarted llama-server
+    finally:
+        engine.close()
+        local.close()

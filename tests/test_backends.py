@@ -203,3 +203,58 @@ def test_a_llama_server_that_hangs_at_start_does_not_hold_every_request(tmp_path
         server.ensure(wait_s=5.0)
     assert time.monotonic() - begin < 0.5  # answered at once, not after another 1 s start
     assert starts.read_text().count("start") == 1
+
+
+def test_a_llama_server_down_is_tried_again_in_the_background_without_holding_requests(tmp_path):
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    binary, starts = _fake_llama_server(tmp_path, "exit 3")
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, retry_after_s=0.3)
+    with pytest.raises(BackendError):
+        server.start()
+    assert not server.usable() and starts.read_text().count("start") == 1  # within the back-off: nothing started
+    time.sleep(0.4)
+    begin = time.monotonic()
+    assert not server.usable()  # the back-off passed: a start is tried on a thread, this call does not wait
+    assert time.monotonic() - begin < 0.2
+    deadline = time.monotonic() + 10
+    while server.failed_starts < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert starts.read_text().count("start") == 2 and server.state == "down"
+
+
+FAKE_HEALTH_SERVER = """
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b'{"status": "ok"}')
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_a_dead_llama_server_found_by_usable_is_restarted_in_the_background(tmp_path):
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    binary, starts = _fake_llama_server(tmp_path, f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, start_timeout_s=20)
+    try:
+        server.start()
+        assert server.usable() and server.ready()
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        assert not server.usable()  # found dead: not used; a restart begins on a thread
+        assert server.state in ("restarting", "starting") and "exit code -9" in server.error
+        deadline = time.monotonic() + 20
+        while not server.usable() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.usable() and server.restarts == 1 and starts.read_text().count("start") == 2
+    finally:
+        server.stop()

@@ -3,7 +3,9 @@
 Modes that do not touch the weights (``none``, ``concat``) go to a supervised ``llama-server``
 when one is provisioned (scripts/provision-llamacpp) and the model is a GGUF; everything else, and
 every mode when llama-server is missing or does not start, runs in-process on ``local``. The choice
-and its reason are logged at start and shown in status: never a silent fallback.
+and its reason are logged at start and shown in status: never a silent fallback. While the supervised
+llama-server is down or restarting, none/concat are answered on ``local`` (slower, but answered; the
+status shows llama-server's state and error, and ``serving: local``) until it is back.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class AutoBackend(Backend):
 
     def __init__(self, local: LocalBackend, fast: Backend | None, reason: str):
         self.local, self.fast, self.reason = local, fast, reason
+        self._fast_was_usable = fast is not None
         self.loaded, self.model, self.tokenizer = local.loaded, local.model, local.tokenizer
         log.info("backend auto: none/concat on %s, memory modes on local (%s)", self.fast_name, reason)
 
@@ -70,7 +73,28 @@ class AutoBackend(Backend):
         self.local.lookahead = value
 
     def backend_for(self, mode) -> Backend:
-        return self.local if mode.uses_memory or self.fast is None else self.fast
+        if mode.uses_memory or self.fast is None or not self._fast_usable():
+            return self.local
+        return self.fast
+
+    def _fast_usable(self) -> bool:
+        """Whether llama-server can take a request now (a server at a URL is the user's: always tried)."""
+        server = getattr(self.fast, "server", None)
+        usable = server is None or server.usable()
+        if usable != self._fast_was_usable:
+            self._fast_was_usable = usable
+            if usable:
+                log.info("llama-server is back: none/concat on it again")
+            else:
+                log.warning("llama-server is %s: none/concat on local until it is back (%s)", server.state, server.error)
+        return usable
+
+    def _serving_fast_name(self) -> str:
+        """What answers none/concat now, without side effects (describe must not start anything)."""
+        server = getattr(self.fast, "server", None)
+        if self.fast is None or (server is not None and not server.ready()):
+            return "local"
+        return self.fast.name
 
     def generate(self, call: GenerateCall) -> list[GenerationResult]:
         raise BackendError("internal: the engine must call backend_for(mode).generate on the auto backend")
@@ -78,7 +102,8 @@ class AutoBackend(Backend):
     def describe(self) -> dict:
         fast = self.fast.describe() if self.fast is not None else self.local.describe()
         return {**fast, "name": self.name, "model": self.local.loaded.name,
-                "serving": {"none": self.fast_name, "concat": self.fast_name, "memory": "local"}, "reason": self.reason}
+                "serving": {"none": self._serving_fast_name(), "concat": self._serving_fast_name(), "memory": "local"},
+                "reason": self.reason}
 
     def check(self) -> str:
         checks = "; ".join(f"{b.name}: {b.check()}" for b in (self.local, self.fast) if b is not None)

@@ -172,11 +172,34 @@ class LlamaServerProcess:
         """Called when a request finds the server gone: records why and restarts it in the background."""
         code = self.process.poll() if self.process is not None else None
         message = f"llama-server stopped (exit code {code}); restarting it, the next completion will use it{self._log_hint()}"
-        with self._lock:
+        self._restart_in_background(message)
+        return message
+
+    def usable(self) -> bool:
+        """Whether a request should go here now (``auto`` answers on the local model otherwise). A child
+        found dead is restarted in the background; a server down after failed starts is tried again in
+        the background once its back-off has passed. Never waits for a start."""
+        if self.state == "ready" and not self.alive():
+            self.report_dead()
+        elif self.state == "down" and time.monotonic() >= self._next_try:
+            self._restart_in_background(f"{self.error}; starting it again")
+        return self.ready()
+
+    def ready(self) -> bool:
+        return self.state == "ready" and self.alive()
+
+    def _restart_in_background(self, message: str) -> None:
+        """Start the server again on a thread; the state says "restarting" meanwhile. Does nothing when a
+        start is already under way (the lock is held only while starting, so never wait for it here)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if self.state in ("restarting", "starting"):
-                return message
+                return
             self.state, self.error = "restarting", message
             self.restarts += 1
+        finally:
+            self._lock.release()
         log.warning(message)
 
         def restart() -> None:
@@ -186,7 +209,6 @@ class LlamaServerProcess:
                 log.error("llama-server restart failed: %s", exc)
                 self._ready.set()  # waiters give up and see the error
         threading.Thread(target=restart, name="titans-llama-restart", daemon=True).start()
-        return message
 
     def stop(self) -> None:
         process, self.process = self.process, None
