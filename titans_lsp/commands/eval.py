@@ -148,7 +148,10 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
 
     if not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: no such file")
-    dataset = read_samples(args.data)
+    try:
+        dataset = read_samples(args.data)
+    except (OSError, EOFError) as exc:  # a damaged gzip, an unreadable file
+        raise UserError(f"--data {args.data}: cannot read it ({exc}); re-download or rebuild it") from None
     for problem in dataset.problems:
         print(f"{args.data}: skipped {problem}", file=sys.stderr)
     samples = select(dataset.samples, args.limit, args.seed)

@@ -1,0 +1,46 @@
+"""Bad arguments and files given to the CLI: one line naming the fix and exit status 1, never a
+traceback, and never a silently wrong result. Every case fails before a model is loaded."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from titans_lsp.cli import main
+
+SAMPLE = {"prompt": "x = ", "groundtruth": "1", "metadata": {"task_id": "t/0", "repository": "r", "file": "a.py"}}
+
+
+def _write_samples(path, count: int = 3) -> None:
+    lines = [json.dumps({**SAMPLE, "metadata": {**SAMPLE["metadata"], "task_id": f"t/{i}"}}) for i in range(count)]
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+
+
+def test_eval_data_named_gz_but_not_gzipped_is_read(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl.gz"
+    _write_samples(data.with_suffix(".plain"))
+    data.write_bytes(data.with_suffix(".plain").read_bytes())  # plain JSONL under a .gz name
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--report-only"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+
+
+def test_eval_data_gzipped_without_gz_suffix_is_read(tmp_path, capsys):
+    gz = tmp_path / "dev.jsonl.gz"
+    _write_samples(gz)
+    data = tmp_path / "dev.jsonl"
+    data.write_bytes(gz.read_bytes())
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--report-only"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+
+
+def test_eval_data_truncated_gzip_is_one_line_error(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl.gz"
+    _write_samples(data, count=200)
+    data.write_bytes(data.read_bytes()[:-40])  # a download cut short
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--report-only"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp eval: error: --data {data}: cannot read it") and "Traceback" not in err
