@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from titans_lsp.cli import main
 
 SAMPLE = {"prompt": "x = ", "groundtruth": "1", "metadata": {"task_id": "t/0", "repository": "r", "file": "a.py"}}
@@ -44,3 +46,14 @@ def test_eval_data_truncated_gzip_is_one_line_error(tmp_path, capsys):
     assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--report-only"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"titans-lsp eval: error: --data {data}: cannot read it") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-2"])
+def test_eval_limit_below_one_is_refused(tmp_path, capsys, limit):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)  # 3 samples: --limit -2 used to evaluate 1 of them (samples[:-2]) without a word
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--limit", limit,
+              "--report-only"])
+    assert exit_info.value.code == 2
+    assert "argument --limit: must be a whole number >= 1" in capsys.readouterr().err

@@ -3,6 +3,17 @@
 import argparse
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags every model-using command shares."""
     parser.add_argument("--model", default="default",
