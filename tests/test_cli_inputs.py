@@ -57,3 +57,14 @@ def test_eval_limit_below_one_is_refused(tmp_path, capsys, limit):
               "--report-only"])
     assert exit_info.value.code == 2
     assert "argument --limit: must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_eval_out_that_cannot_be_created_is_one_line_error(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output directory should go")  # unwritable even for root
+    assert main(["eval", "--data", str(data), "--out", str(blocker / "run1"), "--modes", "none", "--report-only"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp eval: error: --out {blocker / 'run1'}: cannot create it") and "Traceback" not in err
+

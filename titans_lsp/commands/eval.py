@@ -156,7 +156,10 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
     if not samples:
         raise UserError(f"--data {args.data}: no usable samples")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only place, a file in the way: before the model loads, not after
+        raise UserError(f"--out {out}: cannot create it ({exc.strerror}); choose a writable directory") from None
 
     import torch
 
