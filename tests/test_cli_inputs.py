@@ -68,3 +68,11 @@ def test_eval_out_that_cannot_be_created_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"titans-lsp eval: error: --out {blocker / 'run1'}: cannot create it") and "Traceback" not in err
 
+
+def test_eval_repos_that_is_not_a_directory_fails_before_the_model_loads(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    missing = tmp_path / "no-such-repos"
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--limit", "1",
+                 "--retrieve", "bm25", "--repos", str(missing), "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == f"titans-lsp eval: error: --repos {missing}: not a directory"

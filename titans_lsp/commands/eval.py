@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from titans_lsp.cli import UserError
 
     if args.action == "build":
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--retrieve: {exc}") from None
         if not args.repos:
             raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
+        if not Path(args.repos).is_dir():  # here, not after the model has loaded
+            raise UserError(f"--repos {args.repos}: not a directory")
     return run_eval(args, modes)
 
 
