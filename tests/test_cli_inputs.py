@@ -76,3 +76,18 @@ def test_eval_repos_that_is_not_a_directory_fails_before_the_model_loads(tmp_pat
     assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--limit", "1",
                  "--retrieve", "bm25", "--repos", str(missing), "--model", str(tmp_path / "not-loaded")]) == 1
     assert capsys.readouterr().err.strip() == f"titans-lsp eval: error: --repos {missing}: not a directory"
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"chunk_size": "x"}', "chunk_size must be an integer, got 'x'"),  # was: '<' not supported between ...
+    ('{"lr": "0.5"}', "lr must be a number, got '0.5'"),  # was accepted; failed deep inside torch
+    ('{"ntp_normalize": "no"}', "ntp_normalize must be true or false, got 'no'"),  # was accepted as True
+    ('{"layers": "31"}', "layers must be a list of layer indices or null, got '31'"),  # was layers [3, 1]
+    ('{"depth": 2.5}', "depth must be an integer, got 2.5"),
+])
+def test_eval_memory_config_with_a_wrong_type_names_the_field(tmp_path, capsys, config, message):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "memory", "--limit", "1",
+                 "--memory-config", config, "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == f"titans-lsp eval: error: --memory-config: {message}"
