@@ -91,3 +91,50 @@ def test_eval_memory_config_with_a_wrong_type_names_the_field(tmp_path, capsys, 
     assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "memory", "--limit", "1",
                  "--memory-config", config, "--model", str(tmp_path / "not-loaded")]) == 1
     assert capsys.readouterr().err.strip() == f"titans-lsp eval: error: --memory-config: {message}"
+
+
+def _damaged_checkpoints(tmp_path) -> dict[str, object]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_json = tmp_path / "bad-json"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    (bad_json / "memory.safetensors").write_bytes(b"")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text(json.dumps({"memory_config": {}, "hidden_size": 8}))
+    (cut / "memory.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\": {\"dtype\": \"F32\"")  # cut short
+    return {"empty": empty, "bad-json": bad_json, "cut": cut}
+
+
+@pytest.mark.parametrize("which", ["empty", "bad-json", "cut"])
+def test_eval_damaged_memory_checkpoint_is_one_line_before_the_model_loads(tmp_path, capsys, which):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    checkpoint = _damaged_checkpoints(tmp_path)[which]
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "memory", "--limit", "1",
+                 "--memory-checkpoint", str(checkpoint), "--model", str(tmp_path / "not-loaded")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp eval: error: --memory-checkpoint {checkpoint}: ") and "Traceback" not in err
+    assert "titans-lsp train --out" in err  # what makes a good one
+
+
+def test_prime_damaged_memory_checkpoint_is_one_line_before_indexing(tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    checkpoint = _damaged_checkpoints(tmp_path)["cut"]
+    assert main(["prime", str(root), "--memory-checkpoint", str(checkpoint), "--cache-dir", str(tmp_path / "c")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"titans-lsp prime: error: --memory-checkpoint {checkpoint}: ")
+    assert "indexed" not in captured.out
+
+
+def test_train_damaged_memory_checkpoint_is_one_line_before_the_model_loads(tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    checkpoint = _damaged_checkpoints(tmp_path)["cut"]
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), "--memory-checkpoint", str(checkpoint),
+                 "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.startswith(f"titans-lsp train: error: --memory-checkpoint {checkpoint}: ")

@@ -1,6 +1,7 @@
 """Subcommands of the ``titans-lsp`` CLI (see ``titans_lsp.cli``)."""
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -50,6 +51,27 @@ def memory_config_from(text: str | None):
         return MemoryConfig.from_dict(raw)
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--memory-config: {exc}") from None
+
+
+def memory_checkpoint_from(path: str | None) -> str | None:
+    """``path`` once it reads as a memory checkpoint (None when not given), checked before any model
+    loads: its config.json holds a valid MemoryConfig and memory.safetensors' header is whole. The
+    engine otherwise opens it at the first memory request, minutes in, with a traceback."""
+    from titans_lsp.cli import UserError
+    from titans_lsp.model.patching import PARAMS_FILE, load_memory_config
+
+    if not path:
+        return None
+    try:
+        load_memory_config(path)
+        from safetensors import safe_open
+
+        with safe_open(str(Path(path) / PARAMS_FILE), "pt") as f:
+            f.keys()
+    except Exception as exc:  # OSError, JSONDecodeError, KeyError, safetensors' own errors: all mean damaged
+        raise UserError(f"--memory-checkpoint {path}: not a readable memory checkpoint ({exc}); "
+                        "point it at a directory `titans-lsp train --out` wrote") from None
+    return path
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default: str = "local") -> None:

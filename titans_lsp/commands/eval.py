@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               memory_config_from, positive_int)
+                               memory_checkpoint_from, memory_config_from, positive_int)
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if not (modes or naive):
         raise UserError("--modes: give at least one mode")
     args.naive_modes = naive
+    if not args.report_only:
+        memory_checkpoint_from(args.memory_checkpoint)
     args.backend_config = backend_config(args)
     if args.backend_config.remote and any(m.uses_memory for m in modes + naive):
         from titans_lsp.backends import ModeUnsupported

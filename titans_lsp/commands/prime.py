@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from titans_lsp.commands import add_memory_config_argument, add_model_arguments, memory_config_from
+from titans_lsp.commands import (add_memory_config_argument, add_model_arguments, memory_checkpoint_from,
+                               memory_config_from)
 
 HELP = "index a workspace and prime its memory ahead of time (what the server does on open)"
 DESCRIPTION = __doc__
@@ -47,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     root = Path(args.workspace).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a directory")
+    if not args.index_only:
+        memory_checkpoint_from(args.memory_checkpoint)
     state = FolderState(root.resolve().as_uri(), root, args.cache_dir)
 
     started = time.perf_counter()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               memory_config_from)
+                               memory_checkpoint_from, memory_config_from)
 
 HELP = "run the language server (stdio, or --tcp HOST:PORT) for editors"
 DESCRIPTION = """Run the titans-lsp language server.
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--memory-device-mb", args.memory_device_mb), ("--memory-host-mb", args.memory_host_mb)):
         if value is not None and not value >= 0:
             raise UserError(f"{flag} must be a number of megabytes >= 0, got {value}")
+    memory_checkpoint_from(args.memory_checkpoint)
     log_path = setup_logging(level_name, args.log_file, args.cache_dir)
     from titans_lsp.server import build_server
 

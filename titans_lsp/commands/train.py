@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_model_arguments, memory_checkpoint_from
 
 HELP = "train the Titans memory on repository-grouped code with the base model frozen"
 DESCRIPTION = HELP + """
@@ -93,6 +93,7 @@ def memory_config(args: argparse.Namespace):
     from titans_lsp.model.memory import MemoryConfig
     from titans_lsp.model.patching import load_memory_config
 
+    memory_checkpoint_from(args.memory_checkpoint)
     try:
         raw = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
         if args.memory_config:
@@ -133,6 +134,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     from titans_lsp.model.training_data import DataError, load_repositories, split_repositories, tokenize_repository
     from titans_lsp.paths import cache_root
 
+    memory = memory_config(args)  # a bad --memory-config / --memory-checkpoint: before downloads and the model
     extensions = tuple(e if e.startswith(".") else "." + e for e in args.extensions.split(",") if e)
     repos, problem = None, None
     for turn in (True, False):  # rank 0 downloads into the shared cache first, then the others read it
@@ -159,7 +161,7 @@ def _run(args: argparse.Namespace, dist) -> int:
 
     lm = load_model(args.model, device=distributed.device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
-    patch = install_memory(lm.model, memory_config(args))
+    patch = install_memory(lm.model, memory)
     if args.memory_checkpoint:
         patch.load_parameters(args.memory_checkpoint)
 
