@@ -138,3 +138,23 @@ def test_train_damaged_memory_checkpoint_is_one_line_before_the_model_loads(tmp_
     assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), "--memory-checkpoint", str(checkpoint),
                  "--model", str(tmp_path / "not-loaded")]) == 1
     assert capsys.readouterr().err.startswith(f"titans-lsp train: error: --memory-checkpoint {checkpoint}: ")
+
+
+def test_stats_on_another_programs_sqlite_file_refuses_and_leaves_it_alone(tmp_path, capsys):
+    import sqlite3
+
+    other = tmp_path / "notes.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    db.close()
+    before = other.read_bytes()
+    assert main(["stats", "--db", str(other)]) == 1  # was: an empty table, and the file gained our tables
+    assert capsys.readouterr().err.strip() == (f"titans-lsp stats: error: {other} is not a titans-lsp event store "
+                                               "(no schema table); point --db at <cache>/telemetry/events.sqlite3")
+    assert other.read_bytes() == before
+
+
+def test_stats_on_a_directory_is_one_line_error(tmp_path, capsys):
+    assert main(["stats", "--db", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp stats: error: {tmp_path} is not a titans-lsp event store") and "Traceback" not in err
