@@ -158,3 +158,26 @@ def test_stats_on_a_directory_is_one_line_error(tmp_path, capsys):
     assert main(["stats", "--db", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"titans-lsp stats: error: {tmp_path} is not a titans-lsp event store") and "Traceback" not in err
+
+
+def test_stats_plot_where_it_cannot_be_written_is_one_line_error(tmp_path, capsys):
+    from titans_lsp.telemetry import connect
+
+    store = tmp_path / "events.sqlite3"
+    connect(store).close()  # an empty store of ours
+    blocker = tmp_path / "plots"
+    blocker.write_text("a file where the plot's directory should be")
+    assert main(["stats", "--db", str(store), "--plot", str(blocker / "a.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp stats: error: --plot {blocker / 'a.png'}: cannot write it") and "Traceback" not in err
+
+
+def test_stats_plot_with_an_unknown_image_format_is_one_line_error(tmp_path, capsys):
+    from titans_lsp.telemetry import connect
+
+    store = tmp_path / "events.sqlite3"
+    connect(store).close()
+    assert main(["stats", "--db", str(store), "--plot", str(tmp_path / "a.xyz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp stats: error: --plot {tmp_path / 'a.xyz'}: Format 'xyz' is not supported")
+    assert "png" in err and "Traceback" not in err
