@@ -181,3 +181,14 @@ def test_stats_plot_with_an_unknown_image_format_is_one_line_error(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"titans-lsp stats: error: --plot {tmp_path / 'a.xyz'}: Format 'xyz' is not supported")
     assert "png" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("config", ['[1]', '"titans"'])
+def test_train_memory_config_that_is_not_an_object_is_one_line_error(tmp_path, capsys, config):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), "--memory-config", config,
+                 "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "titans-lsp train: error: --memory-config: expected a JSON object of MemoryConfig fields"

@@ -34,22 +34,34 @@ def add_memory_config_argument(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's config, else MemoryConfig()")
 
 
+def memory_config_fields(text: str | None) -> dict:
+    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given), for
+    callers that merge them into another config (train); a UserError on bad input."""
+    import json
+
+    from titans_lsp.cli import UserError
+
+    if not text:
+        return {}
+    try:
+        raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--memory-config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError("--memory-config: expected a JSON object of MemoryConfig fields")
+    return raw
+
+
 def memory_config_from(text: str | None):
     """The MemoryConfig --memory-config names (None when not given); a UserError on bad input."""
-    import json
-    from pathlib import Path
-
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
 
     if not text:
         return None
     try:
-        raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
-        if not isinstance(raw, dict):
-            raise ValueError("expected a JSON object of MemoryConfig fields")
-        return MemoryConfig.from_dict(raw)
-    except (OSError, ValueError, TypeError) as exc:
+        return MemoryConfig.from_dict(memory_config_fields(text))
+    except (ValueError, TypeError) as exc:
         raise UserError(f"--memory-config: {exc}") from None
 
 

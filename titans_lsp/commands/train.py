@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments, memory_checkpoint_from
+from titans_lsp.commands import add_model_arguments, memory_checkpoint_from, memory_config_fields
 
 HELP = "train the Titans memory on repository-grouped code with the base model frozen"
 DESCRIPTION = HELP + """
@@ -86,9 +86,6 @@ def read_specs(args: argparse.Namespace) -> list[str]:
 
 def memory_config(args: argparse.Namespace):
     """MemoryConfig from --memory-checkpoint's config, then --memory-config fields, then --gate-floor."""
-    import json
-    from pathlib import Path
-
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
     from titans_lsp.model.patching import load_memory_config
@@ -96,9 +93,7 @@ def memory_config(args: argparse.Namespace):
     memory_checkpoint_from(args.memory_checkpoint)
     try:
         raw = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
-        if args.memory_config:
-            text = args.memory_config
-            raw |= json.loads(Path(text).read_text() if Path(text).is_file() else text)
+        raw |= memory_config_fields(args.memory_config)
         if args.gate_floor is not None:
             raw["gate_floor"] = args.gate_floor  # applied by the memory itself, so it holds at inference too
         config = MemoryConfig.from_dict(raw)
