@@ -192,3 +192,12 @@ def test_train_memory_config_that_is_not_an_object_is_one_line_error(tmp_path, c
                  "--model", str(tmp_path / "not-loaded")]) == 1
     assert capsys.readouterr().err.strip() == \
         "titans-lsp train: error: --memory-config: expected a JSON object of MemoryConfig fields"
+
+
+def test_serve_log_file_that_cannot_be_written_is_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "logs"
+    blocker.write_text("a file where the log's directory should be")
+    assert main(["serve", "--stdio", "--log-file", str(blocker / "serve.log")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp serve: error: --log-file {blocker / 'serve.log'}: cannot write it")
+    assert "--log-file -" in err and "Traceback" not in err

@@ -71,9 +71,15 @@ def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) 
     logger.setLevel(level)
     if log_file == "-":
         return None
+    from titans_lsp.cli import UserError
+
     path = cache_root(cache_dir) / "serve.log" if log_file is None else Path(log_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:  # a read-only cache, a file where the folder should be
+        raise UserError(f"--log-file {path}: cannot write it ({exc.strerror}); choose a writable path, "
+                        "or --log-file - for no log file") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level)
     logger.addHandler(handler)
