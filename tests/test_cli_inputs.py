@@ -201,3 +201,27 @@ def test_serve_log_file_that_cannot_be_written_is_one_line_error(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"titans-lsp serve: error: --log-file {blocker / 'serve.log'}: cannot write it")
     assert "--log-file -" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damaged", ["optimizer.pt", "memory.safetensors", "trainer_state.json"])
+def test_train_resume_from_a_damaged_checkpoint_is_one_line_error(tiny_llama_dir, tmp_path, capsys, damaged):
+    repos = []
+    for r in range(3):
+        repo = tmp_path / f"repo{r}"
+        (repo / "pkg").mkdir(parents=True)
+        (repo / "pkg" / "__init__.py").write_text(f"def helper_{r}(x):\n    return x + {r}\n")
+        (repo / "pkg" / "use.py").write_text(f"from pkg import helper_{r}\n\n\ndef run(y):\n    return helper_{r}(y)\n")
+        repos.append(str(repo))
+    out = tmp_path / "run"
+    common = ["train", "--model", str(tiny_llama_dir), "--device", "cpu", "--data", *repos, "--out", str(out),
+              "--eval-every", "1", "--checkpoint-every", "1", "--warmup-steps", "1", "--no-progress",
+              "--memory-config", json.dumps({"memory_dim": 16, "layers": [1, 3]})]
+    assert main([*common, "--max-steps", "1"]) == 0
+    path = out / damaged
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a copy cut short, a crash mid-write
+    capsys.readouterr()
+    assert main([*common, "--max-steps", "2", "--resume"]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the model's loading bar
+    assert last.startswith(f"titans-lsp train: error: cannot resume {out}: {damaged} is damaged") and "Traceback" not in err
+    assert last.endswith("train into another --out to start over")
