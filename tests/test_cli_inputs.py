@@ -225,3 +225,31 @@ def test_train_resume_from_a_damaged_checkpoint_is_one_line_error(tiny_llama_dir
     last = err.strip().splitlines()[-1]  # after the model's loading bar
     assert last.startswith(f"titans-lsp train: error: cannot resume {out}: {damaged} is damaged") and "Traceback" not in err
     assert last.endswith("train into another --out to start over")
+
+
+def test_eval_build_out_that_cannot_be_written_fails_before_reading_repositories(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("def f():\n    return 1\n")
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the dataset's directory should be")
+    assert main(["eval", "build", "--out", str(blocker / "dev.jsonl"), "--dir", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"titans-lsp eval: error: --out {blocker / 'dev.jsonl'}: cannot write it") and "Traceback" not in err
+    assert "samples" not in err  # refused before any repository was read
+
+
+def test_eval_build_out_that_is_a_directory_is_refused(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("def f():\n    return 1\n")
+    assert main(["eval", "build", "--out", str(tmp_path), "--dir", str(repo)]) == 1
+    assert capsys.readouterr().err.strip() == \
+        f"titans-lsp eval: error: --out {tmp_path}: a directory; eval build writes one JSONL file (e.g. dev.jsonl)"
+
+
+def test_eval_build_that_fails_leaves_no_empty_dataset(tmp_path, capsys):
+    out = tmp_path / "dev.jsonl"
+    assert main(["eval", "build", "--out", str(out), "--pypi", "notaspec"]) == 1
+    assert "pin an exact version" in capsys.readouterr().err
+    assert not out.exists()
