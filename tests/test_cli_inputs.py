@@ -253,3 +253,11 @@ def test_eval_build_that_fails_leaves_no_empty_dataset(tmp_path, capsys):
     assert main(["eval", "build", "--out", str(out), "--pypi", "notaspec"]) == 1
     assert "pin an exact version" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--files", "--lines", "--max-new-tokens"])
+def test_bench_counts_below_one_are_refused(capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:  # --files 0 printed a table of None after loading the model
+        main(["bench", "--modes", "none", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be a whole number >= 1" in capsys.readouterr().err
