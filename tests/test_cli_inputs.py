@@ -245,7 +245,7 @@ def test_eval_build_out_that_is_a_directory_is_refused(tmp_path, capsys):
     (repo / "a.py").write_text("def f():\n    return 1\n")
     assert main(["eval", "build", "--out", str(tmp_path), "--dir", str(repo)]) == 1
     assert capsys.readouterr().err.strip() == \
-        f"titans-lsp eval: error: --out {tmp_path}: a directory; eval build writes one JSONL file (e.g. dev.jsonl)"
+        f"titans-lsp eval: error: --out {tmp_path}: a directory; give a file path (a name inside it)"
 
 
 def test_eval_build_that_fails_leaves_no_empty_dataset(tmp_path, capsys):
@@ -261,3 +261,12 @@ def test_bench_counts_below_one_are_refused(capsys, flag):
         main(["bench", "--modes", "none", flag, "0"])
     assert exit_info.value.code == 2
     assert f"argument {flag}: must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_bench_out_that_cannot_be_written_fails_before_the_run(tmp_path, capsys):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results' directory should be")
+    # was: the whole replay ran, then write_json raised FileExistsError
+    assert main(["bench", "--modes", "none", "--out", str(blocker / "bench.json"),
+                 "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.startswith(f"titans-lsp bench: error: --out {blocker / 'bench.json'}: cannot write it")

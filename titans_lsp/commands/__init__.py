@@ -15,6 +15,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_output_file(flag: str, out: Path) -> None:
+    """A result file flag (eval build --out, bench --out) must name a writable file: checked before
+    the downloads or the run it ends, which otherwise ended in a traceback when the file was opened."""
+    from titans_lsp.cli import UserError
+
+    if out.is_dir():
+        raise UserError(f"{flag} {out}: a directory; give a file path (a name inside it)")
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.open("a").close()
+        if not existed:
+            out.unlink()  # a failed run leaves no empty file behind
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: cannot write it ({exc.strerror}); choose a writable path") from None
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model flags every model-using command shares."""
     parser.add_argument("--model", default="default",

@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_backend_arguments, add_model_arguments, positive_int
+from titans_lsp.commands import add_backend_arguments, add_model_arguments, check_output_file, positive_int
 
 HELP = "replay a typing trace through the engine and report completion latency per mode"
 DESCRIPTION = """Replay a typing trace (real files of a pinned PyPI package, retyped key by key with
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from titans_lsp.bench import format_table, write_json
     from pathlib import Path
 
+    if args.out:
+        check_output_file("--out", Path(args.out))
     if args.backends:
         import json
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               memory_checkpoint_from, memory_config_from, positive_int)
+                               check_output_file, memory_checkpoint_from, memory_config_from, positive_int)
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -122,7 +122,7 @@ def run_build(args: argparse.Namespace) -> int:
     for d in args.dir:
         if not Path(d).is_dir():
             raise UserError(f"--dir {d}: not a directory")
-    _check_build_out(Path(args.out))
+    check_output_file("--out", Path(args.out))
     language = None
     if args.language:
         from titans_lsp.retrieval.languages import PYTHON, by_name
@@ -143,23 +143,6 @@ def run_build(args: argparse.Namespace) -> int:
     if args.pypi or args.npm:
         print(f"unpacked packages (use as --repos): {repos_dir(cache)}")
     return 0
-
-
-def _check_build_out(out) -> None:
-    """--out of `eval build` must be a writable file path: checked before downloads and reading
-    repositories, which the file was otherwise opened after."""
-    from titans_lsp.cli import UserError
-
-    if out.is_dir():
-        raise UserError(f"--out {out}: a directory; eval build writes one JSONL file (e.g. dev.jsonl)")
-    existed = out.exists()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.open("a").close()
-        if not existed:
-            out.unlink()  # a failed build leaves no empty dataset behind
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write it ({exc.strerror}); choose a writable path") from None
 
 
 def run_eval(args: argparse.Namespace, modes: list) -> int:
