@@ -270,3 +270,12 @@ def test_bench_out_that_cannot_be_written_fails_before_the_run(tmp_path, capsys)
     assert main(["bench", "--modes", "none", "--out", str(blocker / "bench.json"),
                  "--model", str(tmp_path / "not-loaded")]) == 1
     assert capsys.readouterr().err.startswith(f"titans-lsp bench: error: --out {blocker / 'bench.json'}: cannot write it")
+
+
+def test_doctor_no_load_fails_a_gguf_that_is_not_one(tmp_path, capsys):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("version https://git-lfs.github.com/spec/v1\n")  # a Git LFS pointer, not the weights
+    assert main(["doctor", "--model", str(fake), "--no-load"]) == 1  # was: "ok model ... all checks passed"
+    fails = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert fails == [f"FAIL  model            {fake} is not a GGUF file (it does not start with 'GGUF'); "
+                     "re-download it, or pass a model directory or 'default'"]
