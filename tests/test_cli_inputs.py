@@ -279,3 +279,13 @@ def test_doctor_no_load_fails_a_gguf_that_is_not_one(tmp_path, capsys):
     fails = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert fails == [f"FAIL  model            {fake} is not a GGUF file (it does not start with 'GGUF'); "
                      "re-download it, or pass a model directory or 'default'"]
+
+
+def test_prime_bad_memory_config_is_refused_before_indexing(tmp_path, capsys):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    assert main(["prime", str(root), "--memory-config", '{"update_rule": "adamw"}', "--cache-dir", str(tmp_path / "c")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("titans-lsp prime: error: --memory-config: update_rule must be one of")
+    assert "indexed" not in captured.out  # was: the whole workspace indexed first
