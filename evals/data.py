@@ -40,11 +40,20 @@ def _problem(record) -> str | None:
     return None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: str | Path) -> bool:
+    """By content, not name: a plain file called ``.jsonl.gz`` (or a gzip without the suffix) still reads."""
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
 def read_samples(path: str | Path) -> Dataset:
-    """Every well-formed record of ``path`` (JSONL, or gzipped JSONL when it ends in ``.gz``); malformed
-    lines are logged with their number and skipped."""
+    """Every well-formed record of ``path`` (JSONL, or gzipped JSONL); malformed lines are logged with
+    their number and skipped."""
     samples, problems, seen = [], [], set()
-    opener = gzip.open if str(path).endswith(".gz") else open  # committed dev sets are gzipped
+    opener = gzip.open if _is_gzip(path) else open  # committed dev sets are gzipped
     with opener(path, "rb") as f:  # bytes: one line of invalid UTF-8 is skipped, not fatal
         for number, raw in enumerate(f, start=1):
             try:

@@ -72,6 +72,14 @@ def default_model_path() -> Path:
     return path
 
 
+def _starts_with_gguf_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Map a user's model spec to a source, without loading anything."""
     spec = (spec or "default").strip()
@@ -81,6 +89,9 @@ def resolve_model(spec: str) -> ModelSource:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
+        if not _starts_with_gguf_magic(path):  # an LFS pointer, an HTML error page: refused before any load
+            raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF'); re-download it, "
+                                 "or pass a model directory or 'default'")
         return ModelSource(spec, "gguf", str(path.resolve()))
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -98,6 +98,7 @@ class MemoryConfig:
     ntp_optimizer: str = "sgd"  # "sgd" | "adam": per-parameter normalised steps, moments restarted every chunk
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.update_rule not in UPDATE_RULES:
             raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {self.update_rule!r}")
         if self.integration not in INTEGRATIONS:
@@ -126,13 +127,30 @@ class MemoryConfig:
             raise ValueError("ntp_normalize applies to the sgd ntp_optimizer (adam normalises per parameter)")
         if self.update_rule == "ntp" and self.integration != "additive":
             raise ValueError("the ntp rule changes the model's own weights: integration must stay 'additive'")
-        if isinstance(self.persistent_tokens, bool) or not isinstance(self.persistent_tokens, int) \
-                or self.persistent_tokens < 0:
+        if self.persistent_tokens < 0:  # its type: _check_types
             raise ValueError(f"persistent_tokens must be a count >= 0 (0: off), got {self.persistent_tokens!r}")
         if self.persistent_tokens and self.update_rule == "ntp":
             raise ValueError("persistent_tokens belong to the Titans memory layers; the ntp rule has none")
         if self.layers is not None:
             self.layers = [int(i) for i in self.layers]
+
+    def _check_types(self) -> None:
+        """Each field's JSON type, first: a string lr or chunk_size otherwise passes (or fails with a
+        comparison error) and breaks far from --memory-config, and a string of layers reads as digits."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "layers":
+                if value is not None and not (isinstance(value, (list, tuple))
+                                              and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
+                    raise ValueError(f"layers must be a list of layer indices or null, got {value!r}")
+            elif f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            elif f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{f.name} must be an integer, got {value!r}")
+            elif f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            elif f.type == "str" and not isinstance(value, str):
+                raise ValueError(f"{f.name} must be a string, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -228,6 +228,31 @@ def save_checkpoint(out: Path, patch, optimizer, scheduler, trainer: TrainerStat
     tmp.rmdir()
 
 
+def _damaged(out: Path, name: str, exc: BaseException) -> ValueError:
+    """A file of the run that cannot be read (a crash mid-write, a copy cut short): the train command
+    shows ValueErrors as one line, so this names the file and the way out instead of a traceback."""
+    return ValueError(f"cannot resume {out}: {name} is damaged ({exc}); train into another --out to start over")
+
+
+def _resume_state(out: Path, patch, optimizer, scheduler) -> None:
+    """The memory parameters, optimizer, scheduler and RNG of the run in ``out``."""
+    from titans_lsp.model.patching import PARAMS_FILE
+
+    try:
+        patch.load_parameters(out)
+    except ValueError:
+        raise  # a checkpoint of another config or model: its own message says so
+    except Exception as exc:  # safetensors' and json's own errors
+        raise _damaged(out, PARAMS_FILE, exc) from None
+    try:
+        saved = torch.load(out / OPTIMIZER_STATE, weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+    except Exception as exc:  # a truncated pickle: OSError, EOFError, UnpicklingError, RuntimeError
+        raise _damaged(out, OPTIMIZER_STATE, exc) from None
+
+
 def load_trainer_state(out: Path) -> TrainerState | None:
     path = Path(out) / TRAINER_STATE
     return TrainerState.from_json(path.read_text()) if path.exists() else None
@@ -452,7 +477,10 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
     optimizer = torch.optim.AdamW(param_groups(params, config.lr, config.gate_lr_scale), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
 
-    trainer = load_trainer_state(out) if resume else None
+    try:
+        trainer = load_trainer_state(out) if resume else None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _damaged(out, TRAINER_STATE, exc) from None
     if resume and trainer is None:
         raise ValueError(f"nothing to resume in {out}: no {TRAINER_STATE}")
     if trainer is not None:
@@ -460,11 +488,7 @@ def train(model, patch, tokenizer, train_repos: list[list[list[int]]], heldout_r
             raise ValueError(f"{out} was trained on other repositories; resume with the same data")
         if trainer.config.get("batch_size", 1) != config.batch_size:
             raise ValueError(f"{out} was trained with --batch-size {trainer.config.get('batch_size', 1)}; resume with it")
-        patch.load_parameters(out)
-        saved = torch.load(out / OPTIMIZER_STATE, weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
+        _resume_state(out, patch, optimizer, scheduler)
         log.info("resuming %s at step %d", out, trainer.step)
     else:
         if (out / TRAINER_STATE).exists():

@@ -45,9 +45,9 @@ def test_config_round_trip_and_bad_values():
     assert MemoryConfig.from_json(config.to_json()) == config
     assert MemoryConfig().persistent_tokens == 0  # off by default
     for bad, message in (({"persistent_tokens": -1}, "persistent_tokens must be a count"),
-                         ({"persistent_tokens": "4"}, "persistent_tokens must be a count"),
-                         ({"persistent_tokens": True}, "persistent_tokens must be a count"),
-                         ({"persistent_tokens": 2.5}, "persistent_tokens must be a count"),
+                         ({"persistent_tokens": "4"}, "persistent_tokens must be an integer"),
+                         ({"persistent_tokens": True}, "persistent_tokens must be an integer"),
+                         ({"persistent_tokens": 2.5}, "persistent_tokens must be an integer"),
                          ({"integration": "memory-as-layer"}, "integration must be one of"),
                          ({"update_rule": "ntp", "integration": "mal"}, "integration must stay 'additive'"),
                          ({"update_rule": "ntp", "persistent_tokens": 4}, "the ntp rule has none")):

@@ -121,12 +121,20 @@ def migrate(db: sqlite3.Connection) -> int:
 
 
 def connect(path: Path, create: bool = True) -> sqlite3.Connection:
-    """An open, migrated store (WAL). ``create=False``: a missing file raises FileNotFoundError."""
+    """An open, migrated store (WAL). ``create=False`` (a reader): a missing file raises
+    FileNotFoundError, and a database without our schema table is refused before anything is
+    written to it (it is another program's file, not ours to migrate)."""
     if not create and not path.exists():
         raise FileNotFoundError(f"no event store at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=True)
     try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=True)
+    except sqlite3.Error as exc:  # a directory, an unreadable file
+        raise SchemaError(f"{path} is not a titans-lsp event store: {exc}") from None
+    try:
+        if not create and schema_version(db) == 0:
+            raise SchemaError(f"{path} is not a titans-lsp event store (no schema table); point --db at "
+                              "<cache>/telemetry/events.sqlite3")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         migrate(db)

@@ -1,6 +1,35 @@
 """Subcommands of the ``titans-lsp`` CLI (see ``titans_lsp.cli``)."""
 
 import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def check_output_file(flag: str, out: Path) -> None:
+    """A result file flag (eval build --out, bench --out) must name a writable file: checked before
+    the downloads or the run it ends, which otherwise ended in a traceback when the file was opened."""
+    from titans_lsp.cli import UserError
+
+    if out.is_dir():
+        raise UserError(f"{flag} {out}: a directory; give a file path (a name inside it)")
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.open("a").close()
+        if not existed:
+            out.unlink()  # a failed run leaves no empty file behind
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: cannot write it ({exc.strerror}); choose a writable path") from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,23 +51,56 @@ def add_memory_config_argument(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's config, else MemoryConfig()")
 
 
+def memory_config_fields(text: str | None) -> dict:
+    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given), for
+    callers that merge them into another config (train); a UserError on bad input."""
+    import json
+
+    from titans_lsp.cli import UserError
+
+    if not text:
+        return {}
+    try:
+        raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--memory-config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError("--memory-config: expected a JSON object of MemoryConfig fields")
+    return raw
+
+
 def memory_config_from(text: str | None):
     """The MemoryConfig --memory-config names (None when not given); a UserError on bad input."""
-    import json
-    from pathlib import Path
-
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
 
     if not text:
         return None
     try:
-        raw = json.loads(Path(text).read_text() if Path(text).is_file() else text)
-        if not isinstance(raw, dict):
-            raise ValueError("expected a JSON object of MemoryConfig fields")
-        return MemoryConfig.from_dict(raw)
-    except (OSError, ValueError, TypeError) as exc:
+        return MemoryConfig.from_dict(memory_config_fields(text))
+    except (ValueError, TypeError) as exc:
         raise UserError(f"--memory-config: {exc}") from None
+
+
+def memory_checkpoint_from(path: str | None) -> str | None:
+    """``path`` once it reads as a memory checkpoint (None when not given), checked before any model
+    loads: its config.json holds a valid MemoryConfig and memory.safetensors' header is whole. The
+    engine otherwise opens it at the first memory request, minutes in, with a traceback."""
+    from titans_lsp.cli import UserError
+    from titans_lsp.model.patching import PARAMS_FILE, load_memory_config
+
+    if not path:
+        return None
+    try:
+        load_memory_config(path)
+        from safetensors import safe_open
+
+        with safe_open(str(Path(path) / PARAMS_FILE), "pt") as f:
+            f.keys()
+    except Exception as exc:  # OSError, JSONDecodeError, KeyError, safetensors' own errors: all mean damaged
+        raise UserError(f"--memory-checkpoint {path}: not a readable memory checkpoint ({exc}); "
+                        "point it at a directory `titans-lsp train --out` wrote") from None
+    return path
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, default: str = "local") -> None:

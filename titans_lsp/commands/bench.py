@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_backend_arguments, add_model_arguments
+from titans_lsp.commands import add_backend_arguments, add_model_arguments, check_output_file, positive_int
 
 HELP = "replay a typing trace through the engine and report completion latency per mode"
 DESCRIPTION = """Replay a typing trace (real files of a pinned PyPI package, retyped key by key with
@@ -16,16 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--modes", default="none,concat", help="comma-separated modes (memory modes need the memory patch)")
     parser.add_argument("--package", default=None, help="pinned PyPI package whose files are typed (default requests==2.32.3)")
-    parser.add_argument("--files", type=int, default=3, help="files to type in")
-    parser.add_argument("--lines", type=int, default=2, help="lines retyped per file")
-    parser.add_argument("--prompt-tokens", type=int, default=1500, help="how deep in each file the typing starts")
+    parser.add_argument("--files", type=positive_int, default=3, help="files to type in")
+    parser.add_argument("--lines", type=positive_int, default=2, help="lines retyped per file")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=1500, help="how deep in each file the typing starts")
     parser.add_argument("--debounce-ms", type=float, default=150.0, help="editor debounce before a request")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed factor (>1: faster typing)")
     parser.add_argument("--think-ms", type=float, default=3000.0,
                         help="pause between opening a file (cursor placed where the typing starts) and the first key")
     parser.add_argument("--no-prewarm", action="store_true",
                         help="do not pre-warm the cursor's prompt when a file opens (no titans/cursor)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=48)
     parser.add_argument("--no-lookup", action="store_true", help="disable prompt-lookup speculative decoding")
     parser.add_argument("--priming", action="store_true", help="memory modes: also replay with background priming running")
     parser.add_argument("--server", action="store_true",
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", default=None,
                         help="compare backends in one run, e.g. local,llamacpp: the trace through the server on each, "
                              "then per-token decode and a cold request on the same prompts (JSON: backends.<name>.<mode>)")
-    parser.add_argument("--cold-tokens", type=int, default=2000, help="--backends: prompt tokens of the cold request")
+    parser.add_argument("--cold-tokens", type=positive_int, default=2000, help="--backends: prompt tokens of the cold request")
     add_backend_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from titans_lsp.bench import format_table, write_json
     from pathlib import Path
 
+    if args.out:
+        check_output_file("--out", Path(args.out))
     if args.backends:
         import json
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               memory_config_from)
+                               check_output_file, memory_checkpoint_from, memory_config_from, positive_int)
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -33,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vanilla", action="store_true", help="also run none and concat on the unpatched model")
     parser.add_argument("--naive", nargs="?", const="none,concat", default="",
                         help="also run these modes (default none,concat) without token healing (rows <mode>-naive)")
-    parser.add_argument("--max-seq", type=int, default=2048, help="window: block + prompt + 50 new tokens (reference: 2048)")
+    parser.add_argument("--max-seq", type=positive_int, default=2048, help="window: block + prompt + 50 new tokens (reference: 2048)")
     parser.add_argument("--context-budget", type=int, default=512, help="tokens for the cross-file block (reference: 512)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
     parser.add_argument("--report-only", action="store_true", help="write the reports from the predictions already in --out")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of N samples")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate a seeded random subset of N samples")
     parser.add_argument("--seed", type=int, default=0, help="seed for --limit, bootstrap and `build` (default 0)")
     parser.add_argument("--retrieve", nargs="*", default=None, metavar="R",
                         help="cross-file context retrieved over --repos instead of the file's list, one set of rows "
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fim", action="store_true",
                         help="fill-in-the-middle: the model also sees each sample's right_context (rows <mode>-fim; "
                              "needs a model with FIM tokens)")
-    parser.add_argument("--concurrency", type=int, default=1,
+    parser.add_argument("--concurrency", type=positive_int, default=1,
                         help="samples sent at once (llamacpp/openai: a server batches them; local runs one at a time)")
     # build
     parser.add_argument("--dir", action="extend", nargs="+", default=[], help="(build) repository directories")
@@ -60,13 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="(build) pinned npm packages NAME==VERSION that ship TypeScript/JavaScript sources")
     parser.add_argument("--language", help="(build) read every repository in this language (default: each one's "
                                            "main language), e.g. python, typescript, javascript, java, go, rust, csharp")
-    parser.add_argument("--per-repo", type=int, default=50, help="(build) samples per repository (default 50)")
+    parser.add_argument("--per-repo", type=positive_int, default=50, help="(build) samples per repository (default 50)")
     parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
     add_model_arguments(parser)
     add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from titans_lsp.cli import UserError
 
     if args.action == "build":
@@ -82,14 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if not (modes or naive):
         raise UserError("--modes: give at least one mode")
     args.naive_modes = naive
+    if not args.report_only:
+        memory_checkpoint_from(args.memory_checkpoint)
     args.backend_config = backend_config(args)
     if args.backend_config.remote and any(m.uses_memory for m in modes + naive):
         from titans_lsp.backends import ModeUnsupported
 
         memory = next(m for m in modes + naive if m.uses_memory)
         raise UserError(str(ModeUnsupported(memory.value, args.backend)))
-    if args.concurrency < 1:
-        raise UserError("--concurrency must be >= 1")
     if args.retrieve is not None:
         from titans_lsp.evals.runner import parse_retrieve
         from titans_lsp.settings import CompletionSettings
@@ -101,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--retrieve: {exc}") from None
         if not args.repos:
             raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
+        if not Path(args.repos).is_dir():  # here, not after the model has loaded
+            raise UserError(f"--repos {args.repos}: not a directory")
     return run_eval(args, modes)
 
 
@@ -118,6 +122,7 @@ def run_build(args: argparse.Namespace) -> int:
     for d in args.dir:
         if not Path(d).is_dir():
             raise UserError(f"--dir {d}: not a directory")
+    check_output_file("--out", Path(args.out))
     language = None
     if args.language:
         from titans_lsp.retrieval.languages import PYTHON, by_name
@@ -148,14 +153,20 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
 
     if not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: no such file")
-    dataset = read_samples(args.data)
+    try:
+        dataset = read_samples(args.data)
+    except (OSError, EOFError) as exc:  # a damaged gzip, an unreadable file
+        raise UserError(f"--data {args.data}: cannot read it ({exc}); re-download or rebuild it") from None
     for problem in dataset.problems:
         print(f"{args.data}: skipped {problem}", file=sys.stderr)
     samples = select(dataset.samples, args.limit, args.seed)
     if not samples:
         raise UserError(f"--data {args.data}: no usable samples")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only place, a file in the way: before the model loads, not after
+        raise UserError(f"--out {out}: cannot create it ({exc.strerror}); choose a writable directory") from None
 
     import torch
 

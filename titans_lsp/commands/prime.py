@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from titans_lsp.commands import add_memory_config_argument, add_model_arguments, memory_config_from
+from titans_lsp.commands import (add_memory_config_argument, add_model_arguments, memory_checkpoint_from,
+                               memory_config_from)
 
 HELP = "index a workspace and prime its memory ahead of time (what the server does on open)"
 DESCRIPTION = __doc__
@@ -47,6 +48,10 @@ def _run(args: argparse.Namespace) -> int:
     root = Path(args.workspace).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a directory")
+    memory_config = None
+    if not args.index_only:  # bad memory flags: before indexing, not after it
+        memory_checkpoint_from(args.memory_checkpoint)
+        memory_config = memory_config_from(args.memory_config)
     state = FolderState(root.resolve().as_uri(), root, args.cache_dir)
 
     started = time.perf_counter()
@@ -66,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
     engine = CompletionEngine.load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
                                    memory_checkpoint=args.memory_checkpoint,
-                                   memory_config=memory_config_from(args.memory_config))
+                                   memory_config=memory_config)
     started = time.perf_counter()
     with tqdm(desc="priming", unit="file") as bar:
         result = Primer(state, engine).run(force=args.force, progress=_progress_to(bar))

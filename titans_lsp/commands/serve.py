@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               memory_config_from)
+                               memory_checkpoint_from, memory_config_from)
 
 HELP = "run the language server (stdio, or --tcp HOST:PORT) for editors"
 DESCRIPTION = """Run the titans-lsp language server.
@@ -71,9 +71,15 @@ def setup_logging(level_name: str, log_file: str | None, cache_dir: str | None) 
     logger.setLevel(level)
     if log_file == "-":
         return None
+    from titans_lsp.cli import UserError
+
     path = cache_root(cache_dir) / "serve.log" if log_file is None else Path(log_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:  # a read-only cache, a file where the folder should be
+        raise UserError(f"--log-file {path}: cannot write it ({exc.strerror}); choose a writable path, "
+                        "or --log-file - for no log file") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level)
     logger.addHandler(handler)
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--memory-device-mb", args.memory_device_mb), ("--memory-host-mb", args.memory_host_mb)):
         if value is not None and not value >= 0:
             raise UserError(f"{flag} must be a number of megabytes >= 0, got {value}")
+    memory_checkpoint_from(args.memory_checkpoint)
     log_path = setup_logging(level_name, args.log_file, args.cache_dir)
     from titans_lsp.server import build_server
 

@@ -135,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: {len(events)} events" + (f" since {args.since}" if args.since else ""))
         print(format_table(report))
     if args.plot:
-        plot(report, Path(args.plot))
+        try:
+            plot(report, Path(args.plot))
+        except OSError as exc:  # a file where its folder should be, a read-only place
+            raise UserError(f"--plot {args.plot}: cannot write it ({exc.strerror}); choose a writable path") from None
+        except ValueError as exc:  # matplotlib: an extension it cannot write
+            raise UserError(f"--plot {args.plot}: {exc}") from None
         if not args.json:
             print(f"plot: {args.plot}")
     return 0

@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments
+from titans_lsp.commands import add_model_arguments, memory_checkpoint_from, memory_config_fields
 
 HELP = "train the Titans memory on repository-grouped code with the base model frozen"
 DESCRIPTION = HELP + """
@@ -86,18 +86,14 @@ def read_specs(args: argparse.Namespace) -> list[str]:
 
 def memory_config(args: argparse.Namespace):
     """MemoryConfig from --memory-checkpoint's config, then --memory-config fields, then --gate-floor."""
-    import json
-    from pathlib import Path
-
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
     from titans_lsp.model.patching import load_memory_config
 
+    memory_checkpoint_from(args.memory_checkpoint)
     try:
         raw = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
-        if args.memory_config:
-            text = args.memory_config
-            raw |= json.loads(Path(text).read_text() if Path(text).is_file() else text)
+        raw |= memory_config_fields(args.memory_config)
         if args.gate_floor is not None:
             raw["gate_floor"] = args.gate_floor  # applied by the memory itself, so it holds at inference too
         config = MemoryConfig.from_dict(raw)
@@ -133,6 +129,7 @@ def _run(args: argparse.Namespace, dist) -> int:
     from titans_lsp.model.training_data import DataError, load_repositories, split_repositories, tokenize_repository
     from titans_lsp.paths import cache_root
 
+    memory = memory_config(args)  # a bad --memory-config / --memory-checkpoint: before downloads and the model
     extensions = tuple(e if e.startswith(".") else "." + e for e in args.extensions.split(",") if e)
     repos, problem = None, None
     for turn in (True, False):  # rank 0 downloads into the shared cache first, then the others read it
@@ -159,7 +156,7 @@ def _run(args: argparse.Namespace, dist) -> int:
 
     lm = load_model(args.model, device=distributed.device_for(args.device, dist), dtype=args.dtype, cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
-    patch = install_memory(lm.model, memory_config(args))
+    patch = install_memory(lm.model, memory)
     if args.memory_checkpoint:
         patch.load_parameters(args.memory_checkpoint)
 
