@@ -231,7 +231,8 @@ def save_checkpoint(out: Path, patch, optimizer, scheduler, trainer: TrainerStat
 def _damaged(out: Path, name: str, exc: BaseException) -> ValueError:
     """A file of the run that cannot be read (a crash mid-write, a copy cut short): the train command
     shows ValueErrors as one line, so this names the file and the way out instead of a traceback."""
-    return ValueError(f"cannot resume {out}: {name} is damaged ({exc}); train into another --out to start over")
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's unpickling errors run to many lines
+    return ValueError(f"cannot resume {out}: {name} is damaged ({reason}); train into another --out to start over")
 
 
 def _resume_state(out: Path, patch, optimizer, scheduler) -> None:
@@ -245,7 +246,7 @@ def _resume_state(out: Path, patch, optimizer, scheduler) -> None:
     except Exception as exc:  # safetensors' and json's own errors
         raise _damaged(out, PARAMS_FILE, exc) from None
     try:
-        saved = torch.load(out / OPTIMIZER_STATE, weights_only=False)
+        saved = torch.load(out / OPTIMIZER_STATE, weights_only=True)  # tensors and numbers only: a crafted file cannot run code
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])

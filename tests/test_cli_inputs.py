@@ -7,6 +7,7 @@ import gzip
 import json
 
 import pytest
+import torch
 
 from titans_lsp.cli import main
 
@@ -203,7 +204,17 @@ def test_serve_log_file_that_cannot_be_written_is_one_line_error(tmp_path, capsy
     assert "--log-file -" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("damaged", ["optimizer.pt", "memory.safetensors", "trainer_state.json"])
+class _RunsCode:
+    """A pickle that runs code when loaded: what a crafted optimizer.pt in someone's --out could hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("damaged", ["optimizer.pt", "memory.safetensors", "trainer_state.json", "crafted optimizer.pt"])
 def test_train_resume_from_a_damaged_checkpoint_is_one_line_error(tiny_llama_dir, tmp_path, capsys, damaged):
     repos = []
     for r in range(3):
@@ -217,14 +228,20 @@ def test_train_resume_from_a_damaged_checkpoint_is_one_line_error(tiny_llama_dir
               "--eval-every", "1", "--checkpoint-every", "1", "--warmup-steps", "1", "--no-progress",
               "--memory-config", json.dumps({"memory_dim": 16, "layers": [1, 3]})]
     assert main([*common, "--max-steps", "1"]) == 0
-    path = out / damaged
-    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a copy cut short, a crash mid-write
+    marker = tmp_path / "code-ran"
+    if damaged.startswith("crafted"):
+        damaged = damaged.split()[1]
+        torch.save({"optimizer": _RunsCode(marker)}, out / damaged)  # loaded with weights_only: refused, not run
+    else:
+        path = out / damaged
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a copy cut short, a crash mid-write
     capsys.readouterr()
     assert main([*common, "--max-steps", "2", "--resume"]) == 1
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # after the model's loading bar
     assert last.startswith(f"titans-lsp train: error: cannot resume {out}: {damaged} is damaged") and "Traceback" not in err
     assert last.endswith("train into another --out to start over")
+    assert not marker.exists()
 
 
 def test_eval_build_out_that_cannot_be_written_fails_before_reading_repositories(tmp_path, capsys):
