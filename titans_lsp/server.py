@@ -124,7 +124,7 @@ class TitansServer(LanguageServer):
         self.model_options = {"model": model, "device": device, "dtype": dtype}
         self.backend_config = backend or BackendConfig()
         self.backend_error: str | None = None  # the last backend failure shown to the user (status)
-        self._backend_error_shown = 0.0
+        self._errors_shown: dict[str, set[str]] = {}  # folder URI -> errors popped up there and not cleared since
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
         self.memory_config = memory_config  # titans_lsp.model.memory.MemoryConfig (--memory-config), or None
@@ -257,19 +257,33 @@ class TitansServer(LanguageServer):
         mode = state.settings.mode if state.settings.mode.uses_memory else "an experiment arm"
         message = str(ModeUnsupported(str(mode), self.backend_config.name))
         log.warning("%s: %s", state.name, message)
-        self.show_message(message, types.MessageType.Error)
+        self.show_error_once(state, message)
         return False
 
     def report_backend_error(self, state: FolderState, exc: BackendError) -> None:
-        """A failed backend call: shown to the user (at most every 10 s for the same message) and in status."""
+        """A failed backend call: in status (lastError) until a completion succeeds, popped up once."""
         message = str(exc)
-        now = time.monotonic()
-        if message != self.backend_error or now - self._backend_error_shown > 10:
-            log.warning("backend %s: %s", self.backend_config.name, message)
-            self.show_message(message, types.MessageType.Error)
-            self._backend_error_shown = now
+        log.log(logging.DEBUG if message == self.backend_error else logging.WARNING, "backend %s: %s",
+                self.backend_config.name, message)
+        self.show_error_once(state, message)
         self.backend_error = message
         self.send_status(state, force=True)
+
+    def backend_answered(self, state: FolderState) -> None:
+        """A completion in the folder succeeded: the backend error is gone from status, and the folder's
+        errors are news again when they come back."""
+        self.backend_error = None
+        self._errors_shown.pop(state.uri, None)
+
+    def show_error_once(self, state: FolderState, message: str) -> None:
+        """Pop up an error unless it was shown for this folder and has not cleared since (a completion
+        there succeeded, or its settings changed). An error that stays (fim "on" on a model without FIM
+        tokens, a memory mode on a remote backend, a model the server does not have) fails every
+        keystroke's request: one pop-up says it, the status and the log keep it."""
+        shown = self._errors_shown.setdefault(state.uri, set())
+        if message not in shown:
+            shown.add(message)
+            self.show_message(message, types.MessageType.Error)
 
     # ---- folders ------------------------------------------------------------------------------------
     def add_folder(self, uri: str) -> FolderState:
@@ -344,9 +358,11 @@ class TitansServer(LanguageServer):
     def apply_settings(self, state: FolderState, values: Any) -> None:
         old = state.settings
         changed, errors = state.apply_settings(to_plain(values))
+        if changed:  # what the user was told may have been fixed, or be wrong in a new way
+            self._errors_shown.pop(state.uri, None)
         for error in errors:
             log.warning("%s: %s", state.name, error)
-            self.show_message(error, types.MessageType.Error)
+            self.show_error_once(state, error)
         new = state.settings
         if changed:
             log.info("%s: settings %s", state.name, json.dumps(new.to_editor()))
@@ -478,7 +494,7 @@ class TitansServer(LanguageServer):
             typing.request_finished()
             requests.finish(kind, uri, cancel)
         ms = (time.perf_counter() - started) * 1000
-        self.backend_error = None
+        self.backend_answered(state)
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode.value, deque(maxlen=100)).append(ms)
         self.last_completion = CompletionReport(
