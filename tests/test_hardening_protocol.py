@@ -230,3 +230,36 @@ def test_a_file_outside_the_workspace_folders_gets_the_users_settings(server, tm
             break
         time.sleep(0.2)
     assert settings["mode"] == "none" and settings["maxNewTokens"] == 8 and settings["telemetry"]["enabled"] is False
+
+
+def test_the_first_completion_in_a_file_outside_the_folders_or_in_a_new_folder_waits_for_its_settings(server, tmp_path):
+    """Opening a file outside the workspace folders (or adding a folder) pulls its settings; the
+    request right after didOpen ran with the defaults when the client answered that pull a moment
+    later (only the first pull, after `initialized`, was waited for)."""
+    import time
+
+    root = workspace(tmp_path)
+    user = {"mode": "none", "maxNewTokens": 8}
+    srv = server({None: user, root.as_uri(): user})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 30
+    while client.status()["folders"][0]["settings"]["mode"] != "none" and time.monotonic() < deadline:
+        time.sleep(0.2)  # the folder's settings are in
+    added = tmp_path / "added"
+    added.mkdir()
+    client.configuration_delay.update({None: 2.0, added.as_uri(): 2.0})  # later pulls are answered late
+
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    reply = client.inline(uri, 1, 11)
+    assert "error" not in reply, reply
+    assert client.status()["lastCompletion"]["mode"] == "none"  # the user's mode, not the default concat
+
+    client.notify("workspace/didChangeWorkspaceFolders",
+                  {"event": {"added": [{"uri": added.as_uri(), "name": "added"}], "removed": []}})
+    uri = client.open(added / "app.py", "def sub(a, b):\n    return ")
+    reply = client.inline(uri, 1, 11)
+    assert "error" not in reply, reply
+    assert client.status()["lastCompletion"]["mode"] == "none"

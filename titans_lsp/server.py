@@ -48,6 +48,8 @@ from titans_lsp.settings import SECTION
 
 log = logging.getLogger(__name__)
 
+SETTINGS_TIMEOUT_S = 10.0  # the longest wait for the client's answer to a settings pull
+
 
 class TitansProtocol(LanguageServerProtocol):
     """pygls's protocol with the LSP lifecycle as the spec has it, and no half-answered requests:
@@ -143,7 +145,8 @@ class TitansServer(LanguageServer):
         self._save_error_shown: set[str] = set()  # folders told that their state cannot be saved
         self.supports_progress = False
         self.supports_configuration = False
-        self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
+        # folder URI -> done once the folder's first settings pull is answered (or failed); requests there wait
+        self.settings_pending: dict[str, asyncio.Future] = {}
         # The local event store (titansLsp.telemetry); nothing is sent anywhere.
         self.events = telemetry.EventRecorder(Path(events_db).expanduser() if events_db else telemetry.default_path(cache_dir))
         self.acceptance = AcceptanceTracker(self.events)
@@ -341,19 +344,44 @@ class TitansServer(LanguageServer):
             self.scheduler.in_background(jobs.files_changed, self, state, paths)
 
     # ---- settings -----------------------------------------------------------------------------------
-    async def pull_settings(self, states: list[FolderState]) -> None:
-        if not self.supports_configuration or not states:
+    def expect_settings(self, states: list[FolderState]) -> None:
+        """These folders' first settings are about to be pulled: until the pull ends, requests there wait
+        for it (:meth:`wait_for_settings`) instead of running with the defaults."""
+        for state in states:
+            if state.uri not in self.settings_pending:
+                self.settings_pending[state.uri] = self.loop.create_future()
+
+    async def wait_for_settings(self, state: FolderState) -> None:
+        pending = self.settings_pending.get(state.uri)
+        if pending is None:
             return
-        items = [types.ConfigurationItem(scope_uri=None if s.root is None else s.uri, section=SECTION) for s in states]
         try:
-            # Shielded: pygls 2.1.1 mishandles a response to a cancelled configuration request.
-            request = asyncio.ensure_future(self.workspace_configuration_async(types.ConfigurationParams(items=items)))
-            values = await asyncio.wait_for(asyncio.shield(request), timeout=10)
-        except Exception as exc:  # noqa: BLE001 - a client that cannot answer keeps the current settings
-            log.warning("could not pull %s settings: %s", SECTION, exc)
-            return
-        for state, value in zip(states, values or []):
-            self.apply_settings(state, value)
+            await asyncio.wait_for(asyncio.shield(pending), timeout=SETTINGS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("%s: no settings from the client after %.0f s; completing with the current ones", state.name,
+                        SETTINGS_TIMEOUT_S)
+
+    async def pull_settings(self, states: list[FolderState]) -> None:
+        """Ask the client for the folders' settings and apply them; requests waiting for them go on
+        once it answers, fails or times out."""
+        try:
+            if not self.supports_configuration or not states:
+                return
+            items = [types.ConfigurationItem(scope_uri=None if s.root is None else s.uri, section=SECTION) for s in states]
+            try:
+                # Shielded: pygls 2.1.1 mishandles a response to a cancelled configuration request.
+                request = asyncio.ensure_future(self.workspace_configuration_async(types.ConfigurationParams(items=items)))
+                values = await asyncio.wait_for(asyncio.shield(request), timeout=SETTINGS_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a client that cannot answer keeps the current settings
+                log.warning("could not pull %s settings: %s", SECTION, exc)
+                return
+            for state, value in zip(states, values or []):
+                self.apply_settings(state, value)
+        finally:
+            for state in states:
+                pending = self.settings_pending.pop(state.uri, None)
+                if pending is not None and not pending.done():
+                    pending.set_result(None)
 
     def apply_settings(self, state: FolderState, values: Any) -> None:
         old = state.settings
@@ -454,15 +482,11 @@ class TitansServer(LanguageServer):
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
-        if self.settings_ready is not None and not self.settings_ready.is_set():
-            # A request right after `initialized` must not run with default settings.
-            try:
-                await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
-            except asyncio.TimeoutError:
-                pass
         if self.open_document(uri) is None:
             raise JsonRpcInvalidParams(message=f"{uri} is not open: titans-lsp completes only documents the client "
                                                f"sent with textDocument/didOpen")
+        # A request right after `initialized`, or in a file or folder that just came, runs with the user's settings.
+        await self.wait_for_settings(self.folder_for(uri))
         requests, typing = self.scheduler.requests, self.scheduler.typing
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
@@ -715,7 +739,6 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TitansServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_event_loop()
-        ls.settings_ready = asyncio.Event()
         capabilities = params.capabilities
         ls.supports_progress = bool(capabilities.window and capabilities.window.work_done_progress)
         ls.supports_configuration = bool(capabilities.workspace and capabilities.workspace.configuration)
@@ -727,14 +750,12 @@ def build_server(**options) -> TitansServer:
             ls.add_folder(folder.uri)
         if not params.workspace_folders and params.root_uri:
             ls.add_folder(params.root_uri)
+        ls.expect_settings(list(ls.folders.values()))  # pulled once the client sends `initialized`
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: TitansServer, params: types.InitializedParams) -> None:
         states = list(ls.folders.values())
-        try:
-            await ls.pull_settings(states)
-        finally:
-            ls.settings_ready.set()
+        await ls.pull_settings(states)
         for state in states:
             ls.open_folder(state)
             ls.send_status(state, force=True)
@@ -744,6 +765,7 @@ def build_server(**options) -> TitansServer:
         for folder in params.event.removed:
             ls.close_folder(folder.uri)
         added = [ls.add_folder(folder.uri) for folder in params.event.added]
+        ls.expect_settings(added)
         await ls.pull_settings(added)
         for state in added:
             ls.open_folder(state)
@@ -763,6 +785,7 @@ def build_server(**options) -> TitansServer:
         if state.uri == NO_FOLDER and first_outside:
             # The first file outside every workspace folder (or opened without one) gets the user's
             # settings (pulled unscoped), also when there are workspace folders.
+            ls.expect_settings([state])
             asyncio.ensure_future(ls.pull_settings([state]))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
