@@ -229,6 +229,10 @@ port = int(sys.argv[sys.argv.index("--port") + 1])
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b'{"status": "ok"}')
+    def do_POST(self):  # /completion: an empty answer, streamed
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200); self.send_header("Content-Type", "text/event-stream"); self.end_headers()
+        self.wfile.write(b'data: {"tokens": [], "stop": true}\\n\\n')
     def log_message(self, *args):
         pass
 http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
@@ -258,3 +262,38 @@ def test_a_dead_llama_server_found_by_usable_is_restarted_in_the_background(tmp_
         assert server.usable() and server.restarts == 1 and starts.read_text().count("start") == 2
     finally:
         server.stop()
+
+
+def test_a_request_while_llama_server_restarts_is_told_so_at_once_and_the_next_one_after_it_answers(tmp_path, tokenizer):
+    """A completion that came while the supervised llama-server was restarting waited for the restart,
+    up to --backend-timeout (60 s): typing got no answer, and no reason, for as long as a start takes."""
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends.llamacpp import LlamaCppBackend
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    started = tmp_path / "started-once"  # the first start is quick, a restart takes 4 s
+    binary, starts = _fake_llama_server(tmp_path, f'if [ -e {started} ]; then sleep 4; fi; touch {started}\n'
+                                                  f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    backend = LlamaCppBackend(BackendConfig(name="llamacpp", binary=binary, timeout_s=60), tokenizer, gguf="model.gguf")
+    server = backend.server
+    call = GenerateCall(prompt_ids=[1, 2, 3], max_new_tokens=4)
+    try:
+        backend.generate(call)  # answered
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        with pytest.raises(BackendError, match=r"llama-server stopped \(exit code -9\); restarting"):
+            backend.generate(call)  # the request that finds it dead says so; it restarts in the background
+        begin = time.monotonic()
+        with pytest.raises(BackendError, match="restarting it, completions resume when it is ready"):
+            backend.generate(call)
+        assert time.monotonic() - begin < 2.5  # told at once (a short wait at most), not after the restart
+        deadline = time.monotonic() + 20
+        while not server.ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert backend.generate(call)[0].stop_reason  # the first request after the restart is answered
+        assert starts.read_text().count("start") == 2
+    finally:
+        backend.close()

@@ -4,7 +4,7 @@ Either reached at ``--backend-url``, or started and supervised here as a child p
 localhost port with the model's GGUF file (the binary comes from scripts/provision-llamacpp, which
 builds it once from the llama-cpp-python sdist into ~/.cache/titans-lsp-tools). A child that dies
 is reported (the request that finds it dead fails with a message saying so) and restarted in the
-background; the next request waits for it.
+background; requests meanwhile wait at most START_WAIT_S for it, then fail saying it is restarting.
 
 Requests go to the native ``POST /completion`` with the engine's prompt token ids (the same
 tokenizer: the same GGUF), so every backend sees the same prompt; ``cache_prompt`` reuses the
@@ -70,6 +70,10 @@ def free_port() -> int:
 
 
 MAX_RETRY_AFTER_S = 300.0
+RESTARTING = "restarting it, completions resume when it is ready"  # what requests meanwhile are told
+# The longest a request waits for a llama-server that is (re)starting: a start takes seconds (up to
+# start_timeout_s), and a completion that comes that late is stale; the request fails saying why instead.
+START_WAIT_S = 1.0
 
 
 class LlamaServerProcess:
@@ -145,6 +149,7 @@ class LlamaServerProcess:
         self.state, self.error = "down", message
         self.failed_starts += 1
         self._next_try = time.monotonic() + min(self.retry_after_s * 2 ** (self.failed_starts - 1), MAX_RETRY_AFTER_S)
+        self._ready.set()  # the start is over: requests waiting for it see the error
         return BackendError(message)
 
     def _log_hint(self) -> str:
@@ -153,37 +158,45 @@ class LlamaServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def ensure(self, wait_s: float) -> str:
-        """The URL of a running server: waits for a restart in progress; a server found dead is
-        reported (BackendError saying so) and restarted in the background; starts one if none runs."""
-        if self.state == "restarting":
-            self._ready.wait(wait_s)
+    def ensure(self, wait_s: float = START_WAIT_S) -> str:
+        """The URL of the ready server for a request, which never waits through a start: a server found
+        dead is reported (BackendError saying so) and restarted in the background; one (re)starting is
+        waited for at most ``wait_s``, then the request fails saying so; one down after failed starts says
+        when it is tried again (in the background, once the back-off has passed)."""
         if self.state == "ready" and not self.alive():
             raise BackendError(self.report_dead())
-        with self._lock:
-            if self.alive():
-                return self.url
-            wait = self._next_try - time.monotonic()
-            if self.state == "down" and wait > 0:
-                raise BackendError(f"{self.error}; the next try to start it is in {wait:.0f} s")
-            return self._start()
+        self._recover()
+        if self.state in ("restarting", "starting"):
+            self._ready.wait(wait_s)
+        if self.ready():
+            return self.url
+        if self.state == "down":
+            wait = max(0.0, self._next_try - time.monotonic())
+            raise BackendError(f"{self.error}; the next try to start it is in {wait:.0f} s")
+        if self.state in ("restarting", "starting") and self.error:
+            raise BackendError(self.error)  # it says why and that it is restarting
+        raise BackendError(f"llama-server is {self.state}")
 
     def report_dead(self) -> str:
         """Called when a request finds the server gone: records why and restarts it in the background."""
         code = self.process.poll() if self.process is not None else None
-        message = f"llama-server stopped (exit code {code}); restarting it, the next completion will use it{self._log_hint()}"
+        message = f"llama-server stopped (exit code {code}); {RESTARTING}{self._log_hint()}"
         self._restart_in_background(message)
         return message
 
     def usable(self) -> bool:
-        """Whether a request should go here now (``auto`` answers on the local model otherwise). A child
-        found dead is restarted in the background; a server down after failed starts is tried again in
-        the background once its back-off has passed. Never waits for a start."""
+        """Whether a request should go here now (``auto`` answers on the local model otherwise). Never
+        waits for a start."""
+        self._recover()
+        return self.ready()
+
+    def _recover(self) -> None:
+        """A child found dead is restarted in the background; a server down after failed starts is tried
+        again in the background once its back-off has passed."""
         if self.state == "ready" and not self.alive():
             self.report_dead()
         elif self.state == "down" and time.monotonic() >= self._next_try:
-            self._restart_in_background(f"{self.error}; starting it again")
-        return self.ready()
+            self._restart_in_background(f"{self.error}; {RESTARTING}")
 
     def ready(self) -> bool:
         return self.state == "ready" and self.alive()
@@ -198,6 +211,7 @@ class LlamaServerProcess:
                 return
             self.state, self.error = "restarting", message
             self.restarts += 1
+            self._ready.clear()  # requests wait (briefly) for this start
         finally:
             self._lock.release()
         log.warning(message)
@@ -205,9 +219,8 @@ class LlamaServerProcess:
         def restart() -> None:
             try:
                 self.start()
-            except BackendError as exc:
+            except BackendError as exc:  # _failed recorded it (state down) and released the waiters
                 log.error("llama-server restart failed: %s", exc)
-                self._ready.set()  # waiters give up and see the error
         threading.Thread(target=restart, name="titans-llama-restart", daemon=True).start()
 
     def stop(self) -> None:
@@ -275,7 +288,7 @@ class LlamaCppBackend(Backend):
     # ---- generation -------------------------------------------------------------------------------
     def _target(self) -> StreamTarget:
         if self.server is not None:
-            url = self.server.ensure(self.config.timeout_s)
+            url = self.server.ensure()
             return StreamTarget(f"llama-server at {url}", url, fix="it is restarted; retry in a moment")
         return StreamTarget(f"llama-server at {self.config.url}", self.config.url,
                             fix="start it, or fix --backend-url")
