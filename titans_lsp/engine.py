@@ -130,6 +130,7 @@ class Completion:
     accepted: int = 0  # prompt-lookup guesses accepted (tokens gained without a forward pass)
     fim: str | None = None  # the fill-in-the-middle family the prompt was laid out in (None: prefix only)
     healed: bool = False  # token healing constrained the first tokens
+    backend: str = ""  # the backend that produced it (``auto``: llamacpp, or local while llama-server is down)
 
     @property
     def text(self) -> str:
@@ -352,7 +353,7 @@ class CompletionEngine:
             decoded=sum(r.decoded for r in results), seconds=time.perf_counter() - start,
             timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s},
             prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results),
-            fim=fim.family if fim is not None else None, healed=bool(heal_text))
+            fim=fim.family if fim is not None else None, healed=bool(heal_text), backend=backend.name)
 
     def _acquire_model(self, cancel: threading.Event | None) -> None:
         """Take the model lock for a completion: background priming sees the waiting count and hands

@@ -633,11 +633,10 @@ class TitansServer(LanguageServer):
         started = time.perf_counter()
         last, engine = self.last_completion, self.engine_if_loaded()
         report = last if last is not None and last.uri == uri else None
-        backend = engine.backend.backend_for(completion.mode).name if engine is not None else self.backend_config.name
         context = telemetry.Event(
             time=0.0, item="", kind="shown", workspace=str(state.root) if state.root is not None else state.uri,
             language=report.language if report else None, mode=completion.mode.value,
-            experiment=settings.experiment.name if settings.experiment else None, backend=backend,
+            experiment=settings.experiment.name if settings.experiment else None, backend=completion.backend,
             model=engine.model_name if engine is not None else self.model_options["model"],
             latency_ms=report.latency_ms if report else None, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
