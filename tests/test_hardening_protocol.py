@@ -263,3 +263,20 @@ def test_the_first_completion_in_a_file_outside_the_folders_or_in_a_new_folder_w
     reply = client.inline(uri, 1, 11)
     assert "error" not in reply, reply
     assert client.status()["lastCompletion"]["mode"] == "none"
+
+
+def test_completions_after_the_model_failed_to_load_are_answered_empty_with_the_reason_once(server, tmp_path):
+    """Every keystroke's request was answered with an internal error (-32603, a traceback in the log
+    each time; VS Code reveals its output channel on each), although the reason was already shown."""
+    root = workspace(tmp_path)
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([root], options={"model": str(tmp_path / "no-such-model")})
+    uri = client.open(root / "app.py", "def main():\n    return ")
+    for _ in range(3):
+        reply = client.inline(uri, 1, 11)
+        assert "error" not in reply and reply["result"] is None, reply
+    st = client.status()
+    assert "cannot load model" in st["backend"]["lastError"] and "no-such-model" in st["modelError"]
+    shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
+    assert len([m for m in shown if "cannot load model" in m]) == 1, shown

@@ -189,7 +189,7 @@ class TitansServer(LanguageServer):
         self.call_in_loop(self.window_show_message, types.ShowMessageParams(type=kind, message=f"titans-lsp: {message}"))
 
     def engine(self) -> CompletionEngine:
-        """The loaded engine (blocks until it is loaded; raises if loading failed)."""
+        """The loaded engine (blocks until it is loaded; raises BackendError saying why if loading failed)."""
         if self.engine_future is None:
             raise RuntimeError("the server is not initialized")
         return self.engine_future.result()
@@ -244,8 +244,9 @@ class TitansServer(LanguageServer):
         except Exception as exc:
             self.backend_error = f"cannot load model {opts['model']}: {exc}"  # status: lastError from now on
             log.error("%s", self.backend_error)
-            self.show_message(self.backend_error, types.MessageType.Error)
-            raise
+            self.show_error_once(None, self.backend_error)
+            # Every request gets this (engine()): answered without a completion, like any backend failure
+            raise BackendError(self.backend_error) from exc
         from titans_lsp.model.generation import TokenTexts
 
         TokenTexts.of(engine.tokenizer)  # the vocabulary's texts for token healing: once, here, not in a request
@@ -278,15 +279,17 @@ class TitansServer(LanguageServer):
         self.backend_error = None
         self._errors_shown.pop(state.uri, None)
 
-    def show_error_once(self, state: FolderState, message: str) -> None:
-        """Pop up an error unless it was shown for this folder and has not cleared since (a completion
-        there succeeded, or its settings changed). An error that stays (fim "on" on a model without FIM
-        tokens, a memory mode on a remote backend, a model the server does not have) fails every
-        keystroke's request: one pop-up says it, the status and the log keep it."""
-        shown = self._errors_shown.setdefault(state.uri, set())
-        if message not in shown:
-            shown.add(message)
-            self.show_message(message, types.MessageType.Error)
+    def show_error_once(self, state: FolderState | None, message: str) -> None:
+        """Pop up an error unless it was shown for this folder (None: for the whole server, e.g. the model
+        failed to load; never cleared) and has not cleared since (a completion there succeeded, or its
+        settings changed). An error that stays (fim "on" on a model without FIM tokens, a memory mode on a
+        remote backend, a model the server does not have) fails every keystroke's request: one pop-up
+        says it, the status and the log keep it."""
+        key = state.uri if state is not None else ""
+        if any(message in self._errors_shown.get(k, ()) for k in (key, "")):
+            return
+        self._errors_shown.setdefault(key, set()).add(message)
+        self.show_message(message, types.MessageType.Error)
 
     # ---- folders ------------------------------------------------------------------------------------
     def add_folder(self, uri: str) -> FolderState:
