@@ -297,3 +297,33 @@ def test_a_request_while_llama_server_restarts_is_told_so_at_once_and_the_next_o
         assert starts.read_text().count("start") == 2
     finally:
         backend.close()
+
+
+def test_llama_server_starts_and_restarts_when_its_log_cannot_be_written(tmp_path):
+    """The child's log under the cache could not be opened (a read-only or damaged cache): the first
+    start raised OSError, which took ``auto`` down with it instead of running on local, and a restart
+    died on its thread, leaving the server 'starting' for good: every request was told it restarts."""
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    binary, starts = _fake_llama_server(tmp_path, f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    log = tmp_path / "llama-server.log"
+    log.mkdir()  # not a file that can be appended to
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=log, start_timeout_s=20)
+    try:
+        server.start()
+        assert server.ready()
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        assert not server.usable()  # found dead: restarted in the background
+        deadline = time.monotonic() + 20
+        while not server.usable() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.ready() and starts.read_text().count("start") == 2
+    finally:
+        server.stop()
+

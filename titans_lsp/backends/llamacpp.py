@@ -115,7 +115,7 @@ class LlamaServerProcess:
         self._ready.clear()
         self.state = "starting"
         port = free_port()
-        log_file = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL
+        log_file = self._open_log()
         try:
             process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT, start_new_session=True)
@@ -143,6 +143,17 @@ class LlamaServerProcess:
             time.sleep(0.1)
         self.stop()
         raise self._failed(f"llama-server did not become ready in {self.start_timeout_s:.0f} s{self._log_hint()}")
+
+    def _open_log(self):
+        """The file the child's output is appended to; none (with a warning) when it cannot be opened: a
+        read-only or damaged cache must not keep llama-server from starting."""
+        if self.log_path is None:
+            return subprocess.DEVNULL
+        try:
+            return open(self.log_path, "ab")
+        except OSError as exc:
+            log.warning("cannot write llama-server's log %s (%s); starting it without a log", self.log_path, exc)
+            return subprocess.DEVNULL
 
     def _failed(self, message: str) -> BackendError:
         """Record a failed start (state down, the next try pushed back); the error to raise."""
