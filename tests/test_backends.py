@@ -327,3 +327,31 @@ def test_llama_server_starts_and_restarts_when_its_log_cannot_be_written(tmp_pat
     finally:
         server.stop()
 
+
+def test_a_restart_that_fails_unexpectedly_leaves_llama_server_down_not_starting_for_good(tmp_path, monkeypatch):
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends import llamacpp
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    binary, _ = _fake_llama_server(tmp_path, f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    server = llamacpp.LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, start_timeout_s=20)
+    try:
+        server.start()
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+
+        def no_port() -> int:
+            raise OSError("no free port")
+        monkeypatch.setattr(llamacpp, "free_port", no_port)
+        assert not server.usable()  # found dead: the restart on its thread fails
+        deadline = time.monotonic() + 10
+        while server.state != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.state == "down" and "no free port" in server.error  # retried after the back-off
+        with pytest.raises(BackendError, match="no free port.*next try to start it is in"):
+            server.ensure()
+    finally:
+        server.stop()

@@ -232,6 +232,9 @@ class LlamaServerProcess:
                 self.start()
             except BackendError as exc:  # _failed recorded it (state down) and released the waiters
                 log.error("llama-server restart failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - never left "starting" for good: down, retried after the back-off
+                log.exception("llama-server restart failed")
+                self._failed(f"llama-server restart failed ({type(exc).__name__}: {exc})")
         threading.Thread(target=restart, name="titans-llama-restart", daemon=True).start()
 
     def stop(self) -> None:
