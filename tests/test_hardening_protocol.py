@@ -280,3 +280,26 @@ def test_completions_after_the_model_failed_to_load_are_answered_empty_with_the_
     assert "cannot load model" in st["backend"]["lastError"] and "no-such-model" in st["modelError"]
     shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
     assert len([m for m in shown if "cannot load model" in m]) == 1, shown
+
+
+def test_a_request_waiting_for_its_files_settings_is_cancelled_by_an_edit_like_a_running_one(server, tmp_path):
+    """A request that waited for its file's settings pull was not cancelled by an edit meanwhile (it was
+    not running yet): it then completed the new text at the old position."""
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"mode": "none"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    first = client.send_request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}, "context": {"triggerKind": 1}})
+    time.sleep(0.5)  # the user types on while the request waits
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                             "contentChanges": [{"text": "import os\nprint(os.getcwd())\n"}]})
+    reply = client.response(first, timeout=120)
+    assert reply.get("error", {}).get("code") == -32800, reply  # RequestCancelled, as for a running request
+    assert "error" not in client.inline(uri, 1, 6)  # the next request is answered

@@ -485,11 +485,15 @@ class TitansServer(LanguageServer):
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
-        if self.open_document(uri) is None:
+        document = self.open_document(uri)
+        if document is None:
             raise JsonRpcInvalidParams(message=f"{uri} is not open: titans-lsp completes only documents the client "
                                                f"sent with textDocument/didOpen")
         # A request right after `initialized`, or in a file or folder that just came, runs with the user's settings.
+        version = document.version
         await self.wait_for_settings(self.folder_for(uri))
+        if self.open_document(uri) is not document or document.version != version:
+            raise asyncio.CancelledError()  # edited or closed while it waited: stale, as a running request would be
         requests, typing = self.scheduler.requests, self.scheduler.typing
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
