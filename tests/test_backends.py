@@ -178,7 +178,7 @@ def test_a_llama_server_that_cannot_start_is_not_restarted_on_every_request(tmp_
     with pytest.raises(BackendError, match="exited with code 3"):
         server.start()
     for _ in range(5):  # keystrokes right after the failure: told why, no new process
-        with pytest.raises(BackendError, match=r"exited with code 3.*next try to start it is in"):
+        with pytest.raises(BackendError, match=r"exited with code 3.*tried again in the background"):
             server.ensure(wait_s=1.0)
     assert starts.read_text().count("start") == 1
     assert server.state == "down" and server.failed_starts == 1
@@ -199,7 +199,7 @@ def test_a_llama_server_that_hangs_at_start_does_not_hold_every_request(tmp_path
         server.start()
     assert not server.alive()  # the hung child was stopped
     begin = time.monotonic()
-    with pytest.raises(BackendError, match="next try to start it is in 30 s"):
+    with pytest.raises(BackendError, match="tried again in the background"):
         server.ensure(wait_s=5.0)
     assert time.monotonic() - begin < 0.5  # answered at once, not after another 1 s start
     assert starts.read_text().count("start") == 1
@@ -351,7 +351,26 @@ def test_a_restart_that_fails_unexpectedly_leaves_llama_server_down_not_starting
         while server.state != "down" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.state == "down" and "no free port" in server.error  # retried after the back-off
-        with pytest.raises(BackendError, match="no free port.*next try to start it is in"):
+        with pytest.raises(BackendError, match="no free port.*tried again in the background"):
             server.ensure()
     finally:
         server.stop()
+
+
+def test_a_llama_server_down_gives_every_request_the_same_message_so_it_pops_up_once(tmp_path):
+    """The message counted down to the next try ("in 30 s", "in 29 s", ...): each keystroke's error was
+    new to the server's show-once rule, so the editor got a pop-up per keystroke while it was down."""
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    binary, _ = _fake_llama_server(tmp_path, "exit 3")
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, retry_after_s=30.0)
+    with pytest.raises(BackendError):
+        server.start()
+    messages = []
+    for _ in range(2):
+        with pytest.raises(BackendError) as error:
+            server.ensure()
+        messages.append(str(error.value))
+        time.sleep(1.1)
+    assert messages[0] == messages[1] and "exited with code 3" in messages[0]
+    assert "tried again in the background" in messages[0]

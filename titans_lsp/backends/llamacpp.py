@@ -181,9 +181,9 @@ class LlamaServerProcess:
             self._ready.wait(wait_s)
         if self.ready():
             return self.url
-        if self.state == "down":
-            wait = max(0.0, self._next_try - time.monotonic())
-            raise BackendError(f"{self.error}; the next try to start it is in {wait:.0f} s")
+        if self.state == "down":  # the same words on every request: the server pops a message up once
+            raise BackendError(f"{self.error}; it is tried again in the background (after {self.retry_after_s:g} s, "
+                               f"doubling per failure up to {MAX_RETRY_AFTER_S / 60:g} min)")
         if self.state in ("restarting", "starting") and self.error:
             raise BackendError(self.error)  # it says why and that it is restarting
         raise BackendError(f"llama-server is {self.state}")
