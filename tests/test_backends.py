@@ -320,6 +320,7 @@ def test_llama_server_starts_and_restarts_when_its_log_cannot_be_written(tmp_pat
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(timeout=5)
         assert not server.usable()  # found dead: restarted in the background
+        assert "its log" not in server.error  # the message points to no log that was never written
         deadline = time.monotonic() + 20
         while not server.usable() and time.monotonic() < deadline:
             time.sleep(0.1)

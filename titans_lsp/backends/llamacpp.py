@@ -84,6 +84,7 @@ class LlamaServerProcess:
         self.binary, self.gguf, self.threads, self.parallel = binary, gguf, threads, parallel
         self.ctx = ctx_per_slot * parallel
         self.log_path = log_path
+        self.logged_to: Path | None = None  # the log the child writes (None: log_path could not be opened)
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
         self.url = ""
@@ -147,10 +148,13 @@ class LlamaServerProcess:
     def _open_log(self):
         """The file the child's output is appended to; none (with a warning) when it cannot be opened: a
         read-only or damaged cache must not keep llama-server from starting."""
+        self.logged_to = None
         if self.log_path is None:
             return subprocess.DEVNULL
         try:
-            return open(self.log_path, "ab")
+            log_file = open(self.log_path, "ab")
+            self.logged_to = self.log_path
+            return log_file
         except OSError as exc:
             log.warning("cannot write llama-server's log %s (%s); starting it without a log", self.log_path, exc)
             return subprocess.DEVNULL
@@ -164,7 +168,7 @@ class LlamaServerProcess:
         return BackendError(message)
 
     def _log_hint(self) -> str:
-        return f" (its log: {self.log_path})" if self.log_path is not None else ""
+        return f" (its log: {self.logged_to})" if self.logged_to is not None else ""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
