@@ -194,7 +194,7 @@ def run_one(engine, sample: dict, spec: RunSpec, source: SnippetSource) -> dict:
     score = score_sample(sample["prompt"], completion.raw, sample["groundtruth"], language)
     return {
         "task_id": task_id(sample), "mode": spec.mode.value, "label": spec.label, "heal": spec.heal,
-        "healed": completion.healed, "fim": completion.fim, "backend": engine.backend.backend_for(spec.mode).name,
+        "healed": completion.healed, "fim": completion.fim, "backend": completion.backend,
         "prediction": score.prediction, "raw": completion.raw, "text": completion.text, "context": completion.context,
         "groundtruth": sample["groundtruth"], "reference": score.reference,
         "em": score.em, "es": score.es, "id_em": score.id_em, "id_f1": score.id_f1,

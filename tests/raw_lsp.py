@@ -38,6 +38,8 @@ class RawClient:
         self._write = write
         self._read = read
         self.settings = settings or {}
+        # scopeUri -> seconds: a workspace/configuration request naming it is answered that much later
+        self.configuration_delay: dict[str | None, float] = {}
         self.incoming: queue.Queue = queue.Queue()
         self.notifications: list[dict] = []
         self.others: list[dict] = []  # responses read while waiting for another one
@@ -106,10 +108,16 @@ class RawClient:
         method = message.get("method")
         if method is not None and "id" in message:  # a request from the server
             result: Any = None
+            delay = 0.0
             if method == "workspace/configuration":
                 items = message.get("params", {}).get("items", [])
                 result = [self.settings.get(item.get("scopeUri"), self.settings.get(None, {})) for item in items]
-            self.send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+                delay = max((self.configuration_delay.get(item.get("scopeUri"), 0.0) for item in items), default=0.0)
+            answer = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+            if delay:
+                threading.Timer(delay, self.send, (answer,)).start()
+            else:
+                self.send(answer)
         elif method is not None:
             self.notifications.append(message)
         else:

@@ -3,11 +3,13 @@ otherwise and for memory modes; the choice and its reason are visible (describe/
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 from titans_lsp.backends import BackendConfig, create_backend
 from titans_lsp.backends.llamacpp import find_llama_server
-from titans_lsp.backends.base import BackendError
+from titans_lsp.backends.base import Backend, BackendError, GenerateCall, GenerationResult
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
 from titans_lsp.modes import Mode
 
@@ -172,3 +174,70 @@ def test_while_llama_server_is_down_auto_answers_on_local_then_goes_back(tmp_pat
     finally:
         engine.close()
         local.close()
+
+
+class _FakeServer:
+    """A supervised llama-server's health as ``auto`` sees it; the test turns it off."""
+
+    state, error = "ready", None
+
+    def __init__(self):
+        self.up = True
+
+    def usable(self) -> bool:
+        return self.up
+
+    def ready(self) -> bool:
+        return self.up
+
+
+class _FakeLlama(Backend):
+    """Stands in for the llamacpp backend: answers every call with the same text."""
+
+    name = "llamacpp"
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.server = tokenizer, _FakeServer()
+
+    @classmethod
+    def create(cls, config, **kwargs):
+        raise NotImplementedError
+
+    def generate(self, call: GenerateCall) -> list[GenerationResult]:
+        return [GenerationResult(token_ids=[5], text="a + b", prefilled=len(call.prompt_ids), reused=0, decoded=1,
+                                 stop_reason="eos")]
+
+
+def test_telemetry_records_the_backend_that_answered_not_the_one_that_would_answer_now(tmp_path, tiny_llama_dir):
+    """llama-server answered, then went down before the item was recorded (auto falls back to local):
+    the shown event said ``local``, so acceptance by backend counted llama-server's completions for local."""
+    from lsprotocol import types
+
+    from titans_lsp import telemetry
+    from titans_lsp.backends.auto import AutoBackend
+    from titans_lsp.backends.local import LocalBackend
+    from titans_lsp.model.loading import load_model
+    from titans_lsp.protocol import NO_FOLDER
+    from titans_lsp.server import build_server
+
+    local = LocalBackend(load_model(str(tiny_llama_dir), device="cpu"))
+    fast = _FakeLlama(local.tokenizer)
+    engine = CompletionEngine(backend=AutoBackend(local, fast, "test"))
+    request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=CompletionSettings(mode=Mode.NONE))
+    completion = engine.complete(request, Workspace())
+    assert completion.backend == "llamacpp" and completion.text == "a + b"
+    fast.server.up = False  # it died right after answering: auto serves none on local from now on
+    assert engine.backend.backend_for(Mode.NONE).name == "local"
+    assert engine.complete(request, Workspace()).backend == "local"
+
+    db = tmp_path / "events.sqlite3"
+    server = build_server(events_db=str(db))
+    next(server.protocol.lsp_initialize(types.InitializeParams(capabilities=types.ClientCapabilities())))  # its workspace
+    server.engine_future = concurrent.futures.Future()
+    server.engine_future.set_result(engine)
+    state = server.add_folder(NO_FOLDER)
+    server.record_shown("file:///tmp/scratch.py", types.Position(line=1, character=11), state, completion,
+                        completion.items, "automatic")
+    assert server.events.flush()
+    server.events.close()
+    assert [e.backend for e in telemetry.read_events(db)] == ["llamacpp"]

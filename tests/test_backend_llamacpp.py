@@ -120,7 +120,10 @@ def test_a_killed_server_is_reported_then_restarted(llama_engine):
     with pytest.raises(BackendError, match=r"llama-server stopped \(exit code -9\); restarting"):
         llama_engine.complete(CompletionRequest(prefix=PROMPT, settings=settings))
     assert llama_engine.backend.describe()["restarts"] == 1
-    completion = llama_engine.complete(CompletionRequest(prefix=PROMPT, settings=settings))  # waits for the restart
+    deadline = time.monotonic() + 60  # requests meanwhile are told it is restarting (test_backends.py)
+    while not server.ready() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    completion = llama_engine.complete(CompletionRequest(prefix=PROMPT, settings=settings))
     assert completion.text and llama_engine.backend.describe()["state"] == "ready"
 
 
@@ -195,6 +198,10 @@ async def test_lsp_killed_backend_gives_a_clear_status_and_the_next_request_answ
     assert any("llama-server stopped" in m.message for m in client.messages[before:])
     pushed = [n["backend"] for n in client.statuses if "backend" in n]  # the titans/status notification too
     assert any(b["name"] == "llamacpp" and "llama-server stopped" in (b["lastError"] or "") for b in pushed), pushed
+
+    async def restarted() -> bool:  # a request while it restarts is told so (test_backends.py)
+        return (await status(client))["backend"]["state"] == "ready"
+    await wait_for(restarted, 60, what="llama-server restarted")
     items, st = await complete_at_end(llama_lsp, "after.py", "\ndef load_config(path):\n    with open(path) as f:\n        return ", "none")
     assert items and st["backend"]["state"] == "ready" and st["backend"]["lastError"] is None
 

@@ -178,7 +178,7 @@ def test_a_llama_server_that_cannot_start_is_not_restarted_on_every_request(tmp_
     with pytest.raises(BackendError, match="exited with code 3"):
         server.start()
     for _ in range(5):  # keystrokes right after the failure: told why, no new process
-        with pytest.raises(BackendError, match=r"exited with code 3.*next try to start it is in"):
+        with pytest.raises(BackendError, match=r"exited with code 3.*tried again in the background"):
             server.ensure(wait_s=1.0)
     assert starts.read_text().count("start") == 1
     assert server.state == "down" and server.failed_starts == 1
@@ -199,7 +199,7 @@ def test_a_llama_server_that_hangs_at_start_does_not_hold_every_request(tmp_path
         server.start()
     assert not server.alive()  # the hung child was stopped
     begin = time.monotonic()
-    with pytest.raises(BackendError, match="next try to start it is in 30 s"):
+    with pytest.raises(BackendError, match="tried again in the background"):
         server.ensure(wait_s=5.0)
     assert time.monotonic() - begin < 0.5  # answered at once, not after another 1 s start
     assert starts.read_text().count("start") == 1
@@ -229,6 +229,10 @@ port = int(sys.argv[sys.argv.index("--port") + 1])
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b'{"status": "ok"}')
+    def do_POST(self):  # /completion: an empty answer, streamed
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200); self.send_header("Content-Type", "text/event-stream"); self.end_headers()
+        self.wfile.write(b'data: {"tokens": [], "stop": true}\\n\\n')
     def log_message(self, *args):
         pass
 http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
@@ -258,3 +262,116 @@ def test_a_dead_llama_server_found_by_usable_is_restarted_in_the_background(tmp_
         assert server.usable() and server.restarts == 1 and starts.read_text().count("start") == 2
     finally:
         server.stop()
+
+
+def test_a_request_while_llama_server_restarts_is_told_so_at_once_and_the_next_one_after_it_answers(tmp_path, tokenizer):
+    """A completion that came while the supervised llama-server was restarting waited for the restart,
+    up to --backend-timeout (60 s): typing got no answer, and no reason, for as long as a start takes."""
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends.llamacpp import LlamaCppBackend
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    started = tmp_path / "started-once"  # the first start is quick, a restart takes 4 s
+    binary, starts = _fake_llama_server(tmp_path, f'if [ -e {started} ]; then sleep 4; fi; touch {started}\n'
+                                                  f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    backend = LlamaCppBackend(BackendConfig(name="llamacpp", binary=binary, timeout_s=60), tokenizer, gguf="model.gguf")
+    server = backend.server
+    call = GenerateCall(prompt_ids=[1, 2, 3], max_new_tokens=4)
+    try:
+        backend.generate(call)  # answered
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        with pytest.raises(BackendError, match=r"llama-server stopped \(exit code -9\); restarting"):
+            backend.generate(call)  # the request that finds it dead says so; it restarts in the background
+        begin = time.monotonic()
+        with pytest.raises(BackendError, match="restarting it, completions resume when it is ready"):
+            backend.generate(call)
+        assert time.monotonic() - begin < 2.5  # told at once (a short wait at most), not after the restart
+        deadline = time.monotonic() + 20
+        while not server.ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert backend.generate(call)[0].stop_reason  # the first request after the restart is answered
+        assert starts.read_text().count("start") == 2
+    finally:
+        backend.close()
+
+
+def test_llama_server_starts_and_restarts_when_its_log_cannot_be_written(tmp_path):
+    """The child's log under the cache could not be opened (a read-only or damaged cache): the first
+    start raised OSError, which took ``auto`` down with it instead of running on local, and a restart
+    died on its thread, leaving the server 'starting' for good: every request was told it restarts."""
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    binary, starts = _fake_llama_server(tmp_path, f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    log = tmp_path / "llama-server.log"
+    log.mkdir()  # not a file that can be appended to
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=log, start_timeout_s=20)
+    try:
+        server.start()
+        assert server.ready()
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+        assert not server.usable()  # found dead: restarted in the background
+        assert "its log" not in server.error  # the message points to no log that was never written
+        deadline = time.monotonic() + 20
+        while not server.usable() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.ready() and starts.read_text().count("start") == 2
+    finally:
+        server.stop()
+
+
+def test_a_restart_that_fails_unexpectedly_leaves_llama_server_down_not_starting_for_good(tmp_path, monkeypatch):
+    import os
+    import signal
+    import sys
+
+    from titans_lsp.backends import llamacpp
+
+    (tmp_path / "health.py").write_text(FAKE_HEALTH_SERVER)
+    binary, _ = _fake_llama_server(tmp_path, f'exec {sys.executable} {tmp_path / "health.py"} "$@"')
+    server = llamacpp.LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, start_timeout_s=20)
+    try:
+        server.start()
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=5)
+
+        def no_port() -> int:
+            raise OSError("no free port")
+        monkeypatch.setattr(llamacpp, "free_port", no_port)
+        assert not server.usable()  # found dead: the restart on its thread fails
+        deadline = time.monotonic() + 10
+        while server.state != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.state == "down" and "no free port" in server.error  # retried after the back-off
+        with pytest.raises(BackendError, match="no free port.*tried again in the background"):
+            server.ensure()
+    finally:
+        server.stop()
+
+
+def test_a_llama_server_down_gives_every_request_the_same_message_so_it_pops_up_once(tmp_path):
+    """The message counted down to the next try ("in 30 s", "in 29 s", ...): each keystroke's error was
+    new to the server's show-once rule, so the editor got a pop-up per keystroke while it was down."""
+    from titans_lsp.backends.llamacpp import LlamaServerProcess
+
+    binary, _ = _fake_llama_server(tmp_path, "exit 3")
+    server = LlamaServerProcess(binary, "model.gguf", threads=1, parallel=1, log_path=None, retry_after_s=30.0)
+    with pytest.raises(BackendError):
+        server.start()
+    messages = []
+    for _ in range(2):
+        with pytest.raises(BackendError) as error:
+            server.ensure()
+        messages.append(str(error.value))
+        time.sleep(1.1)
+    assert messages[0] == messages[1] and "exited with code 3" in messages[0]
+    assert "tried again in the background" in messages[0]

@@ -172,3 +172,28 @@ def test_default_model_completes_plausibly(default_model):
     completion = engine.complete(CompletionRequest(prefix="def load_config(path):\n    with open(path) as f:\n        return ",
                                                    settings=CompletionSettings(mode="none")))
     assert completion.text and "f" in completion.text and "\n" not in completion.text
+
+
+def test_a_memory_checkpoint_that_does_not_fit_the_model_fails_every_memory_request_not_only_the_first(
+        tmp_path, tiny_llama_dir):
+    """The patch was kept when the checkpoint's parameters failed to load: the first memory request got
+    an internal error, every later one ran on untrained memory parameters as if nothing had happened."""
+    import json
+
+    from titans_lsp.backends import BackendError
+    from titans_lsp.model.memory import MemoryConfig
+    from titans_lsp.model.patching import install_memory
+
+    lm = load_model(str(tiny_llama_dir), device="cpu")
+    patch = install_memory(lm.model, MemoryConfig())
+    patch.save_parameters(tmp_path / "ckpt")
+    patch.uninstall()
+    info = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**info, "hidden_size": 4096}))  # another model's
+    engine = CompletionEngine(lm, memory_checkpoint=tmp_path / "ckpt")
+    request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=CompletionSettings(mode="memory", max_new_tokens=2))
+    for _ in range(2):
+        with pytest.raises(BackendError, match=r"cannot install the Titans memory.*does not fit"):
+            engine.complete(request)
+    assert engine.patch is None and getattr(lm.model, "_titans_patch", None) is None  # the model is left as it was
+    assert engine.complete(CompletionRequest(prefix=request.prefix, settings=CompletionSettings(mode="none", max_new_tokens=2)))

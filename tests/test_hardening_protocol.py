@@ -230,3 +230,76 @@ def test_a_file_outside_the_workspace_folders_gets_the_users_settings(server, tm
             break
         time.sleep(0.2)
     assert settings["mode"] == "none" and settings["maxNewTokens"] == 8 and settings["telemetry"]["enabled"] is False
+
+
+def test_the_first_completion_in_a_file_outside_the_folders_or_in_a_new_folder_waits_for_its_settings(server, tmp_path):
+    """Opening a file outside the workspace folders (or adding a folder) pulls its settings; the
+    request right after didOpen ran with the defaults when the client answered that pull a moment
+    later (only the first pull, after `initialized`, was waited for)."""
+    import time
+
+    root = workspace(tmp_path)
+    user = {"mode": "none", "maxNewTokens": 8}
+    srv = server({None: user, root.as_uri(): user})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    deadline = time.monotonic() + 30
+    while client.status()["folders"][0]["settings"]["mode"] != "none" and time.monotonic() < deadline:
+        time.sleep(0.2)  # the folder's settings are in
+    added = tmp_path / "added"
+    added.mkdir()
+    client.configuration_delay.update({None: 2.0, added.as_uri(): 2.0})  # later pulls are answered late
+
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    reply = client.inline(uri, 1, 11)
+    assert "error" not in reply, reply
+    assert client.status()["lastCompletion"]["mode"] == "none"  # the user's mode, not the default concat
+
+    client.notify("workspace/didChangeWorkspaceFolders",
+                  {"event": {"added": [{"uri": added.as_uri(), "name": "added"}], "removed": []}})
+    uri = client.open(added / "app.py", "def sub(a, b):\n    return ")
+    reply = client.inline(uri, 1, 11)
+    assert "error" not in reply, reply
+    assert client.status()["lastCompletion"]["mode"] == "none"
+
+
+def test_completions_after_the_model_failed_to_load_are_answered_empty_with_the_reason_once(server, tmp_path):
+    """Every keystroke's request was answered with an internal error (-32603, a traceback in the log
+    each time; VS Code reveals its output channel on each), although the reason was already shown."""
+    root = workspace(tmp_path)
+    srv = server()
+    client = srv.client
+    assert "result" in client.initialize([root], options={"model": str(tmp_path / "no-such-model")})
+    uri = client.open(root / "app.py", "def main():\n    return ")
+    for _ in range(3):
+        reply = client.inline(uri, 1, 11)
+        assert "error" not in reply and reply["result"] is None, reply
+    st = client.status()
+    assert "cannot load model" in st["backend"]["lastError"] and "no-such-model" in st["modelError"]
+    shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"]
+    assert len([m for m in shown if "cannot load model" in m]) == 1, shown
+
+
+def test_a_request_waiting_for_its_files_settings_is_cancelled_by_an_edit_like_a_running_one(server, tmp_path):
+    """A request that waited for its file's settings pull was not cancelled by an edit meanwhile (it was
+    not running yet): it then completed the new text at the old position."""
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"mode": "none"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    first = client.send_request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}, "context": {"triggerKind": 1}})
+    time.sleep(0.5)  # the user types on while the request waits
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                             "contentChanges": [{"text": "import os\nprint(os.getcwd())\n"}]})
+    reply = client.response(first, timeout=120)
+    assert reply.get("error", {}).get("code") == -32800, reply  # RequestCancelled, as for a running request
+    assert "error" not in client.inline(uri, 1, 6)  # the next request is answered

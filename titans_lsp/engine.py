@@ -130,6 +130,7 @@ class Completion:
     accepted: int = 0  # prompt-lookup guesses accepted (tokens gained without a forward pass)
     fim: str | None = None  # the fill-in-the-middle family the prompt was laid out in (None: prefix only)
     healed: bool = False  # token healing constrained the first tokens
+    backend: str = ""  # the backend that produced it (``auto``: llamacpp, or local while llama-server is down)
 
     @property
     def text(self) -> str:
@@ -155,6 +156,7 @@ class CompletionEngine:
         self.memory_config = memory_config
         self.memory_checkpoint = memory_checkpoint
         self.patch = None  # titans_lsp.model.patching.TitansPatch once installed
+        self._memory_error: str | None = None  # why the memory cannot be installed (every memory request says it)
         self.model_lock = threading.Lock()  # one forward at a time: completions and priming share the model
         self._waiting = 0  # completions waiting for the model; priming yields while > 0
         self._waiting_lock = threading.Lock()
@@ -192,20 +194,32 @@ class CompletionEngine:
     # ---- memory ----------------------------------------------------------------------
     def ensure_memory(self, mode: Mode | str = "memory"):
         """Install the Titans memory into the model (once); returns the patch. Raises
-        :class:`ModeUnsupported` on a backend without an in-process model."""
+        :class:`ModeUnsupported` on a backend without an in-process model, and BackendError (every time)
+        when the memory cannot be installed: its config or checkpoint does not fit the model."""
         if not self.backend.supports_memory:
             raise ModeUnsupported(str(mode), self.backend.name)
+        if self._memory_error is not None:
+            raise BackendError(self._memory_error)
         if self.patch is None:
             from titans_lsp.model.memory import MemoryConfig
             from titans_lsp.model.patching import install_memory, load_memory_config
 
-            config = self.memory_config
-            if config is None and self.memory_checkpoint is not None:
-                # a checkpoint's config.json wraps the MemoryConfig: {"memory_config": {...}, "model_type": ...}
-                config = load_memory_config(self.memory_checkpoint)
-            self.patch = install_memory(self.model, config or MemoryConfig())
-            if self.memory_checkpoint is not None:
-                self.patch.load_parameters(self.memory_checkpoint)
+            patch = None
+            try:
+                config = self.memory_config
+                if config is None and self.memory_checkpoint is not None:
+                    # a checkpoint's config.json wraps the MemoryConfig: {"memory_config": {...}, "model_type": ...}
+                    config = load_memory_config(self.memory_checkpoint)
+                patch = install_memory(self.model, config or MemoryConfig())
+                if self.memory_checkpoint is not None:
+                    patch.load_parameters(self.memory_checkpoint)
+            except Exception as exc:  # noqa: BLE001 - whatever the cause, the memory modes cannot run here
+                if patch is not None:
+                    patch.uninstall()  # never memory without its trained parameters
+                self._memory_error = (f"cannot install the Titans memory in {self.model_name} ({exc}): use mode none "
+                                      "or concat, or a --memory-config / --memory-checkpoint made for this model")
+                raise BackendError(self._memory_error) from None
+            self.patch = patch
         return self.patch
 
     def new_memory_state(self):
@@ -352,7 +366,7 @@ class CompletionEngine:
             decoded=sum(r.decoded for r in results), seconds=time.perf_counter() - start,
             timings={"context_s": t_context, "wait_s": waited, "prefill_s": first.prefill_s, "decode_s": first.decode_s},
             prompt_ids=list(laid_out), accepted=sum(r.accepted for r in results),
-            fim=fim.family if fim is not None else None, healed=bool(heal_text))
+            fim=fim.family if fim is not None else None, healed=bool(heal_text), backend=backend.name)
 
     def _acquire_model(self, cancel: threading.Event | None) -> None:
         """Take the model lock for a completion: background priming sees the waiting count and hands

@@ -48,6 +48,8 @@ from titans_lsp.settings import SECTION
 
 log = logging.getLogger(__name__)
 
+SETTINGS_TIMEOUT_S = 10.0  # the longest wait for the client's answer to a settings pull
+
 
 class TitansProtocol(LanguageServerProtocol):
     """pygls's protocol with the LSP lifecycle as the spec has it, and no half-answered requests:
@@ -124,7 +126,7 @@ class TitansServer(LanguageServer):
         self.model_options = {"model": model, "device": device, "dtype": dtype}
         self.backend_config = backend or BackendConfig()
         self.backend_error: str | None = None  # the last backend failure shown to the user (status)
-        self._backend_error_shown = 0.0
+        self._errors_shown: dict[str, set[str]] = {}  # folder URI -> errors popped up there and not cleared since
         self.cache_dir = cache_dir
         self.memory_checkpoint = memory_checkpoint
         self.memory_config = memory_config  # titans_lsp.model.memory.MemoryConfig (--memory-config), or None
@@ -143,7 +145,8 @@ class TitansServer(LanguageServer):
         self._save_error_shown: set[str] = set()  # folders told that their state cannot be saved
         self.supports_progress = False
         self.supports_configuration = False
-        self.settings_ready: asyncio.Event | None = None  # set once the first settings pull is answered
+        # folder URI -> done once the folder's first settings pull is answered (or failed); requests there wait
+        self.settings_pending: dict[str, asyncio.Future] = {}
         # The local event store (titansLsp.telemetry); nothing is sent anywhere.
         self.events = telemetry.EventRecorder(Path(events_db).expanduser() if events_db else telemetry.default_path(cache_dir))
         self.acceptance = AcceptanceTracker(self.events)
@@ -186,7 +189,7 @@ class TitansServer(LanguageServer):
         self.call_in_loop(self.window_show_message, types.ShowMessageParams(type=kind, message=f"titans-lsp: {message}"))
 
     def engine(self) -> CompletionEngine:
-        """The loaded engine (blocks until it is loaded; raises if loading failed)."""
+        """The loaded engine (blocks until it is loaded; raises BackendError saying why if loading failed)."""
         if self.engine_future is None:
             raise RuntimeError("the server is not initialized")
         return self.engine_future.result()
@@ -241,8 +244,9 @@ class TitansServer(LanguageServer):
         except Exception as exc:
             self.backend_error = f"cannot load model {opts['model']}: {exc}"  # status: lastError from now on
             log.error("%s", self.backend_error)
-            self.show_message(self.backend_error, types.MessageType.Error)
-            raise
+            self.show_error_once(None, self.backend_error)
+            # Every request gets this (engine()): answered without a completion, like any backend failure
+            raise BackendError(self.backend_error) from exc
         from titans_lsp.model.generation import TokenTexts
 
         TokenTexts.of(engine.tokenizer)  # the vocabulary's texts for token healing: once, here, not in a request
@@ -257,19 +261,35 @@ class TitansServer(LanguageServer):
         mode = state.settings.mode if state.settings.mode.uses_memory else "an experiment arm"
         message = str(ModeUnsupported(str(mode), self.backend_config.name))
         log.warning("%s: %s", state.name, message)
-        self.show_message(message, types.MessageType.Error)
+        self.show_error_once(state, message)
         return False
 
     def report_backend_error(self, state: FolderState, exc: BackendError) -> None:
-        """A failed backend call: shown to the user (at most every 10 s for the same message) and in status."""
+        """A failed backend call: in status (lastError) until a completion succeeds, popped up once."""
         message = str(exc)
-        now = time.monotonic()
-        if message != self.backend_error or now - self._backend_error_shown > 10:
-            log.warning("backend %s: %s", self.backend_config.name, message)
-            self.show_message(message, types.MessageType.Error)
-            self._backend_error_shown = now
+        log.log(logging.DEBUG if message == self.backend_error else logging.WARNING, "backend %s: %s",
+                self.backend_config.name, message)
+        self.show_error_once(state, message)
         self.backend_error = message
         self.send_status(state, force=True)
+
+    def backend_answered(self, state: FolderState) -> None:
+        """A completion in the folder succeeded: the backend error is gone from status, and the folder's
+        errors are news again when they come back."""
+        self.backend_error = None
+        self._errors_shown.pop(state.uri, None)
+
+    def show_error_once(self, state: FolderState | None, message: str) -> None:
+        """Pop up an error unless it was shown for this folder (None: for the whole server, e.g. the model
+        failed to load; never cleared) and has not cleared since (a completion there succeeded, or its
+        settings changed). An error that stays (fim "on" on a model without FIM tokens, a memory mode on a
+        remote backend, a model the server does not have) fails every keystroke's request: one pop-up
+        says it, the status and the log keep it."""
+        key = state.uri if state is not None else ""
+        if any(message in self._errors_shown.get(k, ()) for k in (key, "")):
+            return
+        self._errors_shown.setdefault(key, set()).add(message)
+        self.show_message(message, types.MessageType.Error)
 
     # ---- folders ------------------------------------------------------------------------------------
     def add_folder(self, uri: str) -> FolderState:
@@ -327,26 +347,53 @@ class TitansServer(LanguageServer):
             self.scheduler.in_background(jobs.files_changed, self, state, paths)
 
     # ---- settings -----------------------------------------------------------------------------------
-    async def pull_settings(self, states: list[FolderState]) -> None:
-        if not self.supports_configuration or not states:
+    def expect_settings(self, states: list[FolderState]) -> None:
+        """These folders' first settings are about to be pulled: until the pull ends, requests there wait
+        for it (:meth:`wait_for_settings`) instead of running with the defaults."""
+        for state in states:
+            if state.uri not in self.settings_pending:
+                self.settings_pending[state.uri] = self.loop.create_future()
+
+    async def wait_for_settings(self, state: FolderState) -> None:
+        pending = self.settings_pending.get(state.uri)
+        if pending is None:
             return
-        items = [types.ConfigurationItem(scope_uri=None if s.root is None else s.uri, section=SECTION) for s in states]
         try:
-            # Shielded: pygls 2.1.1 mishandles a response to a cancelled configuration request.
-            request = asyncio.ensure_future(self.workspace_configuration_async(types.ConfigurationParams(items=items)))
-            values = await asyncio.wait_for(asyncio.shield(request), timeout=10)
-        except Exception as exc:  # noqa: BLE001 - a client that cannot answer keeps the current settings
-            log.warning("could not pull %s settings: %s", SECTION, exc)
-            return
-        for state, value in zip(states, values or []):
-            self.apply_settings(state, value)
+            await asyncio.wait_for(asyncio.shield(pending), timeout=SETTINGS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("%s: no settings from the client after %.0f s; completing with the current ones", state.name,
+                        SETTINGS_TIMEOUT_S)
+
+    async def pull_settings(self, states: list[FolderState]) -> None:
+        """Ask the client for the folders' settings and apply them; requests waiting for them go on
+        once it answers, fails or times out."""
+        try:
+            if not self.supports_configuration or not states:
+                return
+            items = [types.ConfigurationItem(scope_uri=None if s.root is None else s.uri, section=SECTION) for s in states]
+            try:
+                # Shielded: pygls 2.1.1 mishandles a response to a cancelled configuration request.
+                request = asyncio.ensure_future(self.workspace_configuration_async(types.ConfigurationParams(items=items)))
+                values = await asyncio.wait_for(asyncio.shield(request), timeout=SETTINGS_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a client that cannot answer keeps the current settings
+                log.warning("could not pull %s settings: %s", SECTION, exc)
+                return
+            for state, value in zip(states, values or []):
+                self.apply_settings(state, value)
+        finally:
+            for state in states:
+                pending = self.settings_pending.pop(state.uri, None)
+                if pending is not None and not pending.done():
+                    pending.set_result(None)
 
     def apply_settings(self, state: FolderState, values: Any) -> None:
         old = state.settings
         changed, errors = state.apply_settings(to_plain(values))
+        if changed:  # what the user was told may have been fixed, or be wrong in a new way
+            self._errors_shown.pop(state.uri, None)
         for error in errors:
             log.warning("%s: %s", state.name, error)
-            self.show_message(error, types.MessageType.Error)
+            self.show_error_once(state, error)
         new = state.settings
         if changed:
             log.info("%s: settings %s", state.name, json.dumps(new.to_editor()))
@@ -438,15 +485,15 @@ class TitansServer(LanguageServer):
         """Run one completion on the inference thread. Raises CancelledError (answered -32800) when
         the client cancels, a newer request for the document arrives, or the document changes."""
         started = time.perf_counter()
-        if self.settings_ready is not None and not self.settings_ready.is_set():
-            # A request right after `initialized` must not run with default settings.
-            try:
-                await asyncio.wait_for(self.settings_ready.wait(), timeout=10)
-            except asyncio.TimeoutError:
-                pass
-        if self.open_document(uri) is None:
+        document = self.open_document(uri)
+        if document is None:
             raise JsonRpcInvalidParams(message=f"{uri} is not open: titans-lsp completes only documents the client "
                                                f"sent with textDocument/didOpen")
+        # A request right after `initialized`, or in a file or folder that just came, runs with the user's settings.
+        version = document.version
+        await self.wait_for_settings(self.folder_for(uri))
+        if self.open_document(uri) is not document or document.version != version:
+            raise asyncio.CancelledError()  # edited or closed while it waited: stale, as a running request would be
         requests, typing = self.scheduler.requests, self.scheduler.typing
         cancel = requests.start(kind, uri)  # a newer request for this document: the older one is stale
         made = self._request_at(uri, position, cancel, num_items, automatic)
@@ -478,7 +525,7 @@ class TitansServer(LanguageServer):
             typing.request_finished()
             requests.finish(kind, uri, cancel)
         ms = (time.perf_counter() - started) * 1000
-        self.backend_error = None
+        self.backend_answered(state)
         self.last_latency_ms = ms
         self.latencies.setdefault(completion.mode.value, deque(maxlen=100)).append(ms)
         self.last_completion = CompletionReport(
@@ -593,11 +640,10 @@ class TitansServer(LanguageServer):
         started = time.perf_counter()
         last, engine = self.last_completion, self.engine_if_loaded()
         report = last if last is not None and last.uri == uri else None
-        backend = engine.backend.backend_for(completion.mode).name if engine is not None else self.backend_config.name
         context = telemetry.Event(
             time=0.0, item="", kind="shown", workspace=str(state.root) if state.root is not None else state.uri,
             language=report.language if report else None, mode=completion.mode.value,
-            experiment=settings.experiment.name if settings.experiment else None, backend=backend,
+            experiment=settings.experiment.name if settings.experiment else None, backend=completion.backend,
             model=engine.model_name if engine is not None else self.model_options["model"],
             latency_ms=report.latency_ms if report else None, prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.decoded, trigger=trigger, text="" if settings.telemetry.store_text else None)
@@ -699,7 +745,6 @@ def build_server(**options) -> TitansServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: TitansServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_event_loop()
-        ls.settings_ready = asyncio.Event()
         capabilities = params.capabilities
         ls.supports_progress = bool(capabilities.window and capabilities.window.work_done_progress)
         ls.supports_configuration = bool(capabilities.workspace and capabilities.workspace.configuration)
@@ -711,14 +756,12 @@ def build_server(**options) -> TitansServer:
             ls.add_folder(folder.uri)
         if not params.workspace_folders and params.root_uri:
             ls.add_folder(params.root_uri)
+        ls.expect_settings(list(ls.folders.values()))  # pulled once the client sends `initialized`
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: TitansServer, params: types.InitializedParams) -> None:
         states = list(ls.folders.values())
-        try:
-            await ls.pull_settings(states)
-        finally:
-            ls.settings_ready.set()
+        await ls.pull_settings(states)
         for state in states:
             ls.open_folder(state)
             ls.send_status(state, force=True)
@@ -728,6 +771,7 @@ def build_server(**options) -> TitansServer:
         for folder in params.event.removed:
             ls.close_folder(folder.uri)
         added = [ls.add_folder(folder.uri) for folder in params.event.added]
+        ls.expect_settings(added)
         await ls.pull_settings(added)
         for state in added:
             ls.open_folder(state)
@@ -747,6 +791,7 @@ def build_server(**options) -> TitansServer:
         if state.uri == NO_FOLDER and first_outside:
             # The first file outside every workspace folder (or opened without one) gets the user's
             # settings (pulled unscoped), also when there are workspace folders.
+            ls.expect_settings([state])
             asyncio.ensure_future(ls.pull_settings([state]))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

@@ -4,7 +4,7 @@ Either reached at ``--backend-url``, or started and supervised here as a child p
 localhost port with the model's GGUF file (the binary comes from scripts/provision-llamacpp, which
 builds it once from the llama-cpp-python sdist into ~/.cache/titans-lsp-tools). A child that dies
 is reported (the request that finds it dead fails with a message saying so) and restarted in the
-background; the next request waits for it.
+background; requests meanwhile wait at most START_WAIT_S for it, then fail saying it is restarting.
 
 Requests go to the native ``POST /completion`` with the engine's prompt token ids (the same
 tokenizer: the same GGUF), so every backend sees the same prompt; ``cache_prompt`` reuses the
@@ -70,6 +70,10 @@ def free_port() -> int:
 
 
 MAX_RETRY_AFTER_S = 300.0
+RESTARTING = "restarting it, completions resume when it is ready"  # what requests meanwhile are told
+# The longest a request waits for a llama-server that is (re)starting: a start takes seconds (up to
+# start_timeout_s), and a completion that comes that late is stale; the request fails saying why instead.
+START_WAIT_S = 1.0
 
 
 class LlamaServerProcess:
@@ -80,6 +84,7 @@ class LlamaServerProcess:
         self.binary, self.gguf, self.threads, self.parallel = binary, gguf, threads, parallel
         self.ctx = ctx_per_slot * parallel
         self.log_path = log_path
+        self.logged_to: Path | None = None  # the log the child writes (None: log_path could not be opened)
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
         self.url = ""
@@ -111,7 +116,7 @@ class LlamaServerProcess:
         self._ready.clear()
         self.state = "starting"
         port = free_port()
-        log_file = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL
+        log_file = self._open_log()
         try:
             process = subprocess.Popen(self.args(port), stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,50 +145,73 @@ class LlamaServerProcess:
         self.stop()
         raise self._failed(f"llama-server did not become ready in {self.start_timeout_s:.0f} s{self._log_hint()}")
 
+    def _open_log(self):
+        """The file the child's output is appended to; none (with a warning) when it cannot be opened: a
+        read-only or damaged cache must not keep llama-server from starting."""
+        self.logged_to = None
+        if self.log_path is None:
+            return subprocess.DEVNULL
+        try:
+            log_file = open(self.log_path, "ab")
+            self.logged_to = self.log_path
+            return log_file
+        except OSError as exc:
+            log.warning("cannot write llama-server's log %s (%s); starting it without a log", self.log_path, exc)
+            return subprocess.DEVNULL
+
     def _failed(self, message: str) -> BackendError:
         """Record a failed start (state down, the next try pushed back); the error to raise."""
         self.state, self.error = "down", message
         self.failed_starts += 1
         self._next_try = time.monotonic() + min(self.retry_after_s * 2 ** (self.failed_starts - 1), MAX_RETRY_AFTER_S)
+        self._ready.set()  # the start is over: requests waiting for it see the error
         return BackendError(message)
 
     def _log_hint(self) -> str:
-        return f" (its log: {self.log_path})" if self.log_path is not None else ""
+        return f" (its log: {self.logged_to})" if self.logged_to is not None else ""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def ensure(self, wait_s: float) -> str:
-        """The URL of a running server: waits for a restart in progress; a server found dead is
-        reported (BackendError saying so) and restarted in the background; starts one if none runs."""
-        if self.state == "restarting":
-            self._ready.wait(wait_s)
+    def ensure(self, wait_s: float = START_WAIT_S) -> str:
+        """The URL of the ready server for a request, which never waits through a start: a server found
+        dead is reported (BackendError saying so) and restarted in the background; one (re)starting is
+        waited for at most ``wait_s``, then the request fails saying so; one down after failed starts says
+        when it is tried again (in the background, once the back-off has passed)."""
         if self.state == "ready" and not self.alive():
             raise BackendError(self.report_dead())
-        with self._lock:
-            if self.alive():
-                return self.url
-            wait = self._next_try - time.monotonic()
-            if self.state == "down" and wait > 0:
-                raise BackendError(f"{self.error}; the next try to start it is in {wait:.0f} s")
-            return self._start()
+        self._recover()
+        if self.state in ("restarting", "starting"):
+            self._ready.wait(wait_s)
+        if self.ready():
+            return self.url
+        if self.state == "down":  # the same words on every request: the server pops a message up once
+            raise BackendError(f"{self.error}; it is tried again in the background (after {self.retry_after_s:g} s, "
+                               f"doubling per failure up to {MAX_RETRY_AFTER_S / 60:g} min)")
+        if self.state in ("restarting", "starting") and self.error:
+            raise BackendError(self.error)  # it says why and that it is restarting
+        raise BackendError(f"llama-server is {self.state}")
 
     def report_dead(self) -> str:
         """Called when a request finds the server gone: records why and restarts it in the background."""
         code = self.process.poll() if self.process is not None else None
-        message = f"llama-server stopped (exit code {code}); restarting it, the next completion will use it{self._log_hint()}"
+        message = f"llama-server stopped (exit code {code}); {RESTARTING}{self._log_hint()}"
         self._restart_in_background(message)
         return message
 
     def usable(self) -> bool:
-        """Whether a request should go here now (``auto`` answers on the local model otherwise). A child
-        found dead is restarted in the background; a server down after failed starts is tried again in
-        the background once its back-off has passed. Never waits for a start."""
+        """Whether a request should go here now (``auto`` answers on the local model otherwise). Never
+        waits for a start."""
+        self._recover()
+        return self.ready()
+
+    def _recover(self) -> None:
+        """A child found dead is restarted in the background; a server down after failed starts is tried
+        again in the background once its back-off has passed."""
         if self.state == "ready" and not self.alive():
             self.report_dead()
         elif self.state == "down" and time.monotonic() >= self._next_try:
-            self._restart_in_background(f"{self.error}; starting it again")
-        return self.ready()
+            self._restart_in_background(f"{self.error}; {RESTARTING}")
 
     def ready(self) -> bool:
         return self.state == "ready" and self.alive()
@@ -198,6 +226,7 @@ class LlamaServerProcess:
                 return
             self.state, self.error = "restarting", message
             self.restarts += 1
+            self._ready.clear()  # requests wait (briefly) for this start
         finally:
             self._lock.release()
         log.warning(message)
@@ -205,9 +234,11 @@ class LlamaServerProcess:
         def restart() -> None:
             try:
                 self.start()
-            except BackendError as exc:
+            except BackendError as exc:  # _failed recorded it (state down) and released the waiters
                 log.error("llama-server restart failed: %s", exc)
-                self._ready.set()  # waiters give up and see the error
+            except Exception as exc:  # noqa: BLE001 - never left "starting" for good: down, retried after the back-off
+                log.exception("llama-server restart failed")
+                self._failed(f"llama-server restart failed ({type(exc).__name__}: {exc})")
         threading.Thread(target=restart, name="titans-llama-restart", daemon=True).start()
 
     def stop(self) -> None:
@@ -275,7 +306,7 @@ class LlamaCppBackend(Backend):
     # ---- generation -------------------------------------------------------------------------------
     def _target(self) -> StreamTarget:
         if self.server is not None:
-            url = self.server.ensure(self.config.timeout_s)
+            url = self.server.ensure()
             return StreamTarget(f"llama-server at {url}", url, fix="it is restarted; retry in a moment")
         return StreamTarget(f"llama-server at {self.config.url}", self.config.url,
                             fix="start it, or fix --backend-url")
