@@ -306,3 +306,17 @@ def test_prime_bad_memory_config_is_refused_before_indexing(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("titans-lsp prime: error: --memory-config: update_rule must be one of")
     assert "indexed" not in captured.out  # was: the whole workspace indexed first
+
+
+def test_eval_repos_without_retrieve_is_refused(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    repos = tmp_path / "repos"
+    repos.mkdir()
+    # was: --repos ignored, the rows read each sample's crossfile_context list without a word
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--repos", str(repos),
+                 "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "titans-lsp eval: error: --repos is read only by --retrieve: add --retrieve [R ...] to retrieve over it, "
+        "or drop --repos to use each sample's crossfile_context list")
+

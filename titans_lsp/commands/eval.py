@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
         if not Path(args.repos).is_dir():  # here, not after the model has loaded
             raise UserError(f"--repos {args.repos}: not a directory")
+    elif args.repos:  # without --retrieve the rows read each sample's own list: --repos would be ignored
+        raise UserError("--repos is read only by --retrieve: add --retrieve [R ...] to retrieve over it, "
+                        "or drop --repos to use each sample's crossfile_context list")
     return run_eval(args, modes)
 
 
