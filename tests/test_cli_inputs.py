@@ -320,3 +320,10 @@ def test_eval_repos_without_retrieve_is_refused(tmp_path, capsys):
         "titans-lsp eval: error: --repos is read only by --retrieve: add --retrieve [R ...] to retrieve over it, "
         "or drop --repos to use each sample's crossfile_context list")
 
+
+def test_eval_data_that_is_a_directory_says_so(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--modes", "none",
+                 "--report-only"]) == 1  # was: "no such file"
+    assert capsys.readouterr().err.strip() == (
+        f"titans-lsp eval: error: --data {tmp_path}: a directory; give the JSONL file (or make one with "
+        "`titans-lsp eval build`)")

@@ -154,6 +154,8 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
     from titans_lsp.cli import UserError
     from titans_lsp.evals.data import read_samples, select
 
+    if Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: a directory; give the JSONL file (or make one with `titans-lsp eval build`)")
     if not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: no such file")
     try:
