@@ -327,3 +327,27 @@ def test_eval_data_that_is_a_directory_says_so(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"titans-lsp eval: error: --data {tmp_path}: a directory; give the JSONL file (or make one with "
         "`titans-lsp eval build`)")
+
+
+@pytest.mark.parametrize("budget", ["-1", "x"])
+def test_eval_context_budget_below_zero_is_refused(tmp_path, capsys, budget):
+    with pytest.raises(SystemExit) as exit_info:  # was: accepted; CompletionSettings failed after the model loaded
+        main(["eval", "--data", str(tmp_path / "dev.jsonl"), "--out", str(tmp_path / "out"), "--context-budget", budget])
+    assert exit_info.value.code == 2
+    assert f"argument --context-budget: must be a whole number >= 0, got '{budget}'" in capsys.readouterr().err
+
+
+def test_eval_context_budget_over_half_the_window_is_refused_before_the_model_loads(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--max-seq", "1000",
+                 "--context-budget", "600", "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "titans-lsp eval: error: --context-budget 600: at most 500 (half of --max-seq 1000, so the prefix keeps room)")
+
+
+def test_eval_context_budget_zero_turns_the_block_off_as_in_the_editor(tmp_path):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--context-budget", "0",
+                 "--report-only"]) == 0

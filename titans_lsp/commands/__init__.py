@@ -1,18 +1,26 @@
 """Subcommands of the ``titans-lsp`` CLI (see ``titans_lsp.cli``)."""
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type for a whole number in [low, high] (no upper bound when ``high`` is None): a value
+    out of range is refused at parse time instead of failing, or silently misbehaving, mid-run."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = whole_number(1)  # counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)
 
 
 def check_output_file(flag: str, out: Path) -> None:
