@@ -351,3 +351,11 @@ def test_eval_context_budget_zero_turns_the_block_off_as_in_the_editor(tmp_path)
     _write_samples(data)
     assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--context-budget", "0",
                  "--report-only"]) == 0
+
+
+@pytest.mark.parametrize("speed", ["0", "-2", "1e9", "nan", "inf"])
+def test_bench_speed_outside_its_range_is_refused(capsys, speed):
+    with pytest.raises(SystemExit) as exit_info:  # 0 divided by zero mid-run; -2 typed every key at once
+        main(["bench", "--modes", "none", "--speed", speed])
+    assert exit_info.value.code == 2
+    assert f"argument --speed: must be a number > 0 and <= 100, got '{speed}'" in capsys.readouterr().err

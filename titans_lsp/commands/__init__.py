@@ -1,6 +1,7 @@
 """Subcommands of the ``titans-lsp`` CLI (see ``titans_lsp.cli``)."""
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,20 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 
 
 positive_int = whole_number(1)  # counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)
+
+
+def number_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse type for a finite number with low < value <= high (a factor or rate where ``low``
+    itself, e.g. 0, has no meaning): refused at parse time, not by a division by zero mid-run."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number > {low:g} and <= {high:g}, got {text!r}")
+        return value
+    return parse
 
 
 def check_output_file(flag: str, out: Path) -> None:
