@@ -359,3 +359,17 @@ def test_bench_speed_outside_its_range_is_refused(capsys, speed):
         main(["bench", "--modes", "none", "--speed", speed])
     assert exit_info.value.code == 2
     assert f"argument --speed: must be a number > 0 and <= 100, got '{speed}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--memory-config", '{"update_rule": "adamw"}'], "--memory-config: update_rule must be one of"),
+    (["--memory-config", '{"update_rule": "ntp"}'], "--memory-config: the ntp rule trains its memory at test time"),
+    (["--gate-floor", "1.5"], "--gate-floor: gate_floor must be in [0, 1), got 1.5"),
+])
+def test_train_memory_config_errors_name_the_flag_as_the_other_commands(tmp_path, capsys, flags, message):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), *flags,
+                 "--model", str(tmp_path / "not-loaded")]) == 1  # was: "memory config: ..." for all three
+    assert capsys.readouterr().err.startswith(f"titans-lsp train: error: {message}")

@@ -75,8 +75,8 @@ def add_memory_config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def memory_config_fields(text: str | None) -> dict:
-    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given), for
-    callers that merge them into another config (train); a UserError on bad input."""
+    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given); a
+    UserError on bad input."""
     import json
 
     from titans_lsp.cli import UserError
@@ -92,15 +92,16 @@ def memory_config_fields(text: str | None) -> dict:
     return raw
 
 
-def memory_config_from(text: str | None):
-    """The MemoryConfig --memory-config names (None when not given); a UserError on bad input."""
+def memory_config_from(text: str | None, base: dict | None = None):
+    """The MemoryConfig --memory-config names, its fields over ``base`` (train: a checkpoint's config);
+    None when neither is given. The one owner of the "--memory-config:" message (a UserError)."""
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
 
-    if not text:
+    if not text and base is None:
         return None
     try:
-        return MemoryConfig.from_dict(memory_config_fields(text))
+        return MemoryConfig.from_dict({**(base or {}), **memory_config_fields(text)})
     except (ValueError, TypeError) as exc:
         raise UserError(f"--memory-config: {exc}") from None
 
