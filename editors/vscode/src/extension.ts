@@ -12,7 +12,7 @@ import {
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
 import { CursorReporter } from "./cursor";
-import { authToken, RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
+import { authToken, RESTART_SETTINGS, resolveServerCommand, serverAddress, SettingError } from "./serverCommand";
 import { StatusBar, TitansStatus } from "./status";
 
 const MODES: { mode: string; detail: string }[] = [
@@ -102,20 +102,34 @@ function makeClient(): LanguageClient {
   return newClient;
 }
 
+/** Tell the user the server could not start, and why; the status item shows it failed. */
+function startFailed(error: unknown): void {
+  statusBar.setState("failed");
+  const reason = error instanceof Error ? error.message : String(error);
+  log.error(`Could not start the server: ${reason}`);
+  const actions = error instanceof SettingError ? ["Open settings", "Show server log"] : ["Show server log"];
+  // Not awaited: activation and the commands must not wait for the user to close the message.
+  void vscode.window.showErrorMessage(`Titans LSP: could not start the server: ${reason}`, ...actions).then((choice) => {
+    if (choice === "Open settings") {
+      void vscode.commands.executeCommand("workbench.action.openSettings", "titansLsp");
+    } else if (choice) {
+      log.show(true);
+    }
+  });
+}
+
 async function startClient(): Promise<void> {
-  client = makeClient();
+  try {
+    client = makeClient(); // reads the settings: one of the wrong type throws a SettingError
+  } catch (error) {
+    startFailed(error);
+    return;
+  }
   cursorReporter = new CursorReporter(client, DOCUMENT_SELECTOR);
   try {
     await client.start();
   } catch (error) {
-    statusBar.setState("failed");
-    const choice = await vscode.window.showErrorMessage(
-      `Titans LSP: could not start the server: ${error instanceof Error ? error.message : String(error)}`,
-      "Show server log",
-    );
-    if (choice) {
-      log.show(true);
-    }
+    startFailed(error);
   }
 }
 
