@@ -213,3 +213,13 @@ def test_vscode_setting_of_the_wrong_type_is_a_visible_error(tmp_path: Path, key
     assert any(f"titansLsp.{key} must be {wanted}" in text for text in errors), result["messages"]
     assert "failed" in result["status"]["text"], result["status"]
 
+
+@pytest.mark.timeout(60)
+def test_vscode_server_that_never_starts_does_not_block_activation(tmp_path: Path):
+    result = run_extension(tmp_path, {"start": "hang", "commands": ["titansLsp.showServerLog"]})
+    assert result["activated"], "activate() waited for a server that never answered initialize"
+    assert result["commandsFinished"] == ["titansLsp.showServerLog"], result
+    assert "starting" in result["status"]["text"], result["status"]
+    warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
+    assert any("has not answered" in text for text in warnings), result["messages"]
+

@@ -35,6 +35,9 @@ const DOCUMENT_SELECTOR = LANGUAGES.flatMap((language) => [
   { scheme: "untitled", language },
 ]);
 
+/** A server that has not answered `initialize` by then is stuck, or still loading its model: the user is told. */
+const START_NOTICE_MS = 60000;
+
 let client: LanguageClient | undefined;
 let cursorReporter: CursorReporter | undefined;
 let errorHandler: BackoffErrorHandler;
@@ -126,10 +129,24 @@ async function startClient(): Promise<void> {
     return;
   }
   cursorReporter = new CursorReporter(client, DOCUMENT_SELECTOR);
+  const starting = client;
+  const notice = setTimeout(() => {
+    if (client === starting && starting.state === State.Starting) {
+      const message = `Titans LSP: the server has not answered after ${START_NOTICE_MS / 1000} s; it may still be loading its model.`;
+      log.warn(message);
+      void vscode.window.showWarningMessage(message, "Show server log").then((choice) => {
+        if (choice) {
+          log.show(true);
+        }
+      });
+    }
+  }, START_NOTICE_MS);
   try {
     await client.start();
   } catch (error) {
     startFailed(error);
+  } finally {
+    clearTimeout(notice);
   }
 }
 
@@ -248,7 +265,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
     }),
   );
-  await startClient();
+  // Not awaited: a server that never answers must not hold activation, and with it every titansLsp command.
+  void startClient();
 }
 
 export async function deactivate(): Promise<void> {
