@@ -223,3 +223,12 @@ def test_vscode_server_that_never_starts_does_not_block_activation(tmp_path: Pat
     warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
     assert any("has not answered" in text for text in warnings), result["messages"]
 
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("request_outcome, wanted", [("hang", "did not answer"), ("reject", "failed: stub:")])
+def test_vscode_status_command_without_an_answer_says_so(tmp_path: Path, request_outcome, wanted):
+    result = run_extension(tmp_path, {"request": request_outcome, "commands": ["titansLsp.showStatus"]})
+    assert result["commandsFinished"] == ["titansLsp.showStatus"], result  # was: waited forever, or threw
+    errors = [m["text"] for m in result["messages"] if m["level"] == "error"]
+    assert any("titans-lsp.status" in text and wanted in text for text in errors), result["messages"]
+

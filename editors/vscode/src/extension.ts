@@ -38,6 +38,9 @@ const DOCUMENT_SELECTOR = LANGUAGES.flatMap((language) => [
 /** A server that has not answered `initialize` by then is stuck, or still loading its model: the user is told. */
 const START_NOTICE_MS = 60000;
 
+/** The status answers at once from a healthy server: longer means it is stuck, and the user is told. */
+const STATUS_TIMEOUT_MS = 20000;
+
 let client: LanguageClient | undefined;
 let cursorReporter: CursorReporter | undefined;
 let errorHandler: BackoffErrorHandler;
@@ -175,13 +178,55 @@ async function restartClient(): Promise<void> {
   await startClient();
 }
 
-/** Runs one of the server's workspace/executeCommand commands (ids `titans-lsp.*`). */
-async function serverCommand(command: string): Promise<unknown> {
+/** An error message with a button to the server log (not awaited: nothing waits for the user). */
+function errorWithLog(message: string): void {
+  log.error(message);
+  void vscode.window.showErrorMessage(message, "Show server log").then((choice) => {
+    if (choice) {
+      log.show(true);
+    }
+  });
+}
+
+/** Stands for "no answer in time" in the race against a server command's answer. */
+const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Runs one of the server's workspace/executeCommand commands (ids `titans-lsp.*`). When the server
+ * is not running, answers with an error, or gives no answer within `timeoutMs` (unset: it waits,
+ * cancellable through `token`), the user is told and the result is undefined: a command never
+ * waits forever on a stuck server, nor fails without a word.
+ */
+async function serverCommand(
+  command: string,
+  options: { timeoutMs?: number; token?: vscode.CancellationToken } = {},
+): Promise<unknown> {
   if (!client || client.state !== State.Running) {
     void vscode.window.showWarningMessage("Titans LSP: the server is not running.");
     return undefined;
   }
-  return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(() => resolve(TIMED_OUT), options.timeoutMs);
+    }
+  });
+  try {
+    const answer = await Promise.race([
+      client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] }, options.token),
+      deadline,
+    ]);
+    if (answer === TIMED_OUT) {
+      errorWithLog(`Titans LSP: the server did not answer ${command} within ${(options.timeoutMs ?? 0) / 1000} s.`);
+      return undefined;
+    }
+    return answer;
+  } catch (error) {
+    errorWithLog(`Titans LSP: ${command} failed: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function switchMode(): Promise<void> {
@@ -219,7 +264,7 @@ const statusProvider: vscode.TextDocumentContentProvider = {
 };
 
 async function showStatus(): Promise<void> {
-  const result = await serverCommand("titans-lsp.status");
+  const result = await serverCommand("titans-lsp.status", { timeoutMs: STATUS_TIMEOUT_MS });
   if (result === undefined) {
     return;
   }
@@ -231,11 +276,16 @@ async function showStatus(): Promise<void> {
   await vscode.window.showTextDocument(document, { preview: true });
 }
 
+/** A long server command (priming a large workspace takes minutes): a progress notification the
+ * user can cancel, which cancels the request, instead of a spinner that may never end. */
 function withProgress(title: string, command: string): () => Promise<void> {
   return async () => {
-    await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title }, async () => {
-      await serverCommand(command);
-    });
+    await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+      async (_progress, token) => {
+        await serverCommand(command, { token });
+      },
+    );
   };
 }
 
