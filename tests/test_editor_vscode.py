@@ -232,3 +232,13 @@ def test_vscode_status_command_without_an_answer_says_so(tmp_path: Path, request
     errors = [m["text"] for m in result["messages"] if m["level"] == "error"]
     assert any("titans-lsp.status" in text and wanted in text for text in errors), result["messages"]
 
+
+@pytest.mark.timeout(60)
+def test_vscode_status_item_after_a_failed_start_opens_the_log(tmp_path: Path):
+    result = run_extension(tmp_path, {"start": "reject"})
+    assert result["activated"], result
+    assert any("could not start the server" in m["text"] for m in result["messages"]), result["messages"]
+    status = result["status"]
+    assert "failed" in status["text"], status
+    assert status["command"] == "titansLsp.showServerLog", status  # was: the mode quick pick of a dead server
+    assert "server log" in status["tooltip"], status
