@@ -199,3 +199,43 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         stop_process(proc)
         if server_log.exists():
             print("server log tail:\n" + "\n".join(server_log.read_text(errors="replace").splitlines()[-20:]))
+
+
+# ---- the plugin's own behaviour, in seconds: setup() against stand-in servers ----
+UNIT_SCRIPT = REPO / "tests" / "e2e" / "nvim_unit.lua"
+LSP_STUB = REPO / "tests" / "e2e" / "lsp_stub.py"
+
+
+def run_plugin(tmp_path: Path, scenario: dict) -> dict:
+    """setup() with ``scenario`` (setup options, exec, timeouts) in a headless Neovim that opens a
+    Python file; what the user saw: notifications, the statusline, the commands that exist."""
+    import sys
+
+    nvim_bin = require("NVIM")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "main.py").write_text("x = 1\n")
+    result = tmp_path / "result.json"
+    env = dict(editor_env(tmp_path), PLUGIN=str(REPO / "editors" / "neovim"), FILE=str(tmp_path / "main.py"),
+               RESULT=str(result), SCENARIO=json.dumps(scenario).replace("PYTHON", sys.executable))
+    run = subprocess.run([nvim_bin, "--headless", "--clean", "-l", str(UNIT_SCRIPT)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and result.exists(), (run.stdout[-2000:], run.stderr[-2000:])
+    return json.loads(result.read_text())
+
+
+def errors(result: dict, level: int = 4) -> list[str]:
+    """The notifications at ``level`` (vim.log.levels: 3 WARN, 4 ERROR)."""
+    return [m["msg"] for m in result["messages"] if m["level"] == level]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cmd, wanted", [
+    (["/no/such/titans-lsp", "serve", "--stdio"], "cmd: /no/such/titans-lsp is not an executable"),
+    ("titans-lsp serve --stdio", "cmd must be a list like"),
+])
+def test_neovim_cmd_that_cannot_start_is_a_visible_error(tmp_path: Path, cmd, wanted):
+    # Neovim's vim.lsp.enable only logs an unusable cmd (lsp.log) and starts nothing: was a silent nothing
+    result = run_plugin(tmp_path, {"setup": {"cmd": cmd}, "wait_ms": 500})
+    assert result["setup_ok"] and not result["attached"], result
+    assert any(message.startswith(f"titans-lsp: {wanted}") for message in errors(result)), result["messages"]
+

@@ -47,6 +47,22 @@ local function default_cmd(dispatchers, client_config)
   return vim.lsp.rpc.start({ exe, 'serve', '--stdio' }, dispatchers, { cwd = root })
 end
 
+--- Why `cmd` cannot start the server, or nil. Neovim only logs an unusable cmd (lsp.log) and starts
+--- nothing, so setup() tells the user instead.
+local function cmd_problem(cmd)
+  if cmd == nil or type(cmd) == 'function' then
+    return nil
+  end
+  if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then
+    return ("cmd must be a list like { 'titans-lsp', 'serve', '--stdio' } or a function, got %s"):format(vim.inspect(cmd))
+  end
+  if vim.fn.executable(cmd[1]) == 0 then
+    return ('cmd: %s is not an executable (missing, or not on PATH); point cmd at the titans-lsp of your environment')
+      :format(cmd[1])
+  end
+  return nil
+end
+
 local function clients(bufnr)
   return vim.lsp.get_clients({ name = 'titans', bufnr = bufnr })
 end
@@ -189,6 +205,10 @@ end
 
 function M.setup(opts)
   config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  local problem = cmd_problem(config.cmd)
+  if problem then
+    vim.notify('titans-lsp: ' .. problem, vim.log.levels.ERROR)
+  end
   if config.auth_token_file then
     local lines = vim.fn.readfile(vim.fn.expand(config.auth_token_file))
     config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
