@@ -239,3 +239,12 @@ def test_neovim_cmd_that_cannot_start_is_a_visible_error(tmp_path: Path, cmd, wa
     assert result["setup_ok"] and not result["attached"], result
     assert any(message.startswith(f"titans-lsp: {wanted}") for message in errors(result)), result["messages"]
 
+
+@pytest.mark.timeout(60)
+def test_neovim_unreadable_auth_token_file_is_one_line_and_setup_goes_on(tmp_path: Path):
+    missing = tmp_path / "no-token"
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["/no/such/titans-lsp"], "auth_token_file": str(missing)},
+                                   "wait_ms": 200, "settle_ms": 200})
+    assert result["setup_ok"], result["setup_error"]  # was: E484 out of setup(), the :Titans commands never made
+    assert f"titans-lsp: auth_token_file {missing}: cannot read it" in "\n".join(errors(result)), result["messages"]
+    assert "TitansMode" in result["commands"], result["commands"]

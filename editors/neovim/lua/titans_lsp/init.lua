@@ -210,8 +210,14 @@ function M.setup(opts)
     vim.notify('titans-lsp: ' .. problem, vim.log.levels.ERROR)
   end
   if config.auth_token_file then
-    local lines = vim.fn.readfile(vim.fn.expand(config.auth_token_file))
-    config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+    local file = vim.fn.expand(config.auth_token_file)
+    local ok, lines = pcall(vim.fn.readfile, file)
+    if ok then
+      config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+    else -- one line, and the rest of setup goes on (the commands, the mappings)
+      vim.notify(('titans-lsp: auth_token_file %s: cannot read it; the server will refuse the connection'):format(file),
+        vim.log.levels.ERROR)
+    end
   end
   vim.lsp.config('titans', {
     cmd = config.cmd or default_cmd,
