@@ -248,3 +248,11 @@ def test_neovim_unreadable_auth_token_file_is_one_line_and_setup_goes_on(tmp_pat
     assert result["setup_ok"], result["setup_error"]  # was: E484 out of setup(), the :Titans commands never made
     assert f"titans-lsp: auth_token_file {missing}: cannot read it" in "\n".join(errors(result)), result["messages"]
     assert "TitansMode" in result["commands"], result["commands"]
+
+
+@pytest.mark.timeout(60)
+def test_neovim_server_that_exits_at_start_shows_in_the_statusline(tmp_path: Path):
+    crash = ["sh", "-c", "echo 'titans-lsp serve: error: --model x: no such model' >&2; exit 3"]
+    result = run_plugin(tmp_path, {"setup": {"cmd": crash}, "wait_ms": 1500})
+    assert any("quit with exit code 3" in message for message in errors(result, 3)), result["messages"]
+    assert result["statusline"] == "Titans: stopped (exit code 3)", result  # was: '' as if never set up

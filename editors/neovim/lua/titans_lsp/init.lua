@@ -35,6 +35,10 @@ M.rest_ms = 250
 --- Latest `titans/status` notification per workspace folder URI.
 M.status = {}
 
+--- How the last titans client ended when it did not stop cleanly ({ code, signal }), so the
+--- statusline says the server is down instead of going blank; cleared when a client attaches.
+M.exited = nil
+
 local config = vim.deepcopy(M.defaults)
 
 --- The server command: titans-lsp from the project's .venv when present, else from PATH.
@@ -148,6 +152,11 @@ end
 function M.statusline()
   local client = clients(0)[1]
   if not client then
+    local exited = M.exited
+    if exited and vim.tbl_contains(config.filetypes, vim.bo.filetype) then
+      return exited.signal ~= 0 and ('Titans: stopped (signal %d)'):format(exited.signal)
+        or ('Titans: stopped (exit code %d)'):format(exited.code)
+    end
     return ''
   end
   local folder = client.workspace_folders and client.workspace_folders[1] and client.workspace_folders[1].uri
@@ -225,6 +234,12 @@ function M.setup(opts)
     root_markers = config.root_markers,
     settings = config.settings,
     init_options = config.init_options,
+    on_exit = function(code, signal)
+      if code ~= 0 or (signal ~= 0 and signal ~= 15) then -- as Neovim's own "quit with exit code" warning
+        M.exited = { code = code, signal = signal }
+        vim.schedule(function() vim.cmd.redrawstatus({ bang = true }) end)
+      end
+    end,
     handlers = {
       ['titans/status'] = function(_, result)
         if result and result.folder then
@@ -243,6 +258,7 @@ function M.setup(opts)
       if not (client and client.name == 'titans') then
         return
       end
+      M.exited = nil
       if config.inline_completion then
         vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
       end
