@@ -256,3 +256,12 @@ def test_neovim_server_that_exits_at_start_shows_in_the_statusline(tmp_path: Pat
     result = run_plugin(tmp_path, {"setup": {"cmd": crash}, "wait_ms": 1500})
     assert any("quit with exit code 3" in message for message in errors(result, 3)), result["messages"]
     assert result["statusline"] == "Titans: stopped (exit code 3)", result  # was: '' as if never set up
+
+
+@pytest.mark.timeout(60)
+def test_neovim_command_the_server_never_answers_is_reported(tmp_path: Path):
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["PYTHON", str(LSP_STUB)]}, "exec": "titans-lsp.status",
+                                   "request_timeout_ms": 300, "wait_ms": 10000, "settle_ms": 1500})
+    assert result["attached"], result
+    assert any("titans-lsp.status: no answer from the server after 0.3 s" in message
+               for message in errors(result, 3)), result["messages"]  # was: nothing, ever

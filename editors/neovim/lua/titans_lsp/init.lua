@@ -39,6 +39,9 @@ M.status = {}
 --- statusline says the server is down instead of going blank; cleared when a client attaches.
 M.exited = nil
 
+--- A server command not answered by then is reported (it may still answer: priming takes long).
+M.request_timeout_ms = 20000
+
 local config = vim.deepcopy(M.defaults)
 
 --- The server command: titans-lsp from the project's .venv when present, else from PATH.
@@ -117,13 +120,26 @@ function M.exec(command, on_result)
     vim.notify('titans-lsp: the server is not running', vim.log.levels.WARN)
     return
   end
-  client:request('workspace/executeCommand', { command = command, arguments = {} }, function(err, result)
+  local answered = false
+  local sent = client:request('workspace/executeCommand', { command = command, arguments = {} }, function(err, result)
+    answered = true
     if err then
       vim.notify(('titans-lsp: %s failed: %s'):format(command, err.message), vim.log.levels.ERROR)
     elseif on_result then
       on_result(result)
     end
   end)
+  if not sent then
+    vim.notify('titans-lsp: the server is not running', vim.log.levels.WARN)
+    return
+  end
+  -- A stuck server would otherwise leave the command without a word, forever.
+  vim.defer_fn(function()
+    if not answered then
+      vim.notify(('titans-lsp: %s: no answer from the server after %g s (still waiting; its log may say why)')
+        :format(command, M.request_timeout_ms / 1000), vim.log.levels.WARN)
+    end
+  end, M.request_timeout_ms)
 end
 
 --- Sets the completion mode: updates the settings of every titans client (and of clients started
