@@ -242,3 +242,12 @@ def test_vscode_status_item_after_a_failed_start_opens_the_log(tmp_path: Path):
     assert "failed" in status["text"], status
     assert status["command"] == "titansLsp.showServerLog", status  # was: the mode quick pick of a dead server
     assert "server log" in status["tooltip"], status
+
+
+@pytest.mark.timeout(60)
+def test_vscode_server_program_not_found_says_which_setting_to_fix(tmp_path: Path):
+    spawn_error = "Launching server using command titans-lsp failed. Error: spawn titans-lsp ENOENT"
+    result = run_extension(tmp_path, {"start": "reject", "error": spawn_error})
+    errors = [m for m in result["messages"] if m["level"] == "error"]
+    assert any(spawn_error in m["text"] and "titansLsp.serverCommand" in m["text"] and "Open settings" in m["items"]
+               for m in errors), result["messages"]  # was: LSP's launch error alone, no word on what to set

@@ -108,12 +108,19 @@ function makeClient(): LanguageClient {
   return newClient;
 }
 
+/** The language client's words when the server's program could not be run (not found, not executable). */
+const LAUNCH_FAILED = /Launching server using|ENOENT|EACCES/;
+
 /** Tell the user the server could not start, and why; the status item shows it failed. */
 function startFailed(error: unknown): void {
   statusBar.setState("failed");
-  const reason = error instanceof Error ? error.message : String(error);
+  let reason = error instanceof Error ? error.message : String(error);
   log.error(`Could not start the server: ${reason}`);
-  const actions = error instanceof SettingError ? ["Open settings", "Show server log"] : ["Show server log"];
+  const launch = LAUNCH_FAILED.test(reason);
+  if (launch) {
+    reason += "; set titansLsp.serverCommand (or titansLsp.pythonPath) to the titans-lsp of your environment";
+  }
+  const actions = error instanceof SettingError || launch ? ["Open settings", "Show server log"] : ["Show server log"];
   // Not awaited: activation and the commands must not wait for the user to close the message.
   void vscode.window.showErrorMessage(`Titans LSP: could not start the server: ${reason}`, ...actions).then((choice) => {
     if (choice === "Open settings") {

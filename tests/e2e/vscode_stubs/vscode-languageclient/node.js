@@ -3,8 +3,13 @@
 "use strict";
 const State = { Stopped: 1, Running: 2, Starting: 3 };
 const never = () => new Promise(() => undefined);
+// "reject" fails as the real client does when the spawn fails: with SCENARIO.error, a string.
 const outcome = (what, value) =>
-  what === "hang" ? never() : what === "reject" ? Promise.reject(new Error(`stub: ${value} failed`)) : Promise.resolve(value);
+  what === "hang"
+    ? never()
+    : what === "reject"
+      ? Promise.reject(globalThis.SCENARIO.error || new Error(`stub: ${value} failed`))
+      : Promise.resolve(value);
 
 class LanguageClient {
   constructor(id, name, serverOptions, clientOptions) {
