@@ -64,17 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from pathlib import Path
 
+    from titans_lsp.commands import whole_number
     from titans_lsp.engine import CompletionEngine
     from titans_lsp.evals.data import read_samples, select
     from titans_lsp.evals.runner import CONTEXT_BUDGET, MAX_SEQ, RunSpec, SnippetSource, build_request
     from titans_lsp.modes import Mode
+    from titans_lsp.settings import max_context_budget
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", required=True)
     parser.add_argument("--repos", required=True, type=Path)
     parser.add_argument("--retrieve", nargs="+", required=True, help="as titans-lsp eval --retrieve")
     parser.add_argument("--model", default="default", help="whose tokenizer counts the budget")
-    parser.add_argument("--context-budget", type=int, default=CONTEXT_BUDGET)
+    parser.add_argument("--context-budget", type=whole_number(0, max_context_budget(MAX_SEQ)), default=CONTEXT_BUDGET)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the rates")

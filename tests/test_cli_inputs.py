@@ -306,3 +306,70 @@ def test_prime_bad_memory_config_is_refused_before_indexing(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("titans-lsp prime: error: --memory-config: update_rule must be one of")
     assert "indexed" not in captured.out  # was: the whole workspace indexed first
+
+
+def test_eval_repos_without_retrieve_is_refused(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    repos = tmp_path / "repos"
+    repos.mkdir()
+    # was: --repos ignored, the rows read each sample's crossfile_context list without a word
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--repos", str(repos),
+                 "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "titans-lsp eval: error: --repos is read only by --retrieve: add --retrieve [R ...] to retrieve over it, "
+        "or drop --repos to use each sample's crossfile_context list")
+
+
+def test_eval_data_that_is_a_directory_says_so(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--modes", "none",
+                 "--report-only"]) == 1  # was: "no such file"
+    assert capsys.readouterr().err.strip() == (
+        f"titans-lsp eval: error: --data {tmp_path}: a directory; give the JSONL file (or make one with "
+        "`titans-lsp eval build`)")
+
+
+@pytest.mark.parametrize("budget", ["-1", "x"])
+def test_eval_context_budget_below_zero_is_refused(tmp_path, capsys, budget):
+    with pytest.raises(SystemExit) as exit_info:  # was: accepted; CompletionSettings failed after the model loaded
+        main(["eval", "--data", str(tmp_path / "dev.jsonl"), "--out", str(tmp_path / "out"), "--context-budget", budget])
+    assert exit_info.value.code == 2
+    assert f"argument --context-budget: must be a whole number >= 0, got '{budget}'" in capsys.readouterr().err
+
+
+def test_eval_context_budget_over_half_the_window_is_refused_before_the_model_loads(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "concat", "--max-seq", "1000",
+                 "--context-budget", "600", "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "titans-lsp eval: error: --context-budget 600: at most 500 (half of --max-seq 1000, so the prefix keeps room)")
+
+
+def test_eval_context_budget_zero_turns_the_block_off_as_in_the_editor(tmp_path):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--context-budget", "0",
+                 "--report-only"]) == 0
+
+
+@pytest.mark.parametrize("speed", ["0", "-2", "1e9", "nan", "inf"])
+def test_bench_speed_outside_its_range_is_refused(capsys, speed):
+    with pytest.raises(SystemExit) as exit_info:  # 0 divided by zero mid-run; -2 typed every key at once
+        main(["bench", "--modes", "none", "--speed", speed])
+    assert exit_info.value.code == 2
+    assert f"argument --speed: must be a number > 0 and <= 100, got '{speed}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--memory-config", '{"update_rule": "adamw"}'], "--memory-config: update_rule must be one of"),
+    (["--memory-config", '{"update_rule": "ntp"}'], "--memory-config: the ntp rule trains its memory at test time"),
+    (["--gate-floor", "1.5"], "--gate-floor: gate_floor must be in [0, 1), got 1.5"),
+])
+def test_train_memory_config_errors_name_the_flag_as_the_other_commands(tmp_path, capsys, flags, message):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("x = 1\n")
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), *flags,
+                 "--model", str(tmp_path / "not-loaded")]) == 1  # was: "memory config: ..." for all three
+    assert capsys.readouterr().err.startswith(f"titans-lsp train: error: {message}")

@@ -199,3 +199,69 @@ def test_neovim_ghost_text_tab_and_mode(tmp_path: Path):
         stop_process(proc)
         if server_log.exists():
             print("server log tail:\n" + "\n".join(server_log.read_text(errors="replace").splitlines()[-20:]))
+
+
+# ---- the plugin's own behaviour, in seconds: setup() against stand-in servers ----
+UNIT_SCRIPT = REPO / "tests" / "e2e" / "nvim_unit.lua"
+LSP_STUB = REPO / "tests" / "e2e" / "lsp_stub.py"
+
+
+def run_plugin(tmp_path: Path, scenario: dict) -> dict:
+    """setup() with ``scenario`` (setup options, exec, timeouts) in a headless Neovim that opens a
+    Python file; what the user saw: notifications, the statusline, the commands that exist."""
+    import sys
+
+    nvim_bin = require("NVIM")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "main.py").write_text("x = 1\n")
+    result = tmp_path / "result.json"
+    env = dict(editor_env(tmp_path), PLUGIN=str(REPO / "editors" / "neovim"), FILE=str(tmp_path / "main.py"),
+               RESULT=str(result), SCENARIO=json.dumps(scenario).replace("PYTHON", sys.executable))
+    run = subprocess.run([nvim_bin, "--headless", "--clean", "-l", str(UNIT_SCRIPT)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and result.exists(), (run.stdout[-2000:], run.stderr[-2000:])
+    return json.loads(result.read_text())
+
+
+def errors(result: dict, level: int = 4) -> list[str]:
+    """The notifications at ``level`` (vim.log.levels: 3 WARN, 4 ERROR)."""
+    return [m["msg"] for m in result["messages"] if m["level"] == level]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cmd, wanted", [
+    (["/no/such/titans-lsp", "serve", "--stdio"], "cmd: /no/such/titans-lsp is not an executable"),
+    ("titans-lsp serve --stdio", "cmd must be a list like"),
+])
+def test_neovim_cmd_that_cannot_start_is_a_visible_error(tmp_path: Path, cmd, wanted):
+    # Neovim's vim.lsp.enable only logs an unusable cmd (lsp.log) and starts nothing: was a silent nothing
+    result = run_plugin(tmp_path, {"setup": {"cmd": cmd}, "wait_ms": 500})
+    assert result["setup_ok"] and not result["attached"], result
+    assert any(message.startswith(f"titans-lsp: {wanted}") for message in errors(result)), result["messages"]
+
+
+@pytest.mark.timeout(60)
+def test_neovim_unreadable_auth_token_file_is_one_line_and_setup_goes_on(tmp_path: Path):
+    missing = tmp_path / "no-token"
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["/no/such/titans-lsp"], "auth_token_file": str(missing)},
+                                   "wait_ms": 200, "settle_ms": 200})
+    assert result["setup_ok"], result["setup_error"]  # was: E484 out of setup(), the :Titans commands never made
+    assert f"titans-lsp: auth_token_file {missing}: cannot read it" in "\n".join(errors(result)), result["messages"]
+    assert "TitansMode" in result["commands"], result["commands"]
+
+
+@pytest.mark.timeout(60)
+def test_neovim_server_that_exits_at_start_shows_in_the_statusline(tmp_path: Path):
+    crash = ["sh", "-c", "echo 'titans-lsp serve: error: --model x: no such model' >&2; exit 3"]
+    result = run_plugin(tmp_path, {"setup": {"cmd": crash}, "wait_ms": 1500})
+    assert any("quit with exit code 3" in message for message in errors(result, 3)), result["messages"]
+    assert result["statusline"] == "Titans: stopped (exit code 3)", result  # was: '' as if never set up
+
+
+@pytest.mark.timeout(60)
+def test_neovim_command_the_server_never_answers_is_reported(tmp_path: Path):
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["PYTHON", str(LSP_STUB)]}, "exec": "titans-lsp.status",
+                                   "request_timeout_ms": 300, "wait_ms": 10000, "settle_ms": 1500})
+    assert result["attached"], result
+    assert any("titans-lsp.status: no answer from the server after 0.3 s" in message
+               for message in errors(result, 3)), result["messages"]  # was: nothing, ever

@@ -169,3 +169,85 @@ def test_vscode_ghost_text_tab_and_mode(tmp_path: Path):
     # After the server was killed the user was told, and a new server process took over.
     assert "restarting in" in result["crashNotification"], result["crashNotification"]
     assert set(result["restartedPids"]).isdisjoint(result["killedPids"]), result
+
+
+# ---- the extension's own behaviour, in seconds: activate() against stand-ins for vscode and the client ----
+UNIT_SCRIPT = REPO / "tests" / "e2e" / "vscode_unit.cjs"
+STUBS = REPO / "tests" / "e2e" / "vscode_stubs"
+
+
+def run_extension(tmp_path: Path, scenario: dict) -> dict:
+    """activate() from the packaged .vsix's out/ with ``scenario`` (settings, start, request, commands);
+    what the user saw: messages, the status bar item, whether activation and each command finished."""
+    import zipfile
+
+    node = require("NODE")
+    if not VSIX.exists():
+        pytest.skip(f"{VSIX.name} not built: run scripts/provision-editors")
+    out = tmp_path / "out"
+    with zipfile.ZipFile(VSIX) as vsix:
+        for name in vsix.namelist():
+            if name.startswith("extension/out/") and name.endswith(".js"):
+                (out / Path(name).name).parent.mkdir(parents=True, exist_ok=True)
+                (out / Path(name).name).write_bytes(vsix.read(name))
+    run = subprocess.run([node, str(UNIT_SCRIPT)], env={"NODE_PATH": str(STUBS), "OUT_DIR": str(out),
+                                                        "SCENARIO": json.dumps(scenario), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    assert result["error"] is None, result["error"]
+    return result
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("key, value, wanted", [
+    ("serverCommand", "/opt/venv/bin/titans-lsp", "a list of strings"),  # was: a TypeError, activation failed
+    ("serverArgs", "--log-file /tmp/x.log", "a list of strings"),  # was: spread into one argument per character
+    ("model", 7, "a string"),
+    ("logLevel", ["debug"], "a string"),
+])
+def test_vscode_setting_of_the_wrong_type_is_a_visible_error(tmp_path: Path, key, value, wanted):
+    result = run_extension(tmp_path, {"settings": {key: value}})
+    assert result["activated"], result
+    errors = [m["text"] for m in result["messages"] if m["level"] == "error"]
+    assert any(f"titansLsp.{key} must be {wanted}" in text for text in errors), result["messages"]
+    assert "failed" in result["status"]["text"], result["status"]
+
+
+@pytest.mark.timeout(60)
+def test_vscode_server_that_never_starts_does_not_block_activation(tmp_path: Path):
+    result = run_extension(tmp_path, {"start": "hang", "commands": ["titansLsp.showServerLog"]})
+    assert result["activated"], "activate() waited for a server that never answered initialize"
+    assert result["commandsFinished"] == ["titansLsp.showServerLog"], result
+    assert "starting" in result["status"]["text"], result["status"]
+    warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
+    assert any("has not answered" in text for text in warnings), result["messages"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("request_outcome, wanted", [("hang", "did not answer"), ("reject", "failed: stub:")])
+def test_vscode_status_command_without_an_answer_says_so(tmp_path: Path, request_outcome, wanted):
+    result = run_extension(tmp_path, {"request": request_outcome, "commands": ["titansLsp.showStatus"]})
+    assert result["commandsFinished"] == ["titansLsp.showStatus"], result  # was: waited forever, or threw
+    errors = [m["text"] for m in result["messages"] if m["level"] == "error"]
+    assert any("titans-lsp.status" in text and wanted in text for text in errors), result["messages"]
+
+
+@pytest.mark.timeout(60)
+def test_vscode_status_item_after_a_failed_start_opens_the_log(tmp_path: Path):
+    result = run_extension(tmp_path, {"start": "reject"})
+    assert result["activated"], result
+    assert any("could not start the server" in m["text"] for m in result["messages"]), result["messages"]
+    status = result["status"]
+    assert "failed" in status["text"], status
+    assert status["command"] == "titansLsp.showServerLog", status  # was: the mode quick pick of a dead server
+    assert "server log" in status["tooltip"], status
+
+
+@pytest.mark.timeout(60)
+def test_vscode_server_program_not_found_says_which_setting_to_fix(tmp_path: Path):
+    spawn_error = "Launching server using command titans-lsp failed. Error: spawn titans-lsp ENOENT"
+    result = run_extension(tmp_path, {"start": "reject", "error": spawn_error})
+    errors = [m for m in result["messages"] if m["level"] == "error"]
+    assert any(spawn_error in m["text"] and "titansLsp.serverCommand" in m["text"] and "Open settings" in m["items"]
+               for m in errors), result["messages"]  # was: LSP's launch error alone, no word on what to set

@@ -113,6 +113,12 @@ def parse_telemetry(value: Any) -> TelemetrySettings:
                              store_text=False if store_text is None else parse_bool(store_text))
 
 
+def max_context_budget(max_seq: int) -> int:
+    """The largest cross-file block for a window of ``max_seq`` tokens: half of it, so the file's own
+    prefix keeps room (a larger block is dropped whole when the prompt is laid out)."""
+    return max_seq // 2
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     """What a workspace's editor settings (``titansLsp.*``) control; validated on construction."""
@@ -207,7 +213,7 @@ EDITOR_SETTINGS: tuple[Setting, ...] = (
             "bm25 | dense | hybrid | imports | usages, or a list (block in list order, bm25/dense fused by rank)", to_editor=list),
     Setting("maxNewTokens", "max_new_tokens", lambda v, s: parse_int(v, 1, MAX_NEW_TOKENS),
             f"tokens generated at most (1-{MAX_NEW_TOKENS})"),
-    Setting("contextBudget", "context_budget", lambda v, s: parse_int(v, 0, s.max_seq // 2),
+    Setting("contextBudget", "context_budget", lambda v, s: parse_int(v, 0, max_context_budget(s.max_seq)),
             "tokens of cross-file context (0 turns the block off)"),
     Setting("multiline", "multiline", lambda v, s: parse_choice(v, MULTILINE),
             "auto (a block after ':') | never | always"),

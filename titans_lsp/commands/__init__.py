@@ -1,18 +1,41 @@
 """Subcommands of the ``titans-lsp`` CLI (see ``titans_lsp.cli``)."""
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type for a whole number in [low, high] (no upper bound when ``high`` is None): a value
+    out of range is refused at parse time instead of failing, or silently misbehaving, mid-run."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = whole_number(1)  # counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)
+
+
+def number_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse type for a finite number with low < value <= high (a factor or rate where ``low``
+    itself, e.g. 0, has no meaning): refused at parse time, not by a division by zero mid-run."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low < value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number > {low:g} and <= {high:g}, got {text!r}")
+        return value
+    return parse
 
 
 def check_output_file(flag: str, out: Path) -> None:
@@ -52,8 +75,8 @@ def add_memory_config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def memory_config_fields(text: str | None) -> dict:
-    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given), for
-    callers that merge them into another config (train); a UserError on bad input."""
+    """The fields --memory-config gives (a JSON object, inline or in a file; {} when not given); a
+    UserError on bad input."""
     import json
 
     from titans_lsp.cli import UserError
@@ -69,15 +92,16 @@ def memory_config_fields(text: str | None) -> dict:
     return raw
 
 
-def memory_config_from(text: str | None):
-    """The MemoryConfig --memory-config names (None when not given); a UserError on bad input."""
+def memory_config_from(text: str | None, base: dict | None = None):
+    """The MemoryConfig --memory-config names, its fields over ``base`` (train: a checkpoint's config);
+    None when neither is given. The one owner of the "--memory-config:" message (a UserError)."""
     from titans_lsp.cli import UserError
     from titans_lsp.model.memory import MemoryConfig
 
-    if not text:
+    if not text and base is None:
         return None
     try:
-        return MemoryConfig.from_dict(memory_config_fields(text))
+        return MemoryConfig.from_dict({**(base or {}), **memory_config_fields(text)})
     except (ValueError, TypeError) as exc:
         raise UserError(f"--memory-config: {exc}") from None
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from titans_lsp.commands import (add_backend_arguments, add_memory_config_argument, add_model_arguments, backend_config,
-                               check_output_file, memory_checkpoint_from, memory_config_from, positive_int)
+                               check_output_file, memory_checkpoint_from, memory_config_from, positive_int,
+                               whole_number)
 
 HELP = "reproduce the CrossCodeEval tables (EM, edit similarity) for every mode; `eval build` makes datasets"
 DESCRIPTION = HELP + """
@@ -34,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive", nargs="?", const="none,concat", default="",
                         help="also run these modes (default none,concat) without token healing (rows <mode>-naive)")
     parser.add_argument("--max-seq", type=positive_int, default=2048, help="window: block + prompt + 50 new tokens (reference: 2048)")
-    parser.add_argument("--context-budget", type=int, default=512, help="tokens for the cross-file block (reference: 512)")
+    parser.add_argument("--context-budget", type=whole_number(0), default=512,
+                        help="tokens for the cross-file block, 0 (no block) to half of --max-seq (reference: 512)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
     parser.add_argument("--report-only", action="store_true", help="write the reports from the predictions already in --out")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate a seeded random subset of N samples")
@@ -75,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         return run_build(args)
     if not args.data or not args.out:
         raise UserError("--data FILE.jsonl and --out DIR are required (or `titans-lsp eval build ...`)")
+    from titans_lsp.settings import max_context_budget
+
+    if args.context_budget > max_context_budget(args.max_seq):  # CompletionSettings refused it after the model loaded
+        raise UserError(f"--context-budget {args.context_budget}: at most {max_context_budget(args.max_seq)} "
+                        f"(half of --max-seq {args.max_seq}, so the prefix keeps room)")
     from titans_lsp.modes import parse_modes
 
     try:
@@ -105,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--retrieve needs --repos DIR (one folder per metadata.repository)")
         if not Path(args.repos).is_dir():  # here, not after the model has loaded
             raise UserError(f"--repos {args.repos}: not a directory")
+    elif args.repos:  # without --retrieve the rows read each sample's own list: --repos would be ignored
+        raise UserError("--repos is read only by --retrieve: add --retrieve [R ...] to retrieve over it, "
+                        "or drop --repos to use each sample's crossfile_context list")
     return run_eval(args, modes)
 
 
@@ -151,6 +161,8 @@ def run_eval(args: argparse.Namespace, modes: list) -> int:
     from titans_lsp.cli import UserError
     from titans_lsp.evals.data import read_samples, select
 
+    if Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: a directory; give the JSONL file (or make one with `titans-lsp eval build`)")
     if not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: no such file")
     try:

@@ -2,7 +2,7 @@
 
 import argparse
 
-from titans_lsp.commands import add_model_arguments, memory_checkpoint_from, memory_config_fields
+from titans_lsp.commands import add_model_arguments, memory_checkpoint_from, memory_config_from
 
 HELP = "train the Titans memory on repository-grouped code with the base model frozen"
 DESCRIPTION = HELP + """
@@ -85,24 +85,25 @@ def read_specs(args: argparse.Namespace) -> list[str]:
 
 
 def memory_config(args: argparse.Namespace):
-    """MemoryConfig from --memory-checkpoint's config, then --memory-config fields, then --gate-floor."""
+    """MemoryConfig from --memory-checkpoint's config, then --memory-config fields, then --gate-floor;
+    each error names the flag it comes from, as in the other commands."""
+    import dataclasses
+
     from titans_lsp.cli import UserError
-    from titans_lsp.model.memory import MemoryConfig
     from titans_lsp.model.patching import load_memory_config
 
-    memory_checkpoint_from(args.memory_checkpoint)
-    try:
-        raw = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
-        raw |= memory_config_fields(args.memory_config)
-        if args.gate_floor is not None:
-            raw["gate_floor"] = args.gate_floor  # applied by the memory itself, so it holds at inference too
-        config = MemoryConfig.from_dict(raw)
-        if config.update_rule == "ntp":
-            raise ValueError("the ntp rule trains its memory at test time (while priming) and has no parameters "
-                             "to train offline; use it with `titans-lsp eval/serve/prime --memory-config`")
-        return config
-    except (OSError, ValueError) as exc:
-        raise UserError(f"memory config: {exc}") from exc
+    memory_checkpoint_from(args.memory_checkpoint)  # readable, config included: load_memory_config cannot fail
+    base = load_memory_config(args.memory_checkpoint).to_dict() if args.memory_checkpoint else {}
+    config = memory_config_from(args.memory_config, base)
+    if config.update_rule == "ntp":
+        raise UserError("--memory-config: the ntp rule trains its memory at test time (while priming) and has no "
+                        "parameters to train offline; use it with `titans-lsp eval/serve/prime --memory-config`")
+    if args.gate_floor is not None:  # applied by the memory itself, so it holds at inference too
+        try:
+            config = dataclasses.replace(config, gate_floor=args.gate_floor)  # validated again
+        except ValueError as exc:
+            raise UserError(f"--gate-floor: {exc}") from None
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

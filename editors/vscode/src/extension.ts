@@ -12,7 +12,7 @@ import {
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
 import { CursorReporter } from "./cursor";
-import { authToken, RESTART_SETTINGS, resolveServerCommand, serverAddress } from "./serverCommand";
+import { authToken, RESTART_SETTINGS, resolveServerCommand, serverAddress, SettingError } from "./serverCommand";
 import { StatusBar, TitansStatus } from "./status";
 
 const MODES: { mode: string; detail: string }[] = [
@@ -34,6 +34,12 @@ const DOCUMENT_SELECTOR = LANGUAGES.flatMap((language) => [
   { scheme: "file", language },
   { scheme: "untitled", language },
 ]);
+
+/** A server that has not answered `initialize` by then is stuck, or still loading its model: the user is told. */
+const START_NOTICE_MS = 60000;
+
+/** The status answers at once from a healthy server: longer means it is stuck, and the user is told. */
+const STATUS_TIMEOUT_MS = 20000;
 
 let client: LanguageClient | undefined;
 let cursorReporter: CursorReporter | undefined;
@@ -102,20 +108,55 @@ function makeClient(): LanguageClient {
   return newClient;
 }
 
+/** The language client's words when the server's program could not be run (not found, not executable). */
+const LAUNCH_FAILED = /Launching server using|ENOENT|EACCES/;
+
+/** Tell the user the server could not start, and why; the status item shows it failed. */
+function startFailed(error: unknown): void {
+  statusBar.setState("failed");
+  let reason = error instanceof Error ? error.message : String(error);
+  log.error(`Could not start the server: ${reason}`);
+  const launch = LAUNCH_FAILED.test(reason);
+  if (launch) {
+    reason += "; set titansLsp.serverCommand (or titansLsp.pythonPath) to the titans-lsp of your environment";
+  }
+  const actions = error instanceof SettingError || launch ? ["Open settings", "Show server log"] : ["Show server log"];
+  // Not awaited: activation and the commands must not wait for the user to close the message.
+  void vscode.window.showErrorMessage(`Titans LSP: could not start the server: ${reason}`, ...actions).then((choice) => {
+    if (choice === "Open settings") {
+      void vscode.commands.executeCommand("workbench.action.openSettings", "titansLsp");
+    } else if (choice) {
+      log.show(true);
+    }
+  });
+}
+
 async function startClient(): Promise<void> {
-  client = makeClient();
+  try {
+    client = makeClient(); // reads the settings: one of the wrong type throws a SettingError
+  } catch (error) {
+    startFailed(error);
+    return;
+  }
   cursorReporter = new CursorReporter(client, DOCUMENT_SELECTOR);
+  const starting = client;
+  const notice = setTimeout(() => {
+    if (client === starting && starting.state === State.Starting) {
+      const message = `Titans LSP: the server has not answered after ${START_NOTICE_MS / 1000} s; it may still be loading its model.`;
+      log.warn(message);
+      void vscode.window.showWarningMessage(message, "Show server log").then((choice) => {
+        if (choice) {
+          log.show(true);
+        }
+      });
+    }
+  }, START_NOTICE_MS);
   try {
     await client.start();
   } catch (error) {
-    statusBar.setState("failed");
-    const choice = await vscode.window.showErrorMessage(
-      `Titans LSP: could not start the server: ${error instanceof Error ? error.message : String(error)}`,
-      "Show server log",
-    );
-    if (choice) {
-      log.show(true);
-    }
+    startFailed(error);
+  } finally {
+    clearTimeout(notice);
   }
 }
 
@@ -144,13 +185,55 @@ async function restartClient(): Promise<void> {
   await startClient();
 }
 
-/** Runs one of the server's workspace/executeCommand commands (ids `titans-lsp.*`). */
-async function serverCommand(command: string): Promise<unknown> {
+/** An error message with a button to the server log (not awaited: nothing waits for the user). */
+function errorWithLog(message: string): void {
+  log.error(message);
+  void vscode.window.showErrorMessage(message, "Show server log").then((choice) => {
+    if (choice) {
+      log.show(true);
+    }
+  });
+}
+
+/** Stands for "no answer in time" in the race against a server command's answer. */
+const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Runs one of the server's workspace/executeCommand commands (ids `titans-lsp.*`). When the server
+ * is not running, answers with an error, or gives no answer within `timeoutMs` (unset: it waits,
+ * cancellable through `token`), the user is told and the result is undefined: a command never
+ * waits forever on a stuck server, nor fails without a word.
+ */
+async function serverCommand(
+  command: string,
+  options: { timeoutMs?: number; token?: vscode.CancellationToken } = {},
+): Promise<unknown> {
   if (!client || client.state !== State.Running) {
     void vscode.window.showWarningMessage("Titans LSP: the server is not running.");
     return undefined;
   }
-  return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(() => resolve(TIMED_OUT), options.timeoutMs);
+    }
+  });
+  try {
+    const answer = await Promise.race([
+      client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] }, options.token),
+      deadline,
+    ]);
+    if (answer === TIMED_OUT) {
+      errorWithLog(`Titans LSP: the server did not answer ${command} within ${(options.timeoutMs ?? 0) / 1000} s.`);
+      return undefined;
+    }
+    return answer;
+  } catch (error) {
+    errorWithLog(`Titans LSP: ${command} failed: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function switchMode(): Promise<void> {
@@ -188,7 +271,7 @@ const statusProvider: vscode.TextDocumentContentProvider = {
 };
 
 async function showStatus(): Promise<void> {
-  const result = await serverCommand("titans-lsp.status");
+  const result = await serverCommand("titans-lsp.status", { timeoutMs: STATUS_TIMEOUT_MS });
   if (result === undefined) {
     return;
   }
@@ -200,11 +283,16 @@ async function showStatus(): Promise<void> {
   await vscode.window.showTextDocument(document, { preview: true });
 }
 
+/** A long server command (priming a large workspace takes minutes): a progress notification the
+ * user can cancel, which cancels the request, instead of a spinner that may never end. */
 function withProgress(title: string, command: string): () => Promise<void> {
   return async () => {
-    await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title }, async () => {
-      await serverCommand(command);
-    });
+    await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+      async (_progress, token) => {
+        await serverCommand(command, { token });
+      },
+    );
   };
 }
 
@@ -234,7 +322,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
     }),
   );
-  await startClient();
+  // Not awaited: a server that never answers must not hold activation, and with it every titansLsp command.
+  void startClient();
 }
 
 export async function deactivate(): Promise<void> {

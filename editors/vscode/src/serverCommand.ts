@@ -10,6 +10,39 @@ export interface ServerCommand {
   source: string;
 }
 
+/** A titansLsp setting that cannot be used as it is (hand-edited settings.json): the message names it and what it needs. */
+export class SettingError extends Error {}
+
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** `titansLsp.<key>` trimmed ("" when unset); a SettingError naming it when it is not a string. */
+export function stringSetting(key: string): string {
+  const value = vscode.workspace.getConfiguration("titansLsp").get<unknown>(key);
+  if (value === undefined || value === null) {
+    return "";
+  }
+  if (typeof value !== "string") {
+    throw new SettingError(`titansLsp.${key} must be a string, got ${shown(value)}`);
+  }
+  return value.trim();
+}
+
+/** `titansLsp.<key>` as a list of strings ([] when unset); a SettingError naming it otherwise: a
+ * plain string would be spread into one argument per character, or fail with a TypeError. */
+export function stringListSetting(key: string): string[] {
+  const value = vscode.workspace.getConfiguration("titansLsp").get<unknown>(key);
+  if (value === undefined || value === null) {
+    return [];
+  }
+  if (!Array.isArray(value) || !value.every((part) => typeof part === "string")) {
+    throw new SettingError(`titansLsp.${key} must be a list of strings, e.g. ["a", "b"], got ${shown(value)}`);
+  }
+  return value;
+}
+
 function isExecutable(file: string): boolean {
   try {
     fs.accessSync(file, fs.constants.X_OK);
@@ -42,23 +75,22 @@ function findVenvServer(): string | undefined {
  * `serve --stdio` and the window-wide server options are appended.
  */
 export function resolveServerCommand(): ServerCommand {
-  const config = vscode.workspace.getConfiguration("titansLsp");
-  const serveArgs = ["serve", "--stdio", "--log-level", config.get<string>("logLevel", "info")];
-  const model = config.get<string>("model", "").trim();
+  const serveArgs = ["serve", "--stdio", "--log-level", stringSetting("logLevel") || "info"];
+  const model = stringSetting("model");
   if (model) {
     serveArgs.push("--model", model);
   }
-  const device = config.get<string>("device", "").trim();
+  const device = stringSetting("device");
   if (device) {
     serveArgs.push("--device", device);
   }
-  const dtype = config.get<string>("dtype", "").trim();
+  const dtype = stringSetting("dtype");
   if (dtype) {
     serveArgs.push("--dtype", dtype);
   }
-  serveArgs.push(...config.get<string[]>("serverArgs", []));
+  serveArgs.push(...stringListSetting("serverArgs"));
 
-  const configured = config.get<string[]>("serverCommand", []).filter((part) => part.trim() !== "");
+  const configured = stringListSetting("serverCommand").filter((part) => part.trim() !== "");
   if (configured.length > 0) {
     return { command: configured[0], args: [...configured.slice(1), ...serveArgs], source: "titansLsp.serverCommand" };
   }
@@ -66,7 +98,7 @@ export function resolveServerCommand(): ServerCommand {
   if (venvServer) {
     return { command: venvServer, args: serveArgs, source: "workspace .venv" };
   }
-  const python = config.get<string>("pythonPath", "").trim();
+  const python = stringSetting("pythonPath");
   if (python) {
     return { command: python, args: ["-m", "titans_lsp", ...serveArgs], source: "titansLsp.pythonPath" };
   }
@@ -75,7 +107,7 @@ export function resolveServerCommand(): ServerCommand {
 
 /** `titansLsp.serverAddress` as host and port, or undefined when the extension starts its own server. */
 export function serverAddress(): { host: string; port: number } | undefined {
-  const value = vscode.workspace.getConfiguration("titansLsp").get<string>("serverAddress", "").trim();
+  const value = stringSetting("serverAddress");
   const match = /^(.*):(\d+)$/.exec(value);
   if (!match) {
     return undefined;
@@ -85,8 +117,15 @@ export function serverAddress(): { host: string; port: number } | undefined {
 
 /** The token in `titansLsp.authTokenFile` for a server started with `--auth-token-file`; undefined when unset. */
 export function authToken(): string | undefined {
-  const file = vscode.workspace.getConfiguration("titansLsp").get<string>("authTokenFile", "").trim();
-  return file ? fs.readFileSync(file, "utf8").trim() : undefined;
+  const file = stringSetting("authTokenFile");
+  if (!file) {
+    return undefined;
+  }
+  try {
+    return fs.readFileSync(file, "utf8").trim();
+  } catch (error) {
+    throw new SettingError(`titansLsp.authTokenFile ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? error})`);
+  }
 }
 
 /** Settings whose change needs a new server process (the rest reach the running server). */

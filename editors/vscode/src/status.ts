@@ -43,7 +43,6 @@ export class StatusBar implements vscode.Disposable {
   constructor() {
     this.item = vscode.window.createStatusBarItem("titansLsp.status", vscode.StatusBarAlignment.Right, 100);
     this.item.name = "Titans LSP";
-    this.item.command = "titansLsp.switchMode";
     this.disposables.push(
       vscode.window.onDidChangeActiveTextEditor(() => this.render()),
       vscode.workspace.onDidChangeConfiguration((event) => {
@@ -138,7 +137,14 @@ export class StatusBar implements vscode.Disposable {
     if (status?.priming) {
       tooltip.appendMarkdown(`Primed ${status.priming.done}/${status.priming.total} files\n\n`);
     }
-    tooltip.appendMarkdown("Click to switch mode.");
+    // A server that is down has no mode to switch: the click shows why it is down.
+    const down = this.state === "stopped" || this.state === "failed";
+    this.item.command = down ? "titansLsp.showServerLog" : "titansLsp.switchMode";
+    tooltip.appendMarkdown(
+      down
+        ? "The server is not running: click to show the server log (Titans LSP: Restart server starts it again)."
+        : "Click to switch mode.",
+    );
     this.item.tooltip = tooltip;
   }
 

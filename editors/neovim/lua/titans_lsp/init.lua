@@ -35,6 +35,13 @@ M.rest_ms = 250
 --- Latest `titans/status` notification per workspace folder URI.
 M.status = {}
 
+--- How the last titans client ended when it did not stop cleanly ({ code, signal }), so the
+--- statusline says the server is down instead of going blank; cleared when a client attaches.
+M.exited = nil
+
+--- A server command not answered by then is reported (it may still answer: priming takes long).
+M.request_timeout_ms = 20000
+
 local config = vim.deepcopy(M.defaults)
 
 --- The server command: titans-lsp from the project's .venv when present, else from PATH.
@@ -45,6 +52,22 @@ local function default_cmd(dispatchers, client_config)
     exe = root .. '/.venv/bin/titans-lsp'
   end
   return vim.lsp.rpc.start({ exe, 'serve', '--stdio' }, dispatchers, { cwd = root })
+end
+
+--- Why `cmd` cannot start the server, or nil. Neovim only logs an unusable cmd (lsp.log) and starts
+--- nothing, so setup() tells the user instead.
+local function cmd_problem(cmd)
+  if cmd == nil or type(cmd) == 'function' then
+    return nil
+  end
+  if type(cmd) ~= 'table' or type(cmd[1]) ~= 'string' then
+    return ("cmd must be a list like { 'titans-lsp', 'serve', '--stdio' } or a function, got %s"):format(vim.inspect(cmd))
+  end
+  if vim.fn.executable(cmd[1]) == 0 then
+    return ('cmd: %s is not an executable (missing, or not on PATH); point cmd at the titans-lsp of your environment')
+      :format(cmd[1])
+  end
+  return nil
 end
 
 local function clients(bufnr)
@@ -97,13 +120,26 @@ function M.exec(command, on_result)
     vim.notify('titans-lsp: the server is not running', vim.log.levels.WARN)
     return
   end
-  client:request('workspace/executeCommand', { command = command, arguments = {} }, function(err, result)
+  local answered = false
+  local sent = client:request('workspace/executeCommand', { command = command, arguments = {} }, function(err, result)
+    answered = true
     if err then
       vim.notify(('titans-lsp: %s failed: %s'):format(command, err.message), vim.log.levels.ERROR)
     elseif on_result then
       on_result(result)
     end
   end)
+  if not sent then
+    vim.notify('titans-lsp: the server is not running', vim.log.levels.WARN)
+    return
+  end
+  -- A stuck server would otherwise leave the command without a word, forever.
+  vim.defer_fn(function()
+    if not answered then
+      vim.notify(('titans-lsp: %s: no answer from the server after %g s (still waiting; its log may say why)')
+        :format(command, M.request_timeout_ms / 1000), vim.log.levels.WARN)
+    end
+  end, M.request_timeout_ms)
 end
 
 --- Sets the completion mode: updates the settings of every titans client (and of clients started
@@ -132,6 +168,11 @@ end
 function M.statusline()
   local client = clients(0)[1]
   if not client then
+    local exited = M.exited
+    if exited and vim.tbl_contains(config.filetypes, vim.bo.filetype) then
+      return exited.signal ~= 0 and ('Titans: stopped (signal %d)'):format(exited.signal)
+        or ('Titans: stopped (exit code %d)'):format(exited.code)
+    end
     return ''
   end
   local folder = client.workspace_folders and client.workspace_folders[1] and client.workspace_folders[1].uri
@@ -189,9 +230,19 @@ end
 
 function M.setup(opts)
   config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  local problem = cmd_problem(config.cmd)
+  if problem then
+    vim.notify('titans-lsp: ' .. problem, vim.log.levels.ERROR)
+  end
   if config.auth_token_file then
-    local lines = vim.fn.readfile(vim.fn.expand(config.auth_token_file))
-    config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+    local file = vim.fn.expand(config.auth_token_file)
+    local ok, lines = pcall(vim.fn.readfile, file)
+    if ok then
+      config.init_options.authToken = vim.trim(table.concat(lines, '\n'))
+    else -- one line, and the rest of setup goes on (the commands, the mappings)
+      vim.notify(('titans-lsp: auth_token_file %s: cannot read it; the server will refuse the connection'):format(file),
+        vim.log.levels.ERROR)
+    end
   end
   vim.lsp.config('titans', {
     cmd = config.cmd or default_cmd,
@@ -199,6 +250,12 @@ function M.setup(opts)
     root_markers = config.root_markers,
     settings = config.settings,
     init_options = config.init_options,
+    on_exit = function(code, signal)
+      if code ~= 0 or (signal ~= 0 and signal ~= 15) then -- as Neovim's own "quit with exit code" warning
+        M.exited = { code = code, signal = signal }
+        vim.schedule(function() vim.cmd.redrawstatus({ bang = true }) end)
+      end
+    end,
     handlers = {
       ['titans/status'] = function(_, result)
         if result and result.folder then
@@ -217,6 +274,7 @@ function M.setup(opts)
       if not (client and client.name == 'titans') then
         return
       end
+      M.exited = nil
       if config.inline_completion then
         vim.lsp.inline_completion.enable(true, { bufnr = args.buf })
       end
