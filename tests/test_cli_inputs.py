@@ -373,3 +373,16 @@ def test_train_memory_config_errors_name_the_flag_as_the_other_commands(tmp_path
     assert main(["train", "--data", str(root), "--out", str(tmp_path / "ckpt"), *flags,
                  "--model", str(tmp_path / "not-loaded")]) == 1  # was: "memory config: ..." for all three
     assert capsys.readouterr().err.startswith(f"titans-lsp train: error: {message}")
+
+
+def test_a_memory_config_that_does_not_fit_the_model_is_one_line_error(tiny_llama_dir, tmp_path, capsys):
+    """Memory layers the model does not have pass the config's own checks; installing the memory fails
+    once the model is loaded: one line naming the model and the fix, not a BackendError traceback."""
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data, count=1)
+    rc = main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "memory", "--model",
+               str(tiny_llama_dir), "--device", "cpu", "--memory-config", json.dumps({"layers": [99]}), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # (transformers' weight-loading bar comes before it)
+    assert last.startswith("titans-lsp eval: error: cannot install the Titans memory") and "layer 99" in last

@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    from titans_lsp.backends.base import BackendError
     from titans_lsp.model.loading import ModelLoadError
 
     try:
         return int(args._module.run(args) or 0)
-    except (UserError, ModelLoadError) as exc:
+    except (UserError, ModelLoadError, BackendError) as exc:  # each says what failed and the fix in one line
         print(f"titans-lsp {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
