@@ -40,6 +40,7 @@ class RawClient:
         self.settings = settings or {}
         # scopeUri -> seconds: a workspace/configuration request naming it is answered that much later
         self.configuration_delay: dict[str | None, float] = {}
+        self.configuration_error: str | None = None  # set: workspace/configuration is answered with this error
         self.incoming: queue.Queue = queue.Queue()
         self.notifications: list[dict] = []
         self.others: list[dict] = []  # responses read while waiting for another one
@@ -114,6 +115,9 @@ class RawClient:
                 result = [self.settings.get(item.get("scopeUri"), self.settings.get(None, {})) for item in items]
                 delay = max((self.configuration_delay.get(item.get("scopeUri"), 0.0) for item in items), default=0.0)
             answer = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+            if method == "workspace/configuration" and self.configuration_error is not None:
+                answer = {"jsonrpc": "2.0", "id": message["id"],
+                          "error": {"code": -32603, "message": self.configuration_error}}
             if delay:
                 threading.Timer(delay, self.send, (answer,)).start()
             else:

@@ -303,3 +303,19 @@ def test_a_request_waiting_for_its_files_settings_is_cancelled_by_an_edit_like_a
     reply = client.response(first, timeout=120)
     assert reply.get("error", {}).get("code") == -32800, reply  # RequestCancelled, as for a running request
     assert "error" not in client.inline(uri, 1, 6)  # the next request is answered
+
+
+def test_settings_the_editor_fails_to_send_are_reported_once_not_silently_replaced_by_defaults(server, tmp_path):
+    """A workspace/configuration answered with an error went only to the log: completions ran on the
+    defaults (concat, not the user's mode) and nothing told the user why their settings had no effect."""
+    root = workspace(tmp_path)
+    srv = server({None: {"mode": "none"}})
+    client = srv.client
+    client.configuration_error = "settings store is locked"
+    assert "result" in client.initialize([root])
+    uri = client.open(root / "app.py", "def main():\n    return ")
+    for _ in range(2):
+        assert "error" not in client.inline(uri, 1, 11)  # completions go on, with the settings in effect
+    shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"
+             and "could not read the titansLsp settings" in n["params"]["message"]]
+    assert len(shown) == 1 and "settings store is locked" in shown[0], shown

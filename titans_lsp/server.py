@@ -376,7 +376,12 @@ class TitansServer(LanguageServer):
                 request = asyncio.ensure_future(self.workspace_configuration_async(types.ConfigurationParams(items=items)))
                 values = await asyncio.wait_for(asyncio.shield(request), timeout=SETTINGS_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - a client that cannot answer keeps the current settings
-                log.warning("could not pull %s settings: %s", SECTION, exc)
+                reason = "no answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
+                message = (f"could not read the {SECTION} settings from the editor ({reason}); completions use the "
+                           f"settings in effect before (the defaults, if none were read yet)")
+                log.warning("%s", message)
+                for state in states:  # silently running on defaults would look like the user's settings were ignored
+                    self.show_error_once(state, message)
                 return
             for state, value in zip(states, values or []):
                 self.apply_settings(state, value)
