@@ -319,3 +319,24 @@ def test_settings_the_editor_fails_to_send_are_reported_once_not_silently_replac
     shown = [n["params"]["message"] for n in client.notifications if n["method"] == "window/showMessage"
              and "could not read the titansLsp settings" in n["params"]["message"]]
     assert len(shown) == 1 and "settings store is locked" in shown[0], shown
+
+
+def test_a_persistent_error_is_not_logged_again_at_every_cursor_rest(server, tmp_path):
+    """fim "on" with a model without FIM tokens fails every request; the pre-warm at each cursor rest
+    (titans/cursor) logged the same warning each time, filling the log while the user moved around."""
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"mode": "none", "fim": "on"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    uri = client.open(root / "app.py", "def main():\n    return ")
+    client.inline(uri, 1, 11)
+    assert "fill-in-the-middle" in client.status()["backend"]["lastError"]  # reported by the request
+    for character in (11, 10, 9):
+        client.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": character}})
+        time.sleep(0.3)
+    client.status()  # a round trip: the notifications before it were handled
+    time.sleep(0.5)
+    warned = [line for line in srv.log_text().splitlines() if "WARNING" in line and "pre-warm of" in line]
+    assert warned == [], warned

@@ -608,7 +608,9 @@ class TitansServer(LanguageServer):
                 log.debug("pre-warm of %s cancelled", uri)
                 return
             except Exception as exc:  # noqa: BLE001 - a failed pre-warm only costs the next request time
-                log.warning("pre-warm of %s failed: %s", uri, exc)
+                # The error requests already reported (status, one pop-up) is not logged again per cursor rest.
+                level = logging.DEBUG if str(exc) == self.backend_error else logging.WARNING
+                log.log(level, "pre-warm of %s failed: %s", uri, exc)
                 return
             finally:
                 self.call_in_loop(requests.finish, "prepare", uri, cancel)
