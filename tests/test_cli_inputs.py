@@ -386,3 +386,30 @@ def test_a_memory_config_that_does_not_fit_the_model_is_one_line_error(tiny_llam
     assert rc == 1 and "Traceback" not in err
     last = err.strip().splitlines()[-1]  # (transformers' weight-loading bar comes before it)
     assert last.startswith("titans-lsp eval: error: cannot install the Titans memory") and "layer 99" in last
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--max-steps", "0", ">= 1"), ("--batch-size", "-1", ">= 1"), ("--seq-len", "1", ">= 2"),
+    ("--eval-every", "0", ">= 1"), ("--checkpoint-every", "0", ">= 1"), ("--warmup-steps", "-5", ">= 0"),
+    ("--max-files-per-repo", "0", ">= 1"), ("--heldout-max-files", "0", ">= 1"), ("--heldout", "-0.2", ">= 0"),
+    ("--lr", "nan", "> 0"), ("--lr", "0", "> 0"), ("--weight-decay", "-1", ">= 0"), ("--gate-lr-scale", "inf", "> 0"),
+    ("--time-limit", "-3", "> 0"),
+])
+def test_train_numbers_out_of_range_are_refused_at_parse_time(tmp_path, capsys, flag, value, says):
+    """--eval-every 0 / --checkpoint-every 0 reached ``step % every`` (model/training.py) at the first step,
+    after the data was read and the model loaded: a ZeroDivisionError. Values with no meaning are refused
+    before anything is read or loaded."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "out"), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be a" in err and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--debounce-ms", "--think-ms"])
+@pytest.mark.parametrize("value", ["-100", "nan"])
+def test_bench_times_below_zero_are_refused_at_parse_time(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", flag, value, "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be a number >= 0" in capsys.readouterr().err

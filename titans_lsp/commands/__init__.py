@@ -33,7 +33,22 @@ def number_in(low: float, high: float) -> Callable[[str], float]:
         except ValueError:
             value = math.nan
         if not (math.isfinite(value) and low < value <= high):
-            raise argparse.ArgumentTypeError(f"must be a number > {low:g} and <= {high:g}, got {text!r}")
+            bounds = f"> {low:g}" if high == math.inf else f"> {low:g} and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+def number_at_least(low: float) -> Callable[[str], float]:
+    """argparse type for a finite number >= ``low`` (a time, a rate, a weight where below ``low`` has no
+    meaning): refused at parse time instead of a nan or a negative value reaching the run."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got {text!r}")
         return value
     return parse
 

@@ -2,7 +2,8 @@
 
 import argparse
 
-from titans_lsp.commands import add_backend_arguments, add_model_arguments, check_output_file, number_in, positive_int
+from titans_lsp.commands import (add_backend_arguments, add_model_arguments, check_output_file, number_at_least, number_in,
+                               positive_int)
 
 HELP = "replay a typing trace through the engine and report completion latency per mode"
 DESCRIPTION = """Replay a typing trace (real files of a pinned PyPI package, retyped key by key with
@@ -21,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", type=positive_int, default=3, help="files to type in")
     parser.add_argument("--lines", type=positive_int, default=2, help="lines retyped per file")
     parser.add_argument("--prompt-tokens", type=positive_int, default=1500, help="how deep in each file the typing starts")
-    parser.add_argument("--debounce-ms", type=float, default=150.0, help="editor debounce before a request")
+    parser.add_argument("--debounce-ms", type=number_at_least(0), default=150.0, help="editor debounce before a request")
     # Above 100x the trace's ~130 ms key gaps shrink to about 1 ms: no longer typing, every request is cancelled.
     parser.add_argument("--speed", type=number_in(0, MAX_SPEED), default=1.0,
                         help=f"replay speed factor, > 0 and <= {MAX_SPEED:g} (>1: faster typing)")
-    parser.add_argument("--think-ms", type=float, default=3000.0,
+    parser.add_argument("--think-ms", type=number_at_least(0), default=3000.0,
                         help="pause between opening a file (cursor placed where the typing starts) and the first key")
     parser.add_argument("--no-prewarm", action="store_true",
                         help="do not pre-warm the cursor's prompt when a file opens (no titans/cursor)")

@@ -1,8 +1,10 @@
 """`titans-lsp train`: frozen-base Titans memory training on repository-grouped code."""
 
 import argparse
+import math
 
-from titans_lsp.commands import add_model_arguments, memory_checkpoint_from, memory_config_from
+from titans_lsp.commands import (add_model_arguments, memory_checkpoint_from, memory_config_from, number_at_least, number_in,
+                               positive_int, whole_number)
 
 HELP = "train the Titans memory on repository-grouped code with the base model frozen"
 DESCRIPTION = HELP + """
@@ -34,33 +36,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--extensions", default=".py", help="comma-separated source file extensions (default .py)")
     data.add_argument("--require-intra-imports", action="store_true",
                       help="keep only repositories whose files import each other")
-    data.add_argument("--heldout", type=float, default=0.2,
+    data.add_argument("--heldout", type=number_at_least(0), default=0.2,
                       help="held-out repositories: a fraction (< 1) or a count (default 0.2)")
-    data.add_argument("--seq-len", type=int, default=256, help="tokens per file; longer files are truncated (default 256)")
-    data.add_argument("--max-files-per-repo", type=int, default=16, help="first N files of each repository (default 16)")
-    data.add_argument("--heldout-max-files", type=int, default=8, help="files per held-out repository (default 8)")
+    data.add_argument("--seq-len", type=whole_number(2), default=256, help="tokens per file; longer files are truncated (default 256)")
+    data.add_argument("--max-files-per-repo", type=positive_int, default=16, help="first N files of each repository (default 16)")
+    data.add_argument("--heldout-max-files", type=positive_int, default=8, help="files per held-out repository (default 8)")
     opt = parser.add_argument_group("training")
     opt.add_argument("--out", required=True, help="output directory (checkpoint, logs, figures)")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    opt.add_argument("--max-steps", type=int, default=1000,
+    opt.add_argument("--max-steps", type=positive_int, default=1000,
                      help="optimizer steps, each one file of --batch-size repository streams (default 1000)")
-    opt.add_argument("--batch-size", type=int, default=1,
+    opt.add_argument("--batch-size", type=positive_int, default=1,
                      help="repository streams (one file each) per optimizer step, over all torchrun processes (default 1)")
     opt.add_argument("--gradient-checkpointing", action="store_true",
                      help="recompute the decoder layers during the backward: far less memory for long files (9B on a GPU)")
-    opt.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+    opt.add_argument("--time-limit", type=number_in(0, math.inf), default=None, metavar="MINUTES",
                      help="stop (evaluated and checkpointed, resumable) after this many minutes")
-    opt.add_argument("--lr", type=float, default=1e-3)
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument("--warmup-steps", type=int, default=20)
+    opt.add_argument("--lr", type=number_in(0, math.inf), default=1e-3)
+    opt.add_argument("--weight-decay", type=number_at_least(0), default=0.0)
+    opt.add_argument("--warmup-steps", type=whole_number(0), default=20)
     opt.add_argument("--inner-loop", choices=["first-order", "second-order"], default="first-order",
                      help="first-order (the study): the memory written from earlier files is a constant; "
                           "second-order: gradients flow through the memory update")
     opt.add_argument("--gate-floor", type=float, default=None,
                      help="open gate value = floor + (1 - floor) * sigmoid(g) (MemoryConfig.gate_floor; kept in the checkpoint)")
-    opt.add_argument("--gate-lr-scale", type=float, default=10.0, help="the gates' learning rate relative to --lr (default 10)")
-    opt.add_argument("--eval-every", type=int, default=50)
-    opt.add_argument("--checkpoint-every", type=int, default=50)
+    opt.add_argument("--gate-lr-scale", type=number_in(0, math.inf), default=10.0, help="the gates' learning rate relative to --lr (default 10)")
+    opt.add_argument("--eval-every", type=positive_int, default=50)
+    opt.add_argument("--checkpoint-every", type=positive_int, default=50)
     opt.add_argument("--seed", type=int, default=0)
     mem = parser.add_argument_group("memory")
     mem.add_argument("--memory-config", default=None,
