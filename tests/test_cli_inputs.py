@@ -413,3 +413,19 @@ def test_bench_times_below_zero_are_refused_at_parse_time(tmp_path, capsys, flag
         main(["bench", flag, value, "--out", str(tmp_path / "b.json")])
     assert exit_info.value.code == 2
     assert f"argument {flag}: must be a number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, named", [(["--pypi", "attrs==23.2.0"], "--pypi"), (["--per-repo", "5"], "--per-repo"),
+                                          (["--retriever", "dense", "--language", "python"], "--language, --retriever")])
+def test_eval_build_flags_without_build_are_refused(tmp_path, capsys, extra, named):
+    """Without `build` they were ignored: the user's --per-repo 5 evaluated the whole file as if unsaid."""
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)
+    rc = main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--report-only", *extra])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.strip() == f"titans-lsp eval: error: {named}: only read by `titans-lsp eval build` (add `build` after `eval`)"
+
+
+def test_eval_build_refuses_the_flags_of_an_evaluation(tmp_path, capsys):
+    rc = main(["eval", "build", "--dir", str(tmp_path), "--out", str(tmp_path / "b.jsonl"), "--repos", str(tmp_path)])
+    assert rc == 1 and "--repos: not read by `eval build`" in capsys.readouterr().err

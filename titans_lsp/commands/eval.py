@@ -22,6 +22,9 @@ Edit similarity is fuzzywuzzy fuzz.ratio, as the reference.
 Data-parallel: `torchrun --nproc_per_node N -m titans_lsp eval ...` gives each process (one GPU each) every
 N-th sample; rank 0 merges the predictions and writes the one report. Resuming works with any N."""
 
+BUILD_PER_REPO = 50  # `eval build`'s defaults (None in the parser: given or not is how misuse is found)
+BUILD_RETRIEVER = "bm25"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["build"], help="`build`: make a CrossCodeEval-format file")
@@ -62,8 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="(build) pinned npm packages NAME==VERSION that ship TypeScript/JavaScript sources")
     parser.add_argument("--language", help="(build) read every repository in this language (default: each one's "
                                            "main language), e.g. python, typescript, javascript, java, go, rust, csharp")
-    parser.add_argument("--per-repo", type=positive_int, default=50, help="(build) samples per repository (default 50)")
-    parser.add_argument("--retriever", default="bm25", choices=["bm25", "dense"], help="(build) rg1 ranking (default bm25)")
+    parser.add_argument("--per-repo", type=positive_int, default=None,
+                        help=f"(build) samples per repository (default {BUILD_PER_REPO})")
+    parser.add_argument("--retriever", default=None, choices=["bm25", "dense"],
+                        help=f"(build) rg1 ranking (default {BUILD_RETRIEVER})")
     add_model_arguments(parser)
     add_backend_arguments(parser)
 
@@ -74,7 +79,16 @@ def run(args: argparse.Namespace) -> int:
     from titans_lsp.cli import UserError
 
     if args.action == "build":
+        ignored = [flag for flag, given in (("--data", args.data), ("--repos", args.repos),
+                                            ("--retrieve", args.retrieve is not None)) if given]
+        if ignored:
+            raise UserError(f"{', '.join(ignored)}: not read by `eval build` (they are for evaluating a file it made)")
         return run_build(args)
+    build_only = [flag for flag, given in (("--dir", args.dir), ("--pypi", args.pypi), ("--npm", args.npm),
+                                           ("--language", args.language), ("--per-repo", args.per_repo is not None),
+                                           ("--retriever", args.retriever is not None)) if given]
+    if build_only:  # they would be ignored without a word
+        raise UserError(f"{', '.join(build_only)}: only read by `titans-lsp eval build` (add `build` after `eval`)")
     if not args.data or not args.out:
         raise UserError("--data FILE.jsonl and --out DIR are required (or `titans-lsp eval build ...`)")
     from titans_lsp.settings import max_context_budget
@@ -145,7 +159,8 @@ def run_build(args: argparse.Namespace) -> int:
             raise UserError(f"--language {args.language}: no definition rules (grammar) for it")
     cache = cache_root(args.cache_dir)
     try:
-        count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo, args.seed, cache, args.retriever,
+        count, repos = build(Path(args.out), args.dir, args.pypi, args.per_repo or BUILD_PER_REPO, args.seed, cache,
+                             args.retriever or BUILD_RETRIEVER,
                              npm=args.npm, language=language)
     except (PackageError, ValueError) as exc:
         raise UserError(str(exc)) from None
