@@ -265,3 +265,14 @@ def test_neovim_command_the_server_never_answers_is_reported(tmp_path: Path):
     assert result["attached"], result
     assert any("titans-lsp.status: no answer from the server after 0.3 s" in message
                for message in errors(result, 3)), result["messages"]  # was: nothing, ever
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("settings", [{"titansLsp": "memory"}, "memory"])
+def test_neovim_settings_that_are_not_a_table_are_one_error_and_modes_still_switch(tmp_path: Path, settings):
+    # settings.titansLsp = 'memory' (a string) made :TitansMode raise "attempt to index a string value"
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["/no/such/titans-lsp"], "settings": settings},
+                                   "set_mode": "none", "wait_ms": 200, "settle_ms": 200})
+    assert result["setup_ok"], result["setup_error"]
+    assert any("settings.titansLsp must be a table" in message for message in errors(result)), result["messages"]
+    assert result["set_mode_ok"] and result["mode"] == "none", result

@@ -230,6 +230,14 @@ end
 
 function M.setup(opts)
   config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  if type(config.settings) ~= 'table' or type(config.settings.titansLsp) ~= 'table' then
+    -- A string or number here made every later :TitansMode raise a Lua error; say so once, use the defaults.
+    local given = type(config.settings) == 'table' and config.settings.titansLsp or config.settings
+    vim.notify(("titans-lsp: settings.titansLsp must be a table such as { mode = 'concat' }, got %s %s; "
+      .. 'using the defaults'):format(type(given), vim.inspect(given)), vim.log.levels.ERROR)
+    config.settings = type(config.settings) == 'table' and config.settings or {}
+    config.settings.titansLsp = vim.deepcopy(M.defaults.settings.titansLsp)
+  end
   local problem = cmd_problem(config.cmd)
   if problem then
     vim.notify('titans-lsp: ' .. problem, vim.log.levels.ERROR)
