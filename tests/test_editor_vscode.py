@@ -251,3 +251,12 @@ def test_vscode_server_program_not_found_says_which_setting_to_fix(tmp_path: Pat
     errors = [m for m in result["messages"] if m["level"] == "error"]
     assert any(spawn_error in m["text"] and "titansLsp.serverCommand" in m["text"] and "Open settings" in m["items"]
                for m in errors), result["messages"]  # was: LSP's launch error alone, no word on what to set
+
+
+@pytest.mark.timeout(60)
+def test_vscode_server_that_stops_at_start_is_reported_with_its_own_error_line(tmp_path: Path):
+    # was: "the server stopped unexpectedly; restarting..." up to 5 times, the reason only in the log
+    said = "titans-lsp serve: error: --model /models/x.gguf: no such file"
+    result = run_extension(tmp_path, {"start": "crash", "stderr": ["INFO titans_lsp: starting", said, "bye"]})
+    warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
+    assert any("stopped unexpectedly" in text and text.endswith(f"It said: {said}") for text in warnings), result["messages"]

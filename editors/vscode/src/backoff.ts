@@ -18,6 +18,8 @@ export class BackoffErrorHandler implements ErrorHandler {
     private readonly log: vscode.OutputChannel,
     private readonly onGiveUp: () => void,
     private readonly onRestarting: () => void,
+    /** The server's own one-line error, if it wrote one before stopping (e.g. a model it cannot load). */
+    private readonly serverError: () => string | undefined = () => undefined,
   ) {}
 
   /** Called when the server (re)started successfully. */
@@ -38,11 +40,13 @@ export class BackoffErrorHandler implements ErrorHandler {
       this.crashes = 0;
     }
     this.crashes += 1;
+    const why = this.serverError();
+    const said = why ? ` It said: ${why}` : "";
     if (this.crashes > MAX_RESTARTS) {
       this.onGiveUp();
       void vscode.window
         .showErrorMessage(
-          `Titans LSP: the server crashed ${MAX_RESTARTS} times in a row and was not restarted.`,
+          `Titans LSP: the server crashed ${MAX_RESTARTS} times in a row and was not restarted.${said}`,
           "Show server log",
           "Restart server",
         )
@@ -56,7 +60,7 @@ export class BackoffErrorHandler implements ErrorHandler {
       return { action: CloseAction.DoNotRestart, handled: true };
     }
     const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** (this.crashes - 1));
-    const message = `Titans LSP: the server stopped unexpectedly; restarting in ${Math.round(delay / 1000)} s (attempt ${this.crashes} of ${MAX_RESTARTS}).`;
+    const message = `Titans LSP: the server stopped unexpectedly; restarting in ${Math.round(delay / 1000)} s (attempt ${this.crashes} of ${MAX_RESTARTS}).${said}`;
     this.log.appendLine(message);
     this.onRestarting();
     void vscode.window.showWarningMessage(message, "Show server log").then((choice) => {

@@ -1,6 +1,7 @@
 // Titans LSP for VS Code: starts `titans-lsp serve --stdio`, shows its inline completions for Python,
 // and gives the user a status bar item and commands for the server's modes and memory.
 import * as net from "net";
+import * as readline from "readline";
 import * as vscode from "vscode";
 import {
   ExecuteCommandRequest,
@@ -8,6 +9,7 @@ import {
   LanguageClientOptions,
   ServerOptions,
   State,
+  StdioOptions,
   TransportKind,
 } from "vscode-languageclient/node";
 import { BackoffErrorHandler } from "./backoff";
@@ -42,6 +44,10 @@ const START_NOTICE_MS = 60000;
 const STATUS_TIMEOUT_MS = 20000;
 
 let client: LanguageClient | undefined;
+/** The CLI's one-line error ("titans-lsp serve: error: ...", titans_lsp/cli.py): why a server stopped at start. */
+const SERVER_ERROR_LINE = /^titans-lsp \S+: error: /;
+/** The last such line the server wrote since it last came up; the crash messages quote it. */
+let lastServerError: string | undefined;
 let cursorReporter: CursorReporter | undefined;
 let errorHandler: BackoffErrorHandler;
 let statusBar: StatusBar;
@@ -69,6 +75,22 @@ function makeServerOptions(): ServerOptions {
   };
 }
 
+/** The server's output goes to the log, as the client's default does; its one-line error is also kept
+ * for the crash message, so the user sees why without opening the log. */
+function serverStdio(): Required<StdioOptions> {
+  const lines = (input: NodeJS.ReadableStream) => readline.createInterface({ input, crlfDelay: Infinity, terminal: false });
+  return {
+    stdout: (input, channel) => lines(input).on("line", (line) => channel.info(line)),
+    stderr: (input, channel) =>
+      lines(input).on("line", (line) => {
+        channel.error(line);
+        if (SERVER_ERROR_LINE.test(line)) {
+          lastServerError = line;
+        }
+      }),
+  };
+}
+
 function makeClient(): LanguageClient {
   const serverOptions = makeServerOptions();
   const config = vscode.workspace.getConfiguration("titansLsp");
@@ -92,10 +114,12 @@ function makeClient(): LanguageClient {
     },
     outputChannel: log,
     errorHandler,
+    stdioOptions: serverStdio(),
   };
   const newClient = new LanguageClient("titansLsp", "Titans LSP", serverOptions, clientOptions);
   newClient.onDidChangeState((event) => {
     if (event.newState === State.Running) {
+      lastServerError = undefined;
       errorHandler.started();
       statusBar.setState("running");
     } else if (event.newState === State.Starting) {
@@ -303,6 +327,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     log,
     () => statusBar.setState("failed"),
     () => statusBar.setState("restarting"),
+    () => lastServerError,
   );
   context.subscriptions.push(
     log,

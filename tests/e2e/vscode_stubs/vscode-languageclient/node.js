@@ -31,6 +31,9 @@ class LanguageClient {
   start() {
     this.setState(State.Starting);
     const scenario = globalThis.SCENARIO.start || "ok";
+    if (scenario === "crash") {
+      return this.crash();
+    }
     return outcome(scenario, undefined).then(
       () => this.setState(State.Running),
       (error) => {
@@ -38,6 +41,20 @@ class LanguageClient {
         throw error;
       },
     );
+  }
+  // "crash": the server writes SCENARIO.stderr (lines) and exits; the client hands its stderr to
+  // clientOptions.stdioOptions (as the real one does) and asks the error handler what to do.
+  crash() {
+    const { Readable } = require("stream");
+    const stderr = Readable.from((globalThis.SCENARIO.stderr || []).map((line) => `${line}\n`));
+    const channel = { info() {}, error() {} };
+    if (this.clientOptions.stdioOptions) {
+      this.clientOptions.stdioOptions.stderr(stderr, channel);
+    }
+    return new Promise((resolve) => stderr.on("end", resolve))
+      .then(() => new Promise((resolve) => setTimeout(resolve, 10)))
+      .then(() => this.clientOptions.errorHandler.closed())
+      .then(() => this.setState(State.Stopped));
   }
   stop() {
     this.setState(State.Stopped);
