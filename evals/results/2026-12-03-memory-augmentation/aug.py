@@ -119,11 +119,14 @@ def prime_aug(engine, state, orig_text: str, seqs: list[str]) -> dict:
                 for i, b in zip(layers, old):
                     state.weights[i] = [b]
             losses.append(round(float(loss.detach()), 4))
+            print(f"step {len(losses)} loss {losses[-1]} {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
             new, _norm = ntp.ntp_step([b.detach() for b in old], adam.direction([g.detach() for g in grads]),
                                       c.ntp_lr, c.ntp_decay, c.max_update_norm, c.ntp_normalize)
             for i, b in zip(layers, new):
                 state.weights[i] = [b]
     prime_s = time.perf_counter() - start
+    state.updates += 1  # the read hook skips a memory with no updates (an empty memory is the base model)
+    state.tokens_written += n_tok + 1
     fwd = []
     with torch.no_grad():
         for _ in range(3):
