@@ -12,14 +12,10 @@ from titans_lsp.backends.llamacpp import find_llama_server
 from titans_lsp.backends.base import Backend, BackendError, GenerateCall, GenerationResult
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings, Workspace
 from titans_lsp.modes import Mode
-from titans_lsp.paths import cache_sharing_models
 
-
-def shared_models_cache(tmp_path):
-    """Workspace state of the test's own; the converted default model and its serving GGUF from the
-    user's cache, so each test does not dequantize and re-encode the model again (test_loading and
-    test_gguf_serving test those)."""
-    return cache_sharing_models(tmp_path / "cache")
+# isolated_cache: workspace state of the test's own, the converted default model and its serving GGUF from
+# the user's cache (not dequantized and re-encoded per test; test_loading and test_gguf_serving test that).
+from server_client import isolated_cache  # noqa: E402
 
 
 def test_auto_is_not_remote_so_memory_modes_stay_allowed():
@@ -32,7 +28,7 @@ def test_without_llama_server_auto_runs_every_mode_locally_and_says_why(tmp_path
     monkeypatch.setenv(llamacpp.TOOLS_ENV, str(tmp_path / "no-tools"))  # a fresh machine: nothing provisioned
     monkeypatch.delenv(llamacpp.BINARY_ENV, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    engine = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(shared_models_cache(tmp_path)),
+    engine = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(isolated_cache(tmp_path)),
                                    backend=BackendConfig(name="auto"))
     try:
         info = engine.backend.describe()
@@ -40,7 +36,7 @@ def test_without_llama_server_auto_runs_every_mode_locally_and_says_why(tmp_path
         assert "llama-server not found" in info["reason"] and "provision-llamacpp" in info["reason"]
         assert all(engine.backend.backend_for(m).name == "local" for m in Mode)
         settings = CompletionSettings(mode=Mode.NONE, max_new_tokens=4)
-        local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(shared_models_cache(tmp_path)))
+        local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(isolated_cache(tmp_path)))
         request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=settings)
         assert engine.complete(request, Workspace()).raw == local.complete(request, Workspace()).raw
     finally:
@@ -73,7 +69,7 @@ def _have_llama_server() -> bool:
 @pytest.mark.skipif(not _have_llama_server(), reason="llama-server not provisioned (scripts/provision-llamacpp)")
 def test_with_llama_server_auto_sends_none_and_concat_there_and_memory_modes_local(tmp_path):
     backend = create_backend(BackendConfig(name="auto", threads=1), model="default", device="cpu", dtype="float32",
-                             cache_dir=str(shared_models_cache(tmp_path)))
+                             cache_dir=str(isolated_cache(tmp_path)))
     engine = CompletionEngine(backend=backend)
     child = backend.fast.server.process
     try:
@@ -150,9 +146,9 @@ def test_while_llama_server_is_down_auto_answers_on_local_then_goes_back(tmp_pat
     import time
 
     backend = create_backend(BackendConfig(name="auto", threads=1), model="default", device="cpu", dtype="float32",
-                             cache_dir=str(shared_models_cache(tmp_path)))
+                             cache_dir=str(isolated_cache(tmp_path)))
     engine = CompletionEngine(backend=backend)
-    local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(shared_models_cache(tmp_path)))
+    local = CompletionEngine.load("default", device="cpu", dtype="float32", cache_dir=str(isolated_cache(tmp_path)))
     request = CompletionRequest(prefix="def add(a, b):\n    return ", settings=CompletionSettings(mode=Mode.NONE, max_new_tokens=4))
     server = backend.fast.server
     real_binary = server.binary

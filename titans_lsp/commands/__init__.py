@@ -24,33 +24,26 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 positive_int = whole_number(1)  # counts where 0 or less has no meaning (``--limit -2`` once kept all but 2 samples)
 
 
-def number_in(low: float, high: float) -> Callable[[str], float]:
-    """argparse type for a finite number with low < value <= high (a factor or rate where ``low``
-    itself, e.g. 0, has no meaning): refused at parse time, not by a division by zero mid-run."""
+def number_in(low: float, high: float = math.inf, include_low: bool = False) -> Callable[[str], float]:
+    """argparse type for a finite number above ``low`` (or at it, with ``include_low``) and at most ``high``:
+    a factor, rate or time out of range is refused at parse time, not by a division by zero, a nan or a
+    negative value mid-run."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and low < value <= high):
-            bounds = f"> {low:g}" if high == math.inf else f"> {low:g} and <= {high:g}"
+        above = value >= low if include_low else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            bounds = f"{'>=' if include_low else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
             raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text!r}")
         return value
     return parse
 
 
 def number_at_least(low: float) -> Callable[[str], float]:
-    """argparse type for a finite number >= ``low`` (a time, a rate, a weight where below ``low`` has no
-    meaning): refused at parse time instead of a nan or a negative value reaching the run."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"must be a number >= {low:g}, got {text!r}")
-        return value
-    return parse
+    """A finite number >= ``low`` (see :func:`number_in`)."""
+    return number_in(low, include_low=True)
 
 
 def check_output_file(flag: str, out: Path) -> None:

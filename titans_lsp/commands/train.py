@@ -1,7 +1,6 @@
 """`titans-lsp train`: frozen-base Titans memory training on repository-grouped code."""
 
 import argparse
-import math
 
 from titans_lsp.commands import (add_model_arguments, memory_checkpoint_from, memory_config_from, number_at_least, number_in,
                                positive_int, whole_number)
@@ -50,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="repository streams (one file each) per optimizer step, over all torchrun processes (default 1)")
     opt.add_argument("--gradient-checkpointing", action="store_true",
                      help="recompute the decoder layers during the backward: far less memory for long files (9B on a GPU)")
-    opt.add_argument("--time-limit", type=number_in(0, math.inf), default=None, metavar="MINUTES",
+    opt.add_argument("--time-limit", type=number_in(0), default=None, metavar="MINUTES",
                      help="stop (evaluated and checkpointed, resumable) after this many minutes")
-    opt.add_argument("--lr", type=number_in(0, math.inf), default=1e-3)
+    opt.add_argument("--lr", type=number_in(0), default=1e-3)
     opt.add_argument("--weight-decay", type=number_at_least(0), default=0.0)
     opt.add_argument("--warmup-steps", type=whole_number(0), default=20)
     opt.add_argument("--inner-loop", choices=["first-order", "second-order"], default="first-order",
@@ -60,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "second-order: gradients flow through the memory update")
     opt.add_argument("--gate-floor", type=float, default=None,
                      help="open gate value = floor + (1 - floor) * sigmoid(g) (MemoryConfig.gate_floor; kept in the checkpoint)")
-    opt.add_argument("--gate-lr-scale", type=number_in(0, math.inf), default=10.0, help="the gates' learning rate relative to --lr (default 10)")
+    opt.add_argument("--gate-lr-scale", type=number_in(0), default=10.0, help="the gates' learning rate relative to --lr (default 10)")
     opt.add_argument("--eval-every", type=positive_int, default=50)
     opt.add_argument("--checkpoint-every", type=positive_int, default=50)
     opt.add_argument("--seed", type=int, default=0)
