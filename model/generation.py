@@ -127,7 +127,8 @@ def lookup_draft(ids: Sequence[int], max_tokens: int, ngram_sizes: Sequence[int]
     return []
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -233,7 +234,7 @@ def greedy_generate(
     static = decoder is not None and decoder.fits(len(prompt_ids) + max(max_new_tokens, 1))
     reused, past = 0, None
     if cache is not None and cache.past is not None and cache.key == cache_key and _reusable(cache, decoder, static):
-        shared = min(_common_prefix(cache.ids, prompt_ids), len(prompt_ids) - 1)
+        shared = min(common_prefix_length(cache.ids, prompt_ids), len(prompt_ids) - 1)
         if croppable:
             if shared > 0:
                 past, reused = cache.past, shared

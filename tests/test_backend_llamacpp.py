@@ -20,6 +20,7 @@ from server_client import (FIXTURE_FILES, end_position, folder_status, inline, i
                            start_server, status, stop_server, wait_for, write_fixture)
 
 from titans_lsp.backends import BackendConfig, BackendError
+from titans_lsp.backends.llamacpp import PREFILL_STEP
 from titans_lsp.engine import CompletionEngine, CompletionRequest, CompletionSettings
 from titans_lsp.model.generation import Cancelled
 
@@ -110,6 +111,65 @@ def test_cancellation_closes_the_stream_and_the_server_stops(llama_engine):
     assert not slot_busy(url)  # the closed stream stopped generation well before 400 tokens
     after = llama_engine.complete(CompletionRequest(prefix=PROMPT, settings=CompletionSettings(mode="none", max_new_tokens=8)))
     assert after.text  # the server answers the next request
+
+
+def long_prompt(tag: str, functions: int = 120) -> str:
+    """About 2,000 tokens the server has not seen (``tag`` makes it new)."""
+    return f"# {tag}\n" + "".join(f"def scale_{tag}_{i}(x, factor={i}):\n    return x * factor + {i * 7}\n\n"
+                                   for i in range(functions)) + "def main():\n    return "
+
+
+def test_a_cancelled_long_prompt_stops_using_the_server_within_a_step(llama_engine):
+    """llama-server processes a prompt to its end even after the client has gone; the backend sends a long
+    uncached prompt in steps, so a cancelled request (a newer keystroke, a pre-warm cancelled by a request
+    in another file) frees the server within a step instead of after the whole prompt."""
+    url = llama_engine.backend.describe()["url"]
+    cancel = threading.Event()
+    settings = CompletionSettings(mode="none", max_new_tokens=8)
+    request = CompletionRequest(prefix=long_prompt(f"c{time.monotonic_ns()}"), settings=settings, cancel=cancel)
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(llama_engine.complete(request))
+        except Cancelled:
+            outcome.append("cancelled")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not slot_busy(url) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert slot_busy(url), "the server never started on the prompt"
+    time.sleep(0.5)
+    cancel.set()
+    thread.join(timeout=10)
+    assert outcome == ["cancelled"]
+    cancelled_at = time.monotonic()
+    while slot_busy(url) and time.monotonic() < cancelled_at + 20:
+        time.sleep(0.05)
+    freed_after = time.monotonic() - cancelled_at
+    # One step (PREFILL_STEP tokens) at one thread takes about 2 s here; the whole ~2,000-token prompt ~15 s.
+    assert freed_after < 4.0, f"the server went on with the cancelled prompt for {freed_after:.1f} s"
+
+
+def test_a_long_prompt_sent_in_steps_completes_like_one_request(llama_engine, monkeypatch):
+    backend = llama_engine.backend
+    sent: list[int] = []  # the prompt length of each request the backend makes
+    events = backend._events
+    monkeypatch.setattr(backend, "_events", lambda target, body, cancel: (sent.append(len(body["prompt"])),
+                                                                         events(target, body, cancel))[1])
+    settings = CompletionSettings(mode="none", max_new_tokens=8)
+    prefix = long_prompt(f"s{time.monotonic_ns()}", functions=25)
+    stepped = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings))
+    n = stepped.prompt_tokens
+    assert n > 2 * PREFILL_STEP
+    assert sent[-1] == n and len(sent) >= 2 and all(b - a <= PREFILL_STEP for a, b in zip(sent, sent[1:])), sent
+    # the steps' work is reported as this request's prefill: processed + found cached covers the prompt
+    assert stepped.reused < PREFILL_STEP and stepped.prefilled + stepped.reused >= n - 1, (stepped.prefilled, stepped.reused)
+    sent.clear()
+    again = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings))  # cached: one request
+    assert sent == [n] and again.text == stepped.text and again.prefilled <= 2
 
 
 def test_a_killed_server_is_reported_then_restarted(llama_engine):

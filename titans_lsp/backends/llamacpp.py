@@ -11,6 +11,9 @@ tokenizer: the same GGUF), so every backend sees the same prompt; ``cache_prompt
 shared prefix of the previous request. Token healing: a grammar that makes the output start with
 the healed text (llama.cpp applies it to the greedy choice, as the in-process mask does).
 Alternatives: the first token's runner-ups (``n_probs``), each continued as a prompt extended by it.
+A long prompt the server has not cached is sent in steps (see ``LlamaCppBackend._prefill_in_steps``): the
+server finishes processing a prompt even after its client has gone, so one request would keep it busy
+long after a cancel.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import httpx
@@ -29,7 +33,7 @@ import httpx
 from titans_lsp.backends.base import Backend, BackendError, GenerateCall
 from titans_lsp.backends.config import BackendConfig
 from titans_lsp.backends.stream import Collector, StreamTarget, sse_events
-from titans_lsp.model.generation import GenerationResult
+from titans_lsp.model.generation import Cancelled, GenerationResult, common_prefix_length
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,33 @@ RESTARTING = "restarting it, completions resume when it is ready"  # what reques
 # The longest a request waits for a llama-server that is (re)starting: a start takes seconds (up to
 # start_timeout_s), and a completion that comes that late is stale; the request fails saying why instead.
 START_WAIT_S = 1.0
+# Prompt tokens per prefill-only request when a long prompt is not cached: a cancelled request stops using the
+# server within one step (about 1 s at two threads on a small CPU); steps cost about 5 % more than one request.
+PREFILL_STEP = 256
+
+
+class SentPrompts:
+    """The prompts last sent to one server, to estimate how much of a new prompt it holds: its slots and
+    its prompt cache in RAM keep recent prompts (a server restarted on a new URL holds none)."""
+
+    def __init__(self, keep: int = 16):
+        self._prompts: deque[list[int]] = deque(maxlen=keep)
+        self._url = ""
+
+    def cached(self, url: str, prompt: list[int]) -> int:
+        """Leading tokens of ``prompt`` the server at ``url`` has most likely processed already."""
+        self._for(url)
+        return max((common_prefix_length(sent, prompt) for sent in self._prompts), default=0)
+
+    def add(self, url: str, prompt: list[int]) -> None:
+        """A prompt sent to ``url``: the server processes it to the end whatever the client does next."""
+        self._for(url)
+        self._prompts.append(list(prompt))
+
+    def _for(self, url: str) -> None:
+        if url != self._url:  # another server, or ours restarted on a new port: nothing cached there
+            self._prompts.clear()
+            self._url = url
 
 
 class LlamaServerProcess:
@@ -285,6 +316,7 @@ class LlamaCppBackend(Backend):
             self.server.start()
         self.client = httpx.Client(timeout=httpx.Timeout(config.timeout_s, connect=5.0))
         self.end_ids = {i for i in (tokenizer.eos_token_id,) if i is not None}
+        self.sent = SentPrompts()
 
     @classmethod
     def create(cls, config: BackendConfig, *, model: str, device: str, dtype: str, cache_dir: str | None) -> "LlamaCppBackend":
@@ -312,13 +344,51 @@ class LlamaCppBackend(Backend):
                             fix="start it, or fix --backend-url")
 
     def generate(self, call: GenerateCall) -> list[GenerationResult]:
-        if call.prefill_only:
-            return [self._run(call, call.prompt_ids, [], alternatives=0)[0]]
-        first, runner_ups = self._run(call, call.prompt_ids, [], alternatives=call.alternatives)
+        stepped, reused, stepped_s = self._prefill_in_steps(call)
+        first, runner_ups = self._run(call, call.prompt_ids, [], alternatives=0 if call.prefill_only else call.alternatives)
+        if stepped:  # the steps' work is part of this request's prefill
+            first.prefilled, first.reused, first.prefill_s = first.prefilled + stepped, reused, first.prefill_s + stepped_s
         results = [first]
         for token in runner_ups:
             results.append(self._run(call, call.prompt_ids + [token], [token], alternatives=0)[0])
         return results
+
+    def _prefill_in_steps(self, call: GenerateCall) -> tuple[int, int, float]:
+        """Send the prompt's uncached part, all but its last PREFILL_STEP tokens, as prefill-only requests of
+        PREFILL_STEP more tokens each, checking for cancellation between them. llama-server notices a closed
+        connection only when it has a token to send, so one request for a long uncached prompt would keep it
+        busy for seconds after a cancel (a newer keystroke, a pre-warm cancelled by a request in another
+        file) and every request after it would wait. A cached prompt is sent as one request.
+        Returns (tokens the steps processed, tokens the first step found cached, the steps' prompt seconds)."""
+        target = self._target()
+        prompt = call.prompt_ids
+        done = self.sent.cached(target.url, prompt)
+        processed, reused, seconds = 0, 0, 0.0
+        while len(prompt) - done > PREFILL_STEP:
+            if call.cancel is not None and call.cancel.is_set():
+                raise Cancelled()
+            done += PREFILL_STEP
+            body = {"prompt": prompt[:done], "n_predict": 0, "stream": True, "cache_prompt": True}
+            self.sent.add(target.url, prompt[:done])
+            timings: dict = {}
+            for event in self._events(target, body, call.cancel):
+                timings = event.get("timings") or timings
+                if event.get("stop"):
+                    break
+            if not processed:
+                reused = int(timings.get("cache_n", 0))
+            processed += int(timings.get("prompt_n", 0))
+            seconds += float(timings.get("prompt_ms", 0.0)) / 1000
+        return processed, reused, seconds
+
+    def _events(self, target: StreamTarget, body: dict, cancel):
+        """The streamed events of one /completion request; a server that died mid-request is reported."""
+        try:
+            yield from sse_events(self.client, target, "/completion", body, cancel, self.config.retries)
+        except BackendError:
+            if self.server is not None and self.server.state == "ready" and not self.server.alive():
+                raise BackendError(self.server.report_dead()) from None  # it died mid-request
+            raise
 
     def _run(self, call: GenerateCall, prompt: list[int], seed: list[int], alternatives: int) -> tuple[GenerationResult, list[int]]:
         """One streamed /completion; the result and up to ``alternatives`` runner-up first tokens."""
@@ -334,22 +404,19 @@ class LlamaCppBackend(Backend):
             body["n_probs"] = alternatives + 4  # a few spare: end tokens and the chosen one are dropped
         runner_ups: list[int] = []
         timings: dict = {}
-        try:
-            done = call.prefill_only
-            for event in sse_events(self.client, self._target(), "/completion", body, call.cancel, self.config.retries):
-                timings = event.get("timings") or timings
-                if alternatives and not runner_ups and event.get("completion_probabilities"):
-                    runner_ups = self._runner_ups(event, alternatives, heal)
-                for token in event.get("tokens") or []:
-                    if done or collector.add_token(int(token)):
-                        done = True
-                        break
-                if done or event.get("stop"):
+        done = call.prefill_only
+        target = self._target()
+        self.sent.add(target.url, prompt)
+        for event in self._events(target, body, call.cancel):
+            timings = event.get("timings") or timings
+            if alternatives and not runner_ups and event.get("completion_probabilities"):
+                runner_ups = self._runner_ups(event, alternatives, heal)
+            for token in event.get("tokens") or []:
+                if done or collector.add_token(int(token)):
+                    done = True
                     break
-        except BackendError:
-            if self.server is not None and self.server.state == "ready" and not self.server.alive():
-                raise BackendError(self.server.report_dead()) from None  # it died mid-request
-            raise
+            if done or event.get("stop"):
+                break
         result = collector.result(prefilled=int(timings.get("prompt_n", 0)), reused=int(timings.get("cache_n", 0)),
                                   prefill_s=timings["prompt_ms"] / 1000 if "prompt_ms" in timings else None)
         if call.prefill_only:
