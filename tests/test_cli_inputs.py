@@ -346,6 +346,15 @@ def test_eval_context_budget_over_half_the_window_is_refused_before_the_model_lo
         "titans-lsp eval: error: --context-budget 600: at most 500 (half of --max-seq 1000, so the prefix keeps room)")
 
 
+def test_eval_window_too_small_for_a_prompt_is_refused_before_the_model_loads(tmp_path, capsys):
+    data = tmp_path / "dev.jsonl"
+    _write_samples(data)  # was: "ValueError: empty prompt" with a traceback, after the model loaded
+    assert main(["eval", "--data", str(data), "--out", str(tmp_path / "out"), "--modes", "none", "--max-seq", "40",
+                 "--context-budget", "0", "--model", str(tmp_path / "not-loaded")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "titans-lsp eval: error: --max-seq 40: at least 114 (the 50 generated tokens and a prompt of 64)")
+
+
 def test_eval_context_budget_zero_turns_the_block_off_as_in_the_editor(tmp_path):
     data = tmp_path / "dev.jsonl"
     _write_samples(data)

@@ -24,6 +24,7 @@ N-th sample; rank 0 merges the predictions and writes the one report. Resuming w
 
 BUILD_PER_REPO = 50  # `eval build`'s defaults (None in the parser: given or not is how misuse is found)
 BUILD_RETRIEVER = "bm25"
+MIN_PROMPT_TOKENS = 64  # the least prompt --max-seq must leave beside the generated tokens
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(build_only)}: only read by `titans-lsp eval build` (add `build` after `eval`)")
     if not args.data or not args.out:
         raise UserError("--data FILE.jsonl and --out DIR are required (or `titans-lsp eval build ...`)")
+    from titans_lsp.evals.runner import MAX_NEW_TOKENS
     from titans_lsp.settings import max_context_budget
 
+    if args.max_seq < MAX_NEW_TOKENS + MIN_PROMPT_TOKENS:  # the prompt was cut to nothing: a traceback per sample
+        raise UserError(f"--max-seq {args.max_seq}: at least {MAX_NEW_TOKENS + MIN_PROMPT_TOKENS} (the {MAX_NEW_TOKENS} "
+                        f"generated tokens and a prompt of {MIN_PROMPT_TOKENS})")
     if args.context_budget > max_context_budget(args.max_seq):  # CompletionSettings refused it after the model loaded
         raise UserError(f"--context-budget {args.context_budget}: at most {max_context_budget(args.max_seq)} "
                         f"(half of --max-seq {args.max_seq}, so the prefix keeps room)")
