@@ -260,3 +260,12 @@ def test_vscode_server_that_stops_at_start_is_reported_with_its_own_error_line(t
     result = run_extension(tmp_path, {"start": "crash", "stderr": ["INFO titans_lsp: starting", said, "bye"]})
     warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
     assert any("stopped unexpectedly" in text and text.endswith(f"It said: {said}") for text in warnings), result["messages"]
+
+
+@pytest.mark.timeout(60)
+def test_vscode_quotes_at_most_300_characters_of_a_huge_server_error_line(tmp_path: Path):
+    said = "titans-lsp serve: error: --model " + "x" * 5000 + ": no such file"  # was: a pop-up 5,000 characters wide
+    result = run_extension(tmp_path, {"start": "crash", "stderr": [said]})
+    warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
+    quoted = [text.split("It said: ", 1)[1] for text in warnings if "It said: " in text]
+    assert quoted and all(q == said[:299] + "\u2026" for q in quoted), [q[-20:] for q in quoted]

@@ -48,6 +48,8 @@ let client: LanguageClient | undefined;
 const SERVER_ERROR_LINE = /^titans-lsp \S+: error: /;
 /** The last such line the server wrote since it last came up; the crash messages quote it. */
 let lastServerError: string | undefined;
+/** The most of that line a pop-up quotes (a huge line stays whole in the log). */
+const MAX_QUOTED_ERROR = 300;
 let cursorReporter: CursorReporter | undefined;
 let errorHandler: BackoffErrorHandler;
 let statusBar: StatusBar;
@@ -85,7 +87,7 @@ function serverStdio(): Required<StdioOptions> {
       lines(input).on("line", (line) => {
         channel.error(line);
         if (SERVER_ERROR_LINE.test(line)) {
-          lastServerError = line;
+          lastServerError = line.length > MAX_QUOTED_ERROR ? `${line.slice(0, MAX_QUOTED_ERROR - 1)}…` : line;
         }
       }),
   };
