@@ -265,6 +265,29 @@ def test_the_first_completion_in_a_file_outside_the_folders_or_in_a_new_folder_w
     assert client.status()["lastCompletion"]["mode"] == "none"
 
 
+def test_a_pre_warm_in_a_file_whose_settings_are_coming_waits_for_them(server, tmp_path):
+    """The cursor pre-warm (titans/cursor) right after opening a file outside the folders ran on the
+    defaults (concat, the default block) while that file's settings pull was answered a moment later:
+    it prefilled a prompt that no request there would reuse."""
+    import time
+
+    root = workspace(tmp_path)
+    srv = server({None: {"mode": "none"}})
+    client = srv.client
+    assert "result" in client.initialize([root])
+    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    uri = client.open(outside, "def add(a, b):\n    return ")
+    client.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}})
+    deadline = time.monotonic() + 120
+    while client.status().get("lastPrepare") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    prepared = client.status()["lastPrepare"]
+    assert prepared is not None and prepared["uri"] == uri
+    assert prepared["mode"] == "none", prepared  # the user's mode, not the default concat
+
+
 def test_completions_after_the_model_failed_to_load_are_answered_empty_with_the_reason_once(server, tmp_path):
     """Every keystroke's request was answered with an internal error (-32603, a traceback in the log
     each time; VS Code reveals its output channel on each), although the reason was already shown."""

@@ -583,14 +583,21 @@ class TitansServer(LanguageServer):
             return engine.prepare(request, state.workspace)
         return engine.complete(request, state.workspace)
 
-    def prepare(self, cursor: CursorParams) -> None:
+    async def prepare(self, cursor: CursorParams) -> None:
         """``titans/cursor``: the cursor rests in a document; prefill the prompt a request there
         would get, so the first keystroke's request only prefills what was typed. A newer cursor
         for the document supersedes it, an edit or a request for another document cancels it (the
-        chunks already prefilled stay in the document's cache)."""
+        chunks already prefilled stay in the document's cache). In a file whose settings are still
+        being pulled it waits for them, as requests do: a prompt laid out with the defaults (another
+        mode, another block) is one no request would reuse."""
         uri = cursor.uri
-        if self.open_document(uri) is None:
+        document = self.open_document(uri)
+        if document is None:
             return
+        version = document.version
+        await self.wait_for_settings(self.folder_for(uri))
+        if self.open_document(uri) is not document or document.version != version:
+            return  # edited or closed while it waited: the editor sends the next resting cursor
         requests = self.scheduler.requests
         cancel = requests.start("prepare", uri)
         position = types.Position(line=cursor.line, character=cursor.character)
@@ -813,11 +820,13 @@ def build_server(**options) -> TitansServer:
         ls.folder_for(uri).workspace.close_document(uri)
 
     @server.feature(CURSOR_NOTIFICATION)
-    def cursor(ls: TitansServer, params: Any) -> None:
+    async def cursor(ls: TitansServer, params: Any) -> None:
         try:
-            ls.prepare(CursorParams.from_wire(params))
+            cursor = CursorParams.from_wire(params)
         except ProtocolError as exc:
             log.warning("ignoring %s", exc)
+            return
+        await ls.prepare(cursor)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: TitansServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
