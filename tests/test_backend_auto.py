@@ -245,3 +245,33 @@ def test_telemetry_records_the_backend_that_answered_not_the_one_that_would_answ
     assert server.events.flush()
     server.events.close()
     assert [e.backend for e in telemetry.read_events(db)] == ["llamacpp"]
+
+
+def test_the_status_names_the_serving_backend_without_starting_anything(tiny_llama_dir):
+    """The status push asked ``backend_for``, which under ``auto`` restarts a llama-server found down once its
+    back-off has passed: showing the status started a server."""
+    from titans_lsp.backends.auto import AutoBackend
+    from titans_lsp.backends.local import LocalBackend
+    from titans_lsp.model.loading import load_model
+
+    class CountingServer(_FakeServer):
+        state, error = "down", "llama-server exited with code 1"
+        checks = 0
+
+        def usable(self) -> bool:  # the real one restarts a server that is down once its back-off has passed
+            self.checks += 1
+            return False
+
+        def ready(self) -> bool:
+            return False
+
+    local = LocalBackend(load_model(str(tiny_llama_dir), device="cpu"))
+    fast = _FakeLlama(local.tokenizer)
+    fast.server = CountingServer()
+    auto = AutoBackend(local, fast, "test")
+    assert auto.serving_for(Mode.NONE) == "local" and auto.serving_for(Mode.MEMORY) == "local"
+    assert fast.server.checks == 0  # nothing asked the server to recover
+    fast.server.state = "ready"
+    fast.server.ready = lambda: True
+    assert auto.serving_for(Mode.CONCAT) == "llamacpp" and fast.server.checks == 0
+    assert auto.backend_for(Mode.NONE).name == "local" and fast.server.checks == 1  # a request does try it

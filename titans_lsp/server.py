@@ -438,7 +438,7 @@ class TitansServer(LanguageServer):
             state = "down" if future is not None and future.done() else "loading"  # done without an engine: failed
             return BackendStatus.from_describe({**self.backend_config.describe(), "state": state}, self.backend_error)
         return BackendStatus.from_describe(engine.backend.describe(), self.backend_error,
-                                           serving=engine.backend.backend_for(mode).name)
+                                           serving=engine.backend.serving_for(mode))
 
     def status(self) -> dict:
         """The ``titans-lsp.status`` command's answer: the model, latencies and every folder."""

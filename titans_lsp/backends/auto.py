@@ -96,6 +96,9 @@ class AutoBackend(Backend):
             return "local"
         return self.fast.name
 
+    def serving_for(self, mode) -> str:
+        return "local" if mode.uses_memory else self._serving_fast_name()
+
     def generate(self, call: GenerateCall) -> list[GenerationResult]:
         raise BackendError("internal: the engine must call backend_for(mode).generate on the auto backend")
 

@@ -79,6 +79,11 @@ class Backend(abc.ABC):
         """The backend that runs ``mode`` (a titans_lsp.modes.Mode): itself, except for ``auto``."""
         return self
 
+    def serving_for(self, mode: Any) -> str:
+        """The name of the backend that would run ``mode`` now, for the status: like ``backend_for``, but
+        never starts anything (``auto``'s backend_for may restart a llama-server that is down)."""
+        return self.backend_for(mode).name
+
     def describe(self) -> dict:
         """What the status shows: name, model, URL, state. Never a secret."""
         return {"name": self.name}
