@@ -238,6 +238,7 @@ def test_neovim_cmd_that_cannot_start_is_a_visible_error(tmp_path: Path, cmd, wa
     result = run_plugin(tmp_path, {"setup": {"cmd": cmd}, "wait_ms": 500})
     assert result["setup_ok"] and not result["attached"], result
     assert any(message.startswith(f"titans-lsp: {wanted}") for message in errors(result)), result["messages"]
+    assert result["statusline"] != "Titans: starting", result  # nothing is starting
 
 
 @pytest.mark.timeout(60)
@@ -276,3 +277,17 @@ def test_neovim_settings_that_are_not_a_table_are_one_error_and_modes_still_swit
     assert result["setup_ok"], result["setup_error"]
     assert any("settings.titansLsp must be a table" in message for message in errors(result)), result["messages"]
     assert result["set_mode_ok"] and result["mode"] == "none", result
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stub_env, wanted", [
+    ("STUB_NO_INITIALIZE=1", "Titans: starting"),  # was: '' until the server answered initialize
+    ('STUB_STATUS={"mode": "none", "backend": {"name": "local", "state": "loading"}}',
+     "Titans: none · loading model"),  # was: "Titans: none" while the model loaded (no completions yet)
+    ('STUB_STATUS={"mode": "none", "backend": {"name": "llamacpp", "state": "down", "lastError": "llama-server stopped"}}',
+     "Titans: none · backend error (:TitansStatus)"),  # was: "Titans: none", the error only in a pop-up
+])
+def test_neovim_statusline_says_when_completions_cannot_come_yet(tmp_path: Path, stub_env, wanted):
+    result = run_plugin(tmp_path, {"setup": {"cmd": ["env", stub_env, "PYTHON", str(LSP_STUB)]}, "wait_ms": 1500,
+                                   "settle_ms": 500})
+    assert result["statusline"] == wanted, result

@@ -35,6 +35,10 @@ M.rest_ms = 250
 --- Latest `titans/status` notification per workspace folder URI.
 M.status = {}
 
+--- titans clients that have sent initialize and have no answer yet (a server still starting).
+M.starting = 0
+local initialized = {} -- client id -> true once its server answered initialize
+
 --- How the last titans client ended when it did not stop cleanly ({ code, signal }), so the
 --- statusline says the server is down instead of going blank; cleared when a client attaches.
 M.exited = nil
@@ -168,16 +172,26 @@ end
 function M.statusline()
   local client = clients(0)[1]
   if not client then
+    if not vim.tbl_contains(config.filetypes, vim.bo.filetype) then
+      return ''
+    end
     local exited = M.exited
-    if exited and vim.tbl_contains(config.filetypes, vim.bo.filetype) then
+    if exited then
       return exited.signal ~= 0 and ('Titans: stopped (signal %d)'):format(exited.signal)
         or ('Titans: stopped (exit code %d)'):format(exited.code)
     end
-    return ''
+    -- Neovim lists a client (and attaches buffers) only once the server has answered initialize.
+    return M.starting > 0 and 'Titans: starting' or ''
   end
   local folder = client.workspace_folders and client.workspace_folders[1] and client.workspace_folders[1].uri
   local s = folder and M.status[folder] or nil
   local parts = { 'Titans: ' .. ((s and s.mode) or M.mode()) }
+  local backend = s and type(s.backend) == 'table' and s.backend or nil
+  if backend and backend.state == 'loading' then
+    table.insert(parts, 'loading model')
+  elseif backend and type(backend.lastError) == 'string' then
+    table.insert(parts, 'backend error (:TitansStatus)')
+  end
   if s and s.indexing ~= vim.NIL and s.indexing and s.indexing.done < s.indexing.total then
     table.insert(parts, ('indexing %d/%d'):format(s.indexing.done, s.indexing.total))
   end
@@ -258,7 +272,18 @@ function M.setup(opts)
     root_markers = config.root_markers,
     settings = config.settings,
     init_options = config.init_options,
-    on_exit = function(code, signal)
+    before_init = function()
+      M.starting = M.starting + 1
+    end,
+    on_init = function(client)
+      initialized[client.id] = true
+      M.starting = math.max(0, M.starting - 1)
+    end,
+    on_exit = function(code, signal, client_id)
+      if not initialized[client_id] then -- it ended before answering initialize
+        M.starting = math.max(0, M.starting - 1)
+      end
+      initialized[client_id] = nil
       if code ~= 0 or (signal ~= 0 and signal ~= 15) then -- as Neovim's own "quit with exit code" warning
         M.exited = { code = code, signal = signal }
         vim.schedule(function() vim.cmd.redrawstatus({ bang = true }) end)
