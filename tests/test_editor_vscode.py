@@ -269,3 +269,11 @@ def test_vscode_quotes_at_most_300_characters_of_a_huge_server_error_line(tmp_pa
     warnings = [m["text"] for m in result["messages"] if m["level"] == "warning"]
     quoted = [text.split("It said: ", 1)[1] for text in warnings if "It said: " in text]
     assert quoted and all(q == said[:299] + "\u2026" for q in quoted), [q[-20:] for q in quoted]
+
+
+@pytest.mark.timeout(60)
+def test_vscode_status_item_says_the_model_is_loading(tmp_path: Path):
+    folder = {"folder": "file:///ws", "mode": "concat", "indexing": None, "priming": None,
+              "backend": {"name": "local", "state": "loading", "serving": "local"}}
+    result = run_extension(tmp_path, {"folder": "/ws", "notifications": {"titans/status": [folder]}})
+    assert "loading model" in result["status"]["text"], result["status"]  # was: "concat", as if ready

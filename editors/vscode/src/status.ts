@@ -101,7 +101,10 @@ export class StatusBar implements vscode.Disposable {
     if (serving && serving !== "local") {
       parts.push(serving);
     }
-    if (status?.backend?.lastError) {
+    if (status?.backend?.state === "loading") {
+      icon = "$(loading~spin)";
+      parts.push("loading model"); // no completion until it is loaded
+    } else if (status?.backend?.lastError) {
       icon = "$(warning)";
       this.item.backgroundColor = new vscode.ThemeColor("statusBarItem.warningBackground");
     }

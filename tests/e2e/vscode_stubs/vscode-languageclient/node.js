@@ -20,7 +20,14 @@ class LanguageClient {
     this.listeners.push(listener);
     return { dispose() {} };
   }
-  onNotification() {
+  // SCENARIO.notifications: { method: [params, ...] }, delivered once the client is running.
+  onNotification(method, handler) {
+    const sent = ((globalThis.SCENARIO.notifications || {})[method] || []).slice();
+    this.listeners.push(({ newState }) => {
+      if (newState === State.Running) {
+        sent.splice(0).forEach((params) => handler(params));
+      }
+    });
     return { dispose() {} };
   }
   setState(newState) {

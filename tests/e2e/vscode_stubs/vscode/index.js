@@ -65,7 +65,10 @@ module.exports = {
     showQuickPick: () => Promise.resolve(undefined),
   },
   workspace: {
-    workspaceFolders: undefined,
+    // SCENARIO.folder (a path): one open workspace folder, as in a window with a folder open
+    workspaceFolders: globalThis.SCENARIO.folder
+      ? [{ uri: Uri.file(globalThis.SCENARIO.folder), name: "ws", index: 0 }]
+      : undefined,
     workspaceFile: undefined,
     getConfiguration: () => ({
       get: (key, fallback) => (key in settings() ? settings()[key] : fallback),
