@@ -375,3 +375,49 @@ def test_a_llama_server_down_gives_every_request_the_same_message_so_it_pops_up_
         time.sleep(1.1)
     assert messages[0] == messages[1] and "exited with code 3" in messages[0]
     assert "tried again in the background" in messages[0]
+
+
+def test_sent_prompts_estimate_what_a_server_holds_and_forget_a_restarted_one():
+    from titans_lsp.backends.llamacpp import SentPrompts
+
+    sent = SentPrompts(keep=2)
+    url = "http://127.0.0.1:1"
+    assert sent.cached(url, [1, 2, 3]) == 0
+    sent.add(url, [1, 2, 3, 4])
+    sent.add(url, [7, 8])
+    assert sent.cached(url, [1, 2, 3, 9]) == 3 and sent.cached(url, [7, 8, 9]) == 2
+    sent.add(url, [5])  # keeps the last two
+    assert sent.cached(url, [1, 2, 3]) == 0
+    assert sent.cached("http://127.0.0.1:2", [7, 8]) == 0  # restarted on another port: holds nothing
+    assert sent.cached(url, [7, 8]) == 0  # and the old server's prompts are gone
+
+
+def test_sent_prompts_can_be_used_from_several_threads():
+    """`eval --concurrency` sends requests from several threads: reading while another thread adds must not
+    fail (a deque mutated during iteration raises)."""
+    import threading
+
+    from titans_lsp.backends.llamacpp import SentPrompts
+
+    sent, url, errors = SentPrompts(keep=16), "http://x", []
+
+    prompt = list(range(2000))  # long shared prefixes: each read compares for a while, threads switch meanwhile
+    until = time.monotonic() + 1.0
+
+    def add():
+        while time.monotonic() < until:
+            sent.add(url, prompt)
+
+    def read():
+        try:
+            while time.monotonic() < until:
+                sent.cached(url, prompt)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add), threading.Thread(target=read), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -90,16 +90,20 @@ class SentPrompts:
     def __init__(self, keep: int = 16):
         self._prompts: deque[list[int]] = deque(maxlen=keep)
         self._url = ""
+        self._lock = threading.Lock()  # `eval --concurrency` sends requests from several threads
 
     def cached(self, url: str, prompt: list[int]) -> int:
         """Leading tokens of ``prompt`` the server at ``url`` has most likely processed already."""
-        self._for(url)
-        return max((common_prefix_length(sent, prompt) for sent in self._prompts), default=0)
+        with self._lock:
+            self._for(url)
+            sent = list(self._prompts)
+        return max((common_prefix_length(earlier, prompt) for earlier in sent), default=0)
 
     def add(self, url: str, prompt: list[int]) -> None:
         """A prompt sent to ``url``: the server processes it to the end whatever the client does next."""
-        self._for(url)
-        self._prompts.append(list(prompt))
+        with self._lock:
+            self._for(url)
+            self._prompts.append(list(prompt))
 
     def _for(self, url: str) -> None:
         if url != self._url:  # another server, or ours restarted on a new port: nothing cached there
