@@ -4,33 +4,50 @@ Q8_0 rounding), a file the user names served as it is, a broken file refused wit
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from titans_lsp.model.gguf_serving import SERVING_ENCODING, reencode, serving_gguf  # noqa: E402
+from titans_lsp.model.gguf_serving import (  # noqa: E402
+    SERVING_ENCODING, STALE_TMP_S, reencode, reencoded_path, serving_gguf,
+)
 from titans_lsp.model.loading import ModelLoadError, default_model_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    """The default re-encoded into a fresh cache that held two temp files of this target beforehand:
+    one a killed writer left long ago, one a live writer is writing now."""
     cache = tmp_path_factory.mktemp("cache")
-    return cache, serving_gguf("default", cache)
+    target = reencoded_path(default_model_path(), SERVING_ENCODING, cache)
+    target.parent.mkdir(parents=True)
+    killed, live = target.parent / f"{target.name}.abc.tmp", target.parent / f"{target.name}.def.tmp"
+    killed.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    old = os.stat(killed).st_mtime - STALE_TMP_S - 60
+    os.utime(killed, (old, old))
+    return SimpleNamespace(cache=cache, target=target, killed=killed, live=live, path=serving_gguf("default", cache))
+
+
+@pytest.fixture(scope="module")
+def readers(served):
+    """GGUF readers of the source and of its re-encoding (each takes seconds to parse)."""
+    return gguf.GGUFReader(default_model_path()), gguf.GGUFReader(served.path)
 
 
 def test_default_is_reencoded_once_into_the_cache(served):
-    cache, path = served
+    cache, path = served.cache, served.path
     assert path.startswith(str(cache)) and path.endswith(f".{SERVING_ENCODING}.gguf")
     mtime = os.stat(path).st_mtime_ns
     assert serving_gguf("default", cache) == path
     assert os.stat(path).st_mtime_ns == mtime  # reused, not rewritten
 
 
-def test_reencoding_keeps_every_tensor_and_field(served):
-    _, path = served
-    source, target = gguf.GGUFReader(default_model_path()), gguf.GGUFReader(path)
+def test_reencoding_keeps_every_tensor_and_field(readers):
+    source, target = readers
     assert [t.name for t in target.tensors] == [t.name for t in source.tensors]
     for old, new in zip(source.tensors, target.tensors):
         assert list(new.shape) == list(old.shape), old.name
@@ -42,10 +59,9 @@ def test_reencoding_keeps_every_tensor_and_field(served):
         assert target.fields[name].contents() == source.fields[name].contents()
 
 
-def test_reencoded_weights_equal_the_source_up_to_q8_rounding(served):
-    _, path = served
-    source = {t.name: t for t in gguf.GGUFReader(default_model_path()).tensors}
-    for tensor in gguf.GGUFReader(path).tensors[:40]:
+def test_reencoded_weights_equal_the_source_up_to_q8_rounding(readers):
+    source = {t.name: t for t in readers[0].tensors}
+    for tensor in readers[1].tensors[:40]:
         old = source[tensor.name]
         a = gguf.quants.dequantize(old.data, old.tensor_type).astype(np.float32)
         b = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
@@ -85,19 +101,9 @@ def test_a_failed_write_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatc
     assert not [p for p in cache.rglob("*") if p.is_file()]  # no temp file, no half copy under the real name
 
 
-def test_leftovers_of_a_killed_writer_are_removed_but_not_a_live_writers(tmp_path):
-    from titans_lsp.model.gguf_serving import STALE_TMP_S, reencoded_path
-
-    cache = tmp_path / "cache"
-    target = reencoded_path(default_model_path(), SERVING_ENCODING, cache)
-    target.parent.mkdir(parents=True)
-    killed, live = target.parent / f"{target.name}.abc.tmp", target.parent / f"{target.name}.def.tmp"
-    killed.write_bytes(b"half a file")
-    live.write_bytes(b"being written")
-    old = os.stat(killed).st_mtime - STALE_TMP_S - 60
-    os.utime(killed, (old, old))
-    assert serving_gguf("default", cache) == str(target)
-    assert not killed.exists() and live.exists()
+def test_leftovers_of_a_killed_writer_are_removed_but_not_a_live_writers(served):
+    assert served.path == str(served.target)
+    assert not served.killed.exists() and served.live.exists()
 
 
 def test_a_named_gguf_is_served_even_without_the_default_model_installed(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_missing_default_wheel_names_the_fix(monkeypatch):
 
 
 @pytest.mark.slow
-def test_gguf_converts_once_then_loads_from_cache(tmp_path):
+def test_gguf_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
     """Cold load converts the GGUF into the cache; the warm load reads the converted copy."""
     import time
 
@@ -105,10 +106,22 @@ def test_gguf_converts_once_then_loads_from_cache(tmp_path):
         assert torch.allclose(cold.model(ids).logits, expected, atol=1e-5)
 
     # A damaged converted copy is rebuilt, not fatal. (Unlink first: the loaded models mmap the
-    # old file, and truncating a mapped file in place would crash this process with SIGBUS.)
+    # old file, and truncating a mapped file in place would crash this process with SIGBUS.) The real
+    # loader meets the garbage; the rebuild puts back the cold load's output instead of converting a
+    # second time (what the conversion writes is checked above, and its ~35 s are the test's cost).
+    kept = tmp_path / "kept"
+    shutil.copytree(converted, kept, copy_function=os.link)  # hard links: the unlinked file's data stays
     (converted / "model.safetensors").unlink()
     (converted / "model.safetensors").write_bytes(b"garbage")
+    rebuilds: list = []
+
+    def rebuild(gguf_path: Path, target: Path) -> None:
+        rebuilds.append(target)
+        shutil.copytree(kept, target)
+
+    monkeypatch.setattr(loading, "_write_conversion", rebuild)
     again = load_model("default", device="cpu", cache_dir=cache)
+    assert rebuilds == [converted], "the damaged copy is rebuilt once"
     with torch.no_grad():
         assert torch.allclose(again.model(ids).logits, expected, atol=1e-5)
 
