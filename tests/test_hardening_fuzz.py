@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raw_lsp import StdioServer
-from tiny_models import save_tiny_model
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -34,13 +33,13 @@ texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_llama_dir):
     tmp = tmp_path_factory.mktemp("fuzz")
     root = tmp / "ws"
     for rel, text in ROOT_FILES.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    srv = StdioServer(save_tiny_model(tmp / "model"), tmp / "cache", tmp / "serve.log",
+    srv = StdioServer(tiny_llama_dir, tmp / "cache", tmp / "serve.log",
                       {None: {"mode": "concat", "maxNewTokens": 8}})
     assert "result" in srv.client.initialize([root])
     srv.root = root

@@ -6,22 +6,16 @@ from __future__ import annotations
 import pytest
 
 from raw_lsp import StdioServer, frame
-from tiny_models import save_tiny_model
 
 pytestmark = [pytest.mark.timeout(240)]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 @pytest.fixture
-def server(tiny, tmp_path):
+def server(tiny_llama_dir, tmp_path):
     started = []
 
     def start(settings: dict | None = None) -> StdioServer:
-        srv = StdioServer(tiny, tmp_path / "cache", tmp_path / "serve.log", settings)
+        srv = StdioServer(tiny_llama_dir, tmp_path / "cache", tmp_path / "serve.log", settings)
         started.append(srv)
         return srv
 

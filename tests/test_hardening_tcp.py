@@ -10,15 +10,9 @@ import time
 import pytest
 
 from raw_lsp import ENV, TcpServer, serve_args
-from tiny_models import save_tiny_model
 
 pytestmark = [pytest.mark.timeout(240)]
 TOKEN = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture
@@ -29,8 +23,8 @@ def servers():
         srv.close()
 
 
-def test_tcp_without_host_binds_loopback(tiny, tmp_path, servers):
-    proc = subprocess.Popen(serve_args(tiny, tmp_path / "cache", tmp_path / "log", "--tcp", ":0"),
+def test_tcp_without_host_binds_loopback(tiny_llama_dir, tmp_path, servers):
+    proc = subprocess.Popen(serve_args(tiny_llama_dir, tmp_path / "cache", tmp_path / "log", "--tcp", ":0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     try:
         line = b""
@@ -43,17 +37,17 @@ def test_tcp_without_host_binds_loopback(tiny, tmp_path, servers):
         proc.wait(10)
 
 
-def test_non_loopback_address_requires_a_token(tiny, tmp_path):
-    done = subprocess.run(serve_args(tiny, tmp_path / "cache", tmp_path / "log", "--tcp", "0.0.0.0:0"),
+def test_non_loopback_address_requires_a_token(tiny_llama_dir, tmp_path):
+    done = subprocess.run(serve_args(tiny_llama_dir, tmp_path / "cache", tmp_path / "log", "--tcp", "0.0.0.0:0"),
                           capture_output=True, text=True, env=ENV, timeout=120)
     assert done.returncode != 0
     assert "--auth-token-file" in done.stderr
 
 
-def test_token_is_checked_in_initialize_and_the_warning_is_loud(tiny, tmp_path, servers):
+def test_token_is_checked_in_initialize_and_the_warning_is_loud(tiny_llama_dir, tmp_path, servers):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    srv = TcpServer(tiny, tmp_path / "cache", tmp_path / "serve.log", "0.0.0.0", "--auth-token-file", str(token_file))
+    srv = TcpServer(tiny_llama_dir, tmp_path / "cache", tmp_path / "serve.log", "0.0.0.0", "--auth-token-file", str(token_file))
     servers.append(srv)
     assert srv.port, srv.stderr()
     assert "WARNING" in srv.stderr() and "0.0.0.0" in srv.stderr()
@@ -85,8 +79,8 @@ def test_token_is_checked_in_initialize_and_the_warning_is_loud(tiny, tmp_path, 
     sock.close()
 
 
-def test_second_connection_is_refused_and_the_first_keeps_its_replies(tiny, tmp_path, servers):
-    srv = TcpServer(tiny, tmp_path / "cache", tmp_path / "serve.log")
+def test_second_connection_is_refused_and_the_first_keeps_its_replies(tiny_llama_dir, tmp_path, servers):
+    srv = TcpServer(tiny_llama_dir, tmp_path / "cache", tmp_path / "serve.log")
     servers.append(srv)
     assert srv.bound_host == "127.0.0.1"
     first, sock1 = srv.connect()
