@@ -161,15 +161,19 @@ def test_a_long_prompt_sent_in_steps_completes_like_one_request(llama_engine, mo
                                                                          events(target, body, cancel))[1])
     settings = CompletionSettings(mode="none", max_new_tokens=8)
     prefix = long_prompt(f"s{time.monotonic_ns()}", functions=25)
-    stepped = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings))
+    stepped = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings, cancel=threading.Event()))
     n = stepped.prompt_tokens
     assert n > 2 * PREFILL_STEP
     assert sent[-1] == n and len(sent) >= 2 and all(b - a <= PREFILL_STEP for a, b in zip(sent, sent[1:])), sent
     # the steps' work is reported as this request's prefill: processed + found cached covers the prompt
     assert stepped.reused < PREFILL_STEP and stepped.prefilled + stepped.reused >= n - 1, (stepped.prefilled, stepped.reused)
     sent.clear()
-    again = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings))  # cached: one request
-    assert sent == [n] and again.text == stepped.text and again.prefilled <= 2
+    again = llama_engine.complete(CompletionRequest(prefix=prefix, settings=settings, cancel=threading.Event()))
+    assert sent == [n] and again.text == stepped.text and again.prefilled <= 2  # cached: one request
+    sent.clear()  # nothing can cancel an eval's request: a new long prompt goes as one request
+    other = llama_engine.complete(CompletionRequest(prefix=long_prompt(f"e{time.monotonic_ns()}", functions=25),
+                                                    settings=settings))
+    assert sent == [other.prompt_tokens] and other.prompt_tokens > 2 * PREFILL_STEP
 
 
 def test_a_killed_server_is_reported_then_restarted(llama_engine):

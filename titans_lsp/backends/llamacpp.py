@@ -362,8 +362,11 @@ class LlamaCppBackend(Backend):
         PREFILL_STEP more tokens each, checking for cancellation between them. llama-server notices a closed
         connection only when it has a token to send, so one request for a long uncached prompt would keep it
         busy for seconds after a cancel (a newer keystroke, a pre-warm cancelled by a request in another
-        file) and every request after it would wait. A cached prompt is sent as one request.
+        file) and every request after it would wait. A cached prompt, or a call that cannot be cancelled
+        (eval, bench: no cancel event), is sent as one request.
         Returns (tokens the steps processed, tokens the first step found cached, the steps' prompt seconds)."""
+        if call.cancel is None:
+            return 0, 0, 0.0
         target = self._target()
         prompt = call.prompt_ids
         done = self.sent.cached(target.url, prompt)

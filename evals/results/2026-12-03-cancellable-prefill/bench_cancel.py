@@ -39,13 +39,15 @@ def switch(tag: str) -> float:
     started = time.perf_counter()
     cancel_a.set()
     worker.join()  # the server's one inference worker: B runs after A's pre-warm gives up
-    b = CompletionRequest(prefix=text(tag + "b", 4000, 500), settings=settings, doc_key=f"B{tag}")
+    b = CompletionRequest(prefix=text(tag + "b", 4000, 500), settings=settings, doc_key=f"B{tag}",
+                          cancel=threading.Event())  # as in the server: every request can be cancelled
     engine.complete(b, Workspace())
     return (time.perf_counter() - started) * 1000
 
 
 def cold(tag: str) -> float:
-    c = engine.complete(CompletionRequest(prefix=text(tag + "c", 6000, 2000), settings=settings), Workspace())
+    c = engine.complete(CompletionRequest(prefix=text(tag + "c", 6000, 2000), settings=settings, cancel=threading.Event()),
+                        Workspace())
     assert c.prompt_tokens >= 1990, c.prompt_tokens
     return c.seconds * 1000
 
