@@ -94,6 +94,13 @@ def restore_to(past, position: int, states: list) -> None:
             if t is not None:
                 layer.recurrent_states[i].copy_(t)
         layer.has_previous_state.update(has_previous)
+        # transformers 5.25 added a token count to linear-attention layers (cumulative_length_linear), and
+        # Cache.get_seq_length() reads layer 0's: on Qwen3.5 (layer 0 is DeltaNet) the model takes the next
+        # token's position and attention mask from it. It goes back with the states, in place (its address is
+        # static for CUDA graphs). 5.24 has no such count: the attention layers' lengths, cropped below, are it.
+        count = getattr(layer, "cumulative_length_linear", None)
+        if count is not None:
+            count.fill_(position)
     for layer in getattr(past, "layers", []):
         if not hasattr(layer, "recurrent_states") and layer.get_seq_length() > position:
             layer.crop(position - layer.get_seq_length())  # a negative count: tokens to remove
