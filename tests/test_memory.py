@@ -327,7 +327,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama_dir):
         patch.prime(state, [CODE], lm.tokenizer)
         before = state.copy()
         if checkpointing:
-            lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            from titans_lsp.model.training import set_gradient_checkpointing
+
+            assert set_gradient_checkpointing(lm.model, True)
             lm.model.train()
         with patch.activate(state):
             lm.model(ids, labels=ids, use_cache=False).loss.backward()
