@@ -81,17 +81,15 @@ def slot_busy(url: str) -> bool:
     return any(slot.get("is_processing") for slot in httpx.get(url + "/slots", timeout=5).json())
 
 
-def test_cancellation_closes_the_stream_and_the_server_stops(llama_engine):
-    url = llama_engine.backend.describe()["url"]
-    cancel = threading.Event()
-    settings = CompletionSettings(mode="none", max_new_tokens=400, multiline="always")
-    request = CompletionRequest(prefix="# a list of the first 300 primes, one per line\nprimes = [\n    2,\n    3,\n",
-                                settings=settings, early_stop=False, cancel=cancel)
+def cancel_once_busy(engine, request: CompletionRequest, after_s: float) -> None:
+    """Run ``request`` on a thread, cancel it ``after_s`` after the server's slot got busy with it, and check
+    that the engine raised Cancelled."""
+    url = engine.backend.describe()["url"]
     outcome: list = []
 
     def run():
         try:
-            outcome.append(llama_engine.complete(request))
+            outcome.append(engine.complete(request))
         except Cancelled:
             outcome.append("cancelled")
 
@@ -100,11 +98,19 @@ def test_cancellation_closes_the_stream_and_the_server_stops(llama_engine):
     deadline = time.monotonic() + 30
     while not slot_busy(url) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert slot_busy(url), "the server never started generating"
-    time.sleep(0.3)
-    cancel.set()
-    thread.join(timeout=5)
+    assert slot_busy(url), "the server never started on the request"
+    time.sleep(after_s)
+    request.cancel.set()
+    thread.join(timeout=10)
     assert outcome == ["cancelled"]
+
+
+def test_cancellation_closes_the_stream_and_the_server_stops(llama_engine):
+    url = llama_engine.backend.describe()["url"]
+    settings = CompletionSettings(mode="none", max_new_tokens=400, multiline="always")
+    request = CompletionRequest(prefix="# a list of the first 300 primes, one per line\nprimes = [\n    2,\n    3,\n",
+                                settings=settings, early_stop=False, cancel=threading.Event())
+    cancel_once_busy(llama_engine, request, after_s=0.3)
     deadline = time.monotonic() + 3
     while slot_busy(url) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -124,27 +130,10 @@ def test_a_cancelled_long_prompt_stops_using_the_server_within_a_step(llama_engi
     uncached prompt in steps, so a cancelled request (a newer keystroke, a pre-warm cancelled by a request
     in another file) frees the server within a step instead of after the whole prompt."""
     url = llama_engine.backend.describe()["url"]
-    cancel = threading.Event()
     settings = CompletionSettings(mode="none", max_new_tokens=8)
-    request = CompletionRequest(prefix=long_prompt(f"c{time.monotonic_ns()}"), settings=settings, cancel=cancel)
-    outcome: list = []
-
-    def run():
-        try:
-            outcome.append(llama_engine.complete(request))
-        except Cancelled:
-            outcome.append("cancelled")
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not slot_busy(url) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert slot_busy(url), "the server never started on the prompt"
-    time.sleep(0.5)
-    cancel.set()
-    thread.join(timeout=10)
-    assert outcome == ["cancelled"]
+    request = CompletionRequest(prefix=long_prompt(f"c{time.monotonic_ns()}"), settings=settings,
+                                cancel=threading.Event())
+    cancel_once_busy(llama_engine, request, after_s=0.5)
     cancelled_at = time.monotonic()
     while slot_busy(url) and time.monotonic() < cancelled_at + 20:
         time.sleep(0.05)

@@ -259,20 +259,25 @@ def test_the_first_completion_in_a_file_outside_the_folders_or_in_a_new_folder_w
     assert client.status()["lastCompletion"]["mode"] == "none"
 
 
+def open_outside_with_late_settings(server, tmp_path):
+    """A server whose user settings say mode none, and a file opened outside the workspace folders whose
+    settings pull the client answers 2 s late; (client, the file's uri)."""
+    root = workspace(tmp_path)
+    client = server({None: {"mode": "none"}}).client
+    assert "result" in client.initialize([root])
+    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
+    outside = tmp_path / "scratch" / "notes.py"
+    outside.parent.mkdir()
+    return client, client.open(outside, "def add(a, b):\n    return ")
+
+
 def test_a_pre_warm_in_a_file_whose_settings_are_coming_waits_for_them(server, tmp_path):
     """The cursor pre-warm (titans/cursor) right after opening a file outside the folders ran on the
     defaults (concat, the default block) while that file's settings pull was answered a moment later:
     it prefilled a prompt that no request there would reuse."""
     import time
 
-    root = workspace(tmp_path)
-    srv = server({None: {"mode": "none"}})
-    client = srv.client
-    assert "result" in client.initialize([root])
-    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
-    outside = tmp_path / "scratch" / "notes.py"
-    outside.parent.mkdir()
-    uri = client.open(outside, "def add(a, b):\n    return ")
+    client, uri = open_outside_with_late_settings(server, tmp_path)
     client.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}})
     deadline = time.monotonic() + 120
     while client.status().get("lastPrepare") is None and time.monotonic() < deadline:
@@ -304,14 +309,7 @@ def test_a_request_waiting_for_its_files_settings_is_cancelled_by_an_edit_like_a
     not running yet): it then completed the new text at the old position."""
     import time
 
-    root = workspace(tmp_path)
-    srv = server({None: {"mode": "none"}})
-    client = srv.client
-    assert "result" in client.initialize([root])
-    client.configuration_delay[None] = 2.0  # the pull for files outside the folders is answered late
-    outside = tmp_path / "scratch" / "notes.py"
-    outside.parent.mkdir()
-    uri = client.open(outside, "def add(a, b):\n    return ")
+    client, uri = open_outside_with_late_settings(server, tmp_path)
     first = client.send_request("textDocument/inlineCompletion", {
         "textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}, "context": {"triggerKind": 1}})
     time.sleep(0.5)  # the user types on while the request waits
