@@ -122,9 +122,16 @@ def time_generation(model, prompt: list[int], new_tokens: int, device: str, cach
     _sync(device)
     total = time.perf_counter() - start
     if cache is not None and cache.past is not None and int(cache.past.get_seq_length()) != len(cache.ids):
-        # transformers < 5.24 takes the cache as past_key_values and silently ignores generation.py's cache=
-        raise RuntimeError(f"the model did not fill the cache ({cache.past.get_seq_length()} of {len(cache.ids)} tokens): "
-                           "this transformers ignores the cache= argument; install transformers>=5.24")
+        # Seen twice: transformers < 5.24 silently ignores generation.py's cache= (it takes past_key_values), and
+        # 5.25's linear-attention token count was not rolled back by restore_to (fixed): a length check, not a verdict.
+        from importlib.metadata import requires
+
+        import transformers
+
+        pin = next((r for r in requires("titans-lsp") or [] if r.startswith("transformers")), "transformers (see pyproject)")
+        raise RuntimeError(f"the model did not fill the cache ({cache.past.get_seq_length()} of {len(cache.ids)} tokens) "
+                           f"with transformers {transformers.__version__}; titans-lsp needs {pin} (below 5.24 the cache= "
+                           "argument is ignored); with such a version this is a bug in model/generation.py's cache handling")
     per_token = result.decode_s / result.decoded if result.decoded else None
     return {"ttft_ms": round(result.prefill_s * 1000.0, 2), "per_token_ms": round(per_token * 1000.0, 2) if per_token else None,
             "total_ms": round(total * 1000.0, 2), "prefilled": result.prefilled, "reused": result.reused,

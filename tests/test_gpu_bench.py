@@ -98,3 +98,28 @@ def test_tiny_ddp_training_throughput_under_torchrun(tmp_path):
     entry = train["seq_lens"]["32"]
     assert len(entry["all_step_seconds"]) == 3 and entry["tokens_per_second"] > 0
     assert train["parameter_change_norm"] > 0
+
+
+def test_a_cache_left_unfilled_names_the_transformers_pin_and_version(monkeypatch):
+    """The check blamed "transformers < 5.24" for any mismatch; 5.25's uncounted restore (fixed) hit it too."""
+    import pytest
+    import torch
+
+    from titans_lsp.model.generation import GenerationResult, PrefixCache
+
+    class Past:
+        def get_seq_length(self) -> int:
+            return 5
+
+    def generate_without_filling(model, tokenizer, prompt, new_tokens, cache=None, **kwargs):
+        cache.ids, cache.past = list(prompt), Past()  # 5 cached against 8 ids
+        return GenerationResult(token_ids=[1], text="", prefilled=len(prompt), reused=0, decoded=1, stop_reason="max_tokens")
+
+    monkeypatch.setattr(gpu_bench, "greedy_generate", generate_without_filling)
+    with pytest.raises(RuntimeError) as raised:
+        gpu_bench.time_generation(torch.nn.Identity(), list(range(8)), 1, "cpu", cache=PrefixCache())
+    message = str(raised.value)
+    assert "(5 of 8 tokens)" in message and "titans-lsp needs transformers" in message, message
+    import transformers
+
+    assert f"with transformers {transformers.__version__}" in message
