@@ -421,3 +421,31 @@ def test_sent_prompts_can_be_used_from_several_threads():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("timings", ['"soon"', '{"prompt_n": "many", "cache_n": null, "prompt_ms": [1]}'])
+def test_a_llama_server_with_unreadable_timings_still_completes(tokenizer, timings):
+    """Timings are figures for the status, not the answer: a server at --backend-url that sends them in
+    another shape (here a string, or fields that are not numbers) raised TypeError/ValueError, an internal
+    error per keystroke, from the prefill steps and from the answer alike."""
+    import threading
+
+    import httpx
+
+    from titans_lsp.backends.llamacpp import PREFILL_STEP, LlamaCppBackend
+
+    token = tokenizer("x", add_special_tokens=False).input_ids[0]
+    body = (f'data: {{"tokens": [{token}], "timings": {timings}}}\n\n'
+            f'data: {{"tokens": [], "stop": true, "timings": {timings}}}\n\n').encode()
+    backend = LlamaCppBackend(BackendConfig(name="llamacpp", url="http://127.0.0.1:9", retries=0), tokenizer)
+    requests = []
+
+    def answer(request):
+        requests.append(request)
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    backend.client = httpx.Client(transport=httpx.MockTransport(answer))
+    prompt = [token] * (3 * PREFILL_STEP)  # long and new: sent in steps
+    result = backend.generate(GenerateCall(prompt_ids=prompt, max_new_tokens=1, cancel=threading.Event()))[0]
+    assert len(requests) == 3 and result.token_ids == [token]
+    assert result.prefilled == 0 and result.reused == 0  # unknown, not made up

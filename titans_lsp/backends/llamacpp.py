@@ -19,6 +19,7 @@ long after a cancel.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -372,20 +373,20 @@ class LlamaCppBackend(Backend):
         done = self.sent.cached(target.url, prompt)
         processed, reused, seconds = 0, 0, 0.0
         while len(prompt) - done > PREFILL_STEP:
-            if call.cancel is not None and call.cancel.is_set():
+            if call.cancel.is_set():
                 raise Cancelled()
             done += PREFILL_STEP
             body = {"prompt": prompt[:done], "n_predict": 0, "stream": True, "cache_prompt": True}
             self.sent.add(target.url, prompt[:done])
             timings: dict = {}
             for event in self._events(target, body, call.cancel):
-                timings = event.get("timings") or timings
+                timings = _timings(event, timings)
                 if event.get("stop"):
                     break
             if not processed:
                 reused = int(timings.get("cache_n", 0))
             processed += int(timings.get("prompt_n", 0))
-            seconds += float(timings.get("prompt_ms", 0.0)) / 1000
+            seconds += timings.get("prompt_ms", 0.0) / 1000
         return processed, reused, seconds
 
     def _events(self, target: StreamTarget, body: dict, cancel):
@@ -415,7 +416,7 @@ class LlamaCppBackend(Backend):
         target = self._target()
         self.sent.add(target.url, prompt)
         for event in self._events(target, body, call.cancel):
-            timings = event.get("timings") or timings
+            timings = _timings(event, timings)
             if alternatives and not runner_ups and event.get("completion_probabilities"):
                 runner_ups = self._runner_ups(event, alternatives, heal)
             for token in event.get("tokens") or []:
@@ -469,6 +470,16 @@ class LlamaCppBackend(Backend):
         self.client.close()
         if self.server is not None:
             self.server.stop()
+
+
+def _timings(event: dict, previous: dict) -> dict:
+    """The event's ``timings`` figures that are numbers (the status shows them; a server that sends them in
+    another shape must not fail the completion), else the previous ones."""
+    timings = event.get("timings")
+    if not isinstance(timings, dict):
+        return previous
+    return {key: value for key, value in timings.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
 
 
 def heal_grammar(text: str) -> str:
