@@ -286,6 +286,7 @@ def test_neovim_settings_that_are_not_a_table_are_one_error_and_modes_still_swit
      "Titans: none · loading model"),  # was: "Titans: none" while the model loaded (no completions yet)
     ('STUB_STATUS={"mode": "none", "backend": {"name": "llamacpp", "state": "down", "lastError": "llama-server stopped"}}',
      "Titans: none · backend error (:TitansStatus)"),  # was: "Titans: none", the error only in a pop-up
+    ('STUB_STATUS={"mode": "none", "backend": "down", "lastLatencyMs": "fast"}', "Titans: none"),  # wrong types: ignored
 ])
 def test_neovim_statusline_says_when_completions_cannot_come_yet(tmp_path: Path, stub_env, wanted):
     result = run_plugin(tmp_path, {"setup": {"cmd": ["env", stub_env, "PYTHON", str(LSP_STUB)]}, "wait_ms": 1500,

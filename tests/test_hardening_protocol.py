@@ -287,6 +287,21 @@ def test_a_pre_warm_in_a_file_whose_settings_are_coming_waits_for_them(server, t
     assert prepared["mode"] == "none", prepared  # the user's mode, not the default concat
 
 
+def test_a_pre_warm_whose_file_is_edited_while_it_waits_for_settings_is_dropped(server, tmp_path):
+    """The cursor it was sent for is stale once the text changed: prefilling it would lay out a prompt at a
+    position in a text that is gone."""
+    import time
+
+    client, uri = open_outside_with_late_settings(server, tmp_path)
+    client.notify("titans/cursor", {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}})
+    time.sleep(0.5)  # the pre-warm waits for the settings; the user types meanwhile
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                             "contentChanges": [{"text": "x = 1\n"}]})
+    time.sleep(4.0)  # the settings came (2 s) and the pre-warm would have run
+    assert "error" not in client.inline(uri, 0, 4)  # requests go on
+    assert client.status()["lastPrepare"] is None, str(client.status()["lastPrepare"])
+
+
 def test_completions_after_the_model_failed_to_load_are_answered_empty_with_the_reason_once(server, tmp_path):
     """Every keystroke's request was answered with an internal error (-32603, a traceback in the log
     each time; VS Code reveals its output channel on each), although the reason was already shown."""
